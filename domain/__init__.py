@@ -1,0 +1,1 @@
+"""The business of gpucloud: entities, rules, ports and use cases. No frameworks, no I/O."""

@@ -1,0 +1,78 @@
+"""Catalog use cases. Each takes a unit of work and decides; the adapters only store."""
+
+from __future__ import annotations
+
+from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
+from domain.errors import Conflict, NotFound, Problem
+from domain.events import DomainEvent
+from domain.pagination import Page, PageRequest
+from domain.ports import UnitOfWork
+
+CATALOG_TOPIC = "catalog"
+
+
+def _changed(kind: str, sku: Sku) -> DomainEvent:
+    return DomainEvent(topic=CATALOG_TOPIC, name=f"sku.{kind}", payload={"kind": kind, "skuId": sku.id})
+
+
+async def add_sku(uow: UnitOfWork, spec: SkuSpec) -> Sku:
+    async with uow:
+        if await uow.skus.get_by_name(spec.name) is not None:
+            raise _name_taken(spec.name)
+        sku = await uow.skus.add(spec)
+        uow.record(_changed("added", sku))
+        await uow.commit()
+        return sku
+
+
+async def retire_sku(uow: UnitOfWork, sku_id: int) -> Sku:
+    async with uow:
+        sku = await uow.skus.get(sku_id)
+        if sku is None:
+            raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
+        if sku.status is SkuStatus.RETIRED:
+            raise Conflict(Problem(SkuErrorCode.ALREADY_RETIRED, f"SKU {sku.name} is already retired.", "id"))
+        retired = await uow.skus.set_status(sku_id, SkuStatus.RETIRED)
+        uow.record(_changed("retired", retired))
+        await uow.commit()
+        return retired
+
+
+async def get_sku(uow: UnitOfWork, sku_id: int) -> Sku | None:
+    async with uow:
+        return await uow.skus.get(sku_id)
+
+
+async def list_skus(uow: UnitOfWork, sku_filter: SkuFilter, page: PageRequest) -> Page[Sku]:
+    async with uow:
+        return await uow.skus.list(sku_filter, page)
+
+
+DEMO_SKUS: tuple[dict[str, object], ...] = (
+    {"name": "h200x1", "gpu_model": "H200", "gpu_count": 1, "vcpus": 24, "ram_gib": 240,
+     "disk_gib": 2000, "region": "eu-west", "hourly_price_minor": 399, "currency": "USD"},
+    {"name": "h200x8", "gpu_model": "H200", "gpu_count": 8, "vcpus": 192, "ram_gib": 1920,
+     "disk_gib": 16000, "region": "eu-west", "hourly_price_minor": 3192, "currency": "USD"},
+    {"name": "h100x1", "gpu_model": "H100", "gpu_count": 1, "vcpus": 16, "ram_gib": 180,
+     "disk_gib": 1000, "region": "us-east", "hourly_price_minor": 249, "currency": "USD"},
+    {"name": "a100x2", "gpu_model": "A100", "gpu_count": 2, "vcpus": 24, "ram_gib": 240,
+     "disk_gib": 1000, "region": "us-east", "hourly_price_minor": 258, "currency": "USD"},
+)  # fmt: skip
+
+
+async def seed_demo_skus(uow: UnitOfWork) -> list[Sku]:
+    """Add the demo SKUs when the catalog is empty, so a fresh `make run` has something to show."""
+    async with uow:
+        if await uow.skus.count() > 0:
+            return []
+        added = []
+        for raw in DEMO_SKUS:
+            sku = await uow.skus.add(SkuSpec.create(**raw))  # type: ignore[arg-type]
+            uow.record(_changed("added", sku))
+            added.append(sku)
+        await uow.commit()
+        return added
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(Problem(SkuErrorCode.NAME_TAKEN, f"A SKU named {name!r} already exists.", "name"))

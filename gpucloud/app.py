@@ -1,0 +1,101 @@
+"""The Starlette application: routes, lifespan and the GraphQL view."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from gpucloud import health
+from gpucloud.middleware import RequestContext
+from gpucloud.resources import Resources
+from infra.metrics import Metrics
+from infra.settings import Settings
+from resolvers.loaders import make_loaders
+from resolvers.root import Limits, build_schema
+from schema.context import AppContext
+from schema.observability import operation_metrics
+
+_OPERATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_MAX_OPERATION_LABELS = 200
+
+
+class GraphQLView(GraphQL[AppContext, None]):
+    async def get_context(self, request: Request | WebSocket, response: Any) -> AppContext:
+        res: Resources = request.app.state.resources
+        request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+        return AppContext(
+            request_id=request_id,
+            uow=res.uow,
+            events=res.hub,
+            loaders=make_loaders(res.uow),
+            request=request,
+            response=response,
+        )
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+
+def _observer(metrics: Metrics) -> Any:
+    seen: set[str] = set()
+
+    def observe(operation: str, outcome: str, seconds: float) -> None:
+        # Operation names come from clients: bound the label set so a scraper cannot be flooded.
+        if not _OPERATION_NAME.match(operation):
+            operation = "invalid"
+        elif operation not in seen:
+            if len(seen) >= _MAX_OPERATION_LABELS:
+                operation = "other"
+            else:
+                seen.add(operation)
+        metrics.graphql_requests.labels(operation, outcome).inc()
+        metrics.graphql_latency.labels(operation).observe(seconds)
+
+    return observe
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the app; nothing connects until the lifespan starts."""
+    metrics = Metrics()
+    schema = build_schema(
+        Limits(settings.max_query_depth, settings.max_aliases, settings.max_query_tokens),
+        extra_extensions=[operation_metrics(_observer(metrics))],
+    )
+    graphql = GraphQLView(
+        schema,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        allow_queries_via_get=False,  # GET serves the IDE only; nothing executes on GET
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.resources = await Resources.open(settings, metrics)
+        try:
+            yield
+        finally:
+            await app.state.resources.close()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", health.healthz),
+            Route("/readyz", health.readyz),
+            Route("/metrics", health.metrics),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestContext, metrics=metrics)
+    return app

@@ -1,0 +1,124 @@
+"""The `gpucloud` command line: serve, worker, migrate, dev, export-schema, sku."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from infra.settings import Settings, SettingsError, load_settings
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "schema.graphql"
+
+
+def _settings(needs: tuple[str, ...] = ("DATABASE_URL", "REDIS_URL")) -> Settings:
+    from infra.logging import configure_logging
+
+    try:
+        settings = load_settings(needs=needs)
+    except SettingsError as exc:
+        print(f"gpucloud: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gpucloud.app import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,  # our logging setup renders uvicorn's lines as JSON too
+        access_log=False,  # the request-context middleware logs each request with its id
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from jobs.worker import run_worker
+
+    return run_worker(_settings())
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from infra import migrate
+
+    settings = _settings(needs=("DATABASE_URL",))
+    if args.downgrade:
+        migrate.downgrade(settings.database_url, args.downgrade)
+    else:
+        migrate.upgrade(settings.database_url, args.revision)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from gpucloud.dev import run_dev
+
+    return run_dev()
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    from resolvers.root import build_schema
+
+    sdl = build_schema().as_str().rstrip() + "\n"
+    target = Path(args.path)
+    if args.check:
+        current = target.read_text() if target.exists() else ""
+        if current != sdl:
+            print(f"gpucloud: {target} is out of date; run `gpucloud export-schema`", file=sys.stderr)
+            return 1
+        print(f"{target} is up to date")
+        return 0
+    target.write_text(sdl)
+    print(f"wrote {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gpucloud import sku_cli
+
+    parser = argparse.ArgumentParser(prog="gpucloud", description="GPU cloud backend.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP API (GraphQL, health, metrics)",
+                           description="Run the HTTP API with uvicorn.")  # fmt: skip
+    serve.add_argument("--host", help="bind address (default: GPUCLOUD_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: GPUCLOUD_PORT or 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run the job worker and the outbox relay",
+                            description="Run Dramatiq actors and the outbox relay.")  # fmt: skip
+    worker.set_defaults(func=cmd_worker)
+
+    mig = sub.add_parser("migrate", help="apply database migrations",
+                         description="Upgrade the database to a revision (default: head).")  # fmt: skip
+    mig.add_argument("revision", nargs="?", default="head", help="target revision (default: head)")
+    mig.add_argument("--downgrade", metavar="REV", help="downgrade to REV instead (e.g. base)")
+    mig.set_defaults(func=cmd_migrate)
+
+    dev = sub.add_parser("dev", help="run everything locally (embedded servers when URLs are unset)",
+                         description="Start PostgreSQL and Redis if needed, migrate, seed, "
+                                     "then run the API and the worker until Ctrl-C.")  # fmt: skip
+    dev.set_defaults(func=cmd_dev)
+
+    exp = sub.add_parser("export-schema", help="write the GraphQL schema (SDL) to a file",
+                         description="Export the GraphQL schema; --check fails on drift.")  # fmt: skip
+    exp.add_argument("--path", default=str(SCHEMA_FILE), help="target file")
+    exp.add_argument("--check", action="store_true", help="fail if the file differs")
+    exp.set_defaults(func=cmd_export_schema)
+
+    sku_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,111 @@
+"""The SKU repository: SQL for the catalog, mapping rows to domain entities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
+from domain.errors import Conflict, NotFound, Problem
+from domain.money import Money
+from domain.pagination import Page, PageRequest
+from infra.db.tables import skus
+
+
+def _to_sku(row: Any) -> Sku:
+    return Sku(
+        id=row.id,
+        name=row.name,
+        gpu_model=row.gpu_model,
+        gpu_count=row.gpu_count,
+        vcpus=row.vcpus,
+        ram_gib=row.ram_gib,
+        disk_gib=row.disk_gib,
+        region=row.region,
+        hourly_price=Money(row.hourly_price_minor, row.currency),
+        status=SkuStatus(row.status),
+        created_at=row.created_at,
+        retired_at=row.retired_at,
+    )
+
+
+class SqlSkuRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, spec: SkuSpec) -> Sku:
+        stmt = (
+            insert(skus)
+            .values(
+                name=spec.name,
+                gpu_model=spec.gpu_model,
+                gpu_count=spec.gpu_count,
+                vcpus=spec.vcpus,
+                ram_gib=spec.ram_gib,
+                disk_gib=spec.disk_gib,
+                region=spec.region,
+                hourly_price_minor=spec.hourly_price.amount_minor,
+                currency=spec.hourly_price.currency,
+            )
+            .returning(skus)
+        )
+        try:
+            # A savepoint keeps the caller's transaction usable after a lost race on the name.
+            async with self._conn.begin_nested():
+                row = (await self._conn.execute(stmt)).one()
+        except IntegrityError as exc:
+            if "uq_skus_lower_name" in str(exc.orig):
+                raise Conflict(
+                    Problem(SkuErrorCode.NAME_TAKEN, f"A SKU named {spec.name!r} already exists.", "name")
+                ) from exc
+            raise
+        return _to_sku(row)
+
+    async def get(self, sku_id: int) -> Sku | None:
+        row = (await self._conn.execute(select(skus).where(skus.c.id == sku_id))).first()
+        return None if row is None else _to_sku(row)
+
+    async def get_many(self, sku_ids: Sequence[int]) -> dict[int, Sku]:
+        if not sku_ids:
+            return {}
+        rows = await self._conn.execute(select(skus).where(skus.c.id.in_(list(sku_ids))))
+        return {row.id: _to_sku(row) for row in rows}
+
+    async def get_by_name(self, name: str) -> Sku | None:
+        stmt = select(skus).where(func.lower(skus.c.name) == name.lower())
+        row = (await self._conn.execute(stmt)).first()
+        return None if row is None else _to_sku(row)
+
+    async def list(self, sku_filter: SkuFilter, page: PageRequest) -> Page[Sku]:
+        stmt = select(skus).order_by(skus.c.id).limit(page.first + 1)
+        if sku_filter.status is not None:
+            stmt = stmt.where(skus.c.status == sku_filter.status.value)
+        if sku_filter.gpu_model is not None:
+            stmt = stmt.where(skus.c.gpu_model == sku_filter.gpu_model.strip().upper())
+        if sku_filter.region is not None:
+            stmt = stmt.where(skus.c.region == sku_filter.region)
+        if page.after_key is not None:
+            stmt = stmt.where(skus.c.id > page.after_key)
+        rows = (await self._conn.execute(stmt)).all()
+        items = [(row.id, _to_sku(row)) for row in rows[: page.first]]
+        return Page(items, has_next_page=len(rows) > page.first, has_previous_page=page.after_key is not None)
+
+    async def set_status(self, sku_id: int, status: SkuStatus) -> Sku:
+        retired_at = func.now() if status is SkuStatus.RETIRED else None
+        stmt = (
+            update(skus)
+            .where(skus.c.id == sku_id)
+            .values(status=status.value, retired_at=retired_at)
+            .returning(skus)
+        )
+        row = (await self._conn.execute(stmt)).first()
+        if row is None:
+            raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
+        return _to_sku(row)
+
+    async def count(self) -> int:
+        return int((await self._conn.execute(select(func.count()).select_from(skus))).scalar_one())

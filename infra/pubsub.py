@@ -1,0 +1,113 @@
+"""Fan-out of events through Redis pub/sub, so any API process can serve any subscriber.
+
+Each process holds one Redis subscription and hands messages to its local subscribers' queues;
+the Redis channel, not process memory, is what connects a publisher to every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from domain.errors import SubscriberLagged
+
+log = structlog.get_logger(__name__)
+
+_SUBSCRIBER_BUFFER = 256
+
+# Put in place of a slow subscriber's backlog: its stream must end so the client reconnects
+# (and, with cursors, replays) instead of silently missing messages.
+OVERFLOW: dict[str, Any] = {"overflow": True}
+
+
+class EventHub:
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self._client = client
+        self._prefix = f"{namespace}:events:"
+        self._queues: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def channel(self, topic: str) -> str:
+        return self._prefix + topic
+
+    async def publish(self, topic: str, message: dict[str, Any]) -> int:
+        """Publish to every process; returns how many Redis subscribers (processes) got it."""
+        return int(await self._client.publish(self.channel(topic), orjson.dumps(message)))
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="event-hub")
+
+    async def wait_ready(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """Messages of `topic` published after this call, from any process."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_SUBSCRIBER_BUFFER)
+        self._queues[topic].add(queue)
+        try:
+            yield _drain(queue)
+        finally:
+            self._queues[topic].discard(queue)
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.psubscribe(self._prefix + "*")
+                self._ready.set()
+                delay = 0.1
+                async for raw in pubsub.listen():
+                    if raw.get("type") == "pmessage":
+                        self._dispatch(raw["channel"], raw["data"])
+            except (RedisError, OSError) as exc:
+                self._ready.clear()
+                log.warning("event_hub.disconnected", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)  # back off while Redis is down, recover by itself
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _dispatch(self, channel: bytes | str, data: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        topic = name.removeprefix(self._prefix)
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("event_hub.bad_message", channel=name)
+            return
+        for queue in list(self._queues.get(topic, ())):
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                # A subscriber that cannot keep up must not stall the others.
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(OVERFLOW)
+                self._queues[topic].discard(queue)
+                log.warning("event_hub.slow_subscriber_dropped", topic=topic)
+
+
+async def _drain(queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    while True:
+        message = await queue.get()
+        if message is OVERFLOW:
+            raise SubscriberLagged()
+        yield message

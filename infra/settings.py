@@ -1,0 +1,170 @@
+"""Typed settings read from the environment, validated once at start.
+
+Every secret may instead be given as a file (`NAME_FILE`), so deployments can mount secrets
+rather than put them in the environment. A missing or malformed value stops the process with a
+message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+
+class SettingsError(Exception):
+    """One or more settings are missing or malformed; the message names each variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    redis_namespace: str
+    host: str
+    port: int
+    log_level: str
+    log_format: str
+    graphiql: bool
+    max_query_depth: int
+    max_aliases: int
+    max_query_tokens: int
+    db_pool_size: int
+    outbox_poll_seconds: float
+    worker_threads: int
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first, so one run shows them all."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str, *, secret: bool = False) -> str | None:
+        file_var = f"{name}_FILE"
+        if secret and self.env.get(file_var):
+            if self.env.get(name):
+                self.problems.append(f"{name}: set either {name} or {file_var}, not both")
+                return None
+            try:
+                return Path(self.env[file_var]).read_text().strip()
+            except OSError as exc:
+                self.problems.append(f"{file_var}: cannot read {self.env[file_var]!r} ({exc.strerror})")
+                return None
+        value = self.env.get(name)
+        return value if value not in (None, "") else None
+
+    def get(self, name: str, default: T | None, parse: Callable[[str], T], *, secret: bool = False,
+            what: str = "a value") -> T:  # fmt: skip
+        value = self.raw(name, secret=secret)
+        if value is None:
+            if default is None:
+                if not any(p.startswith(name) for p in self.problems):
+                    self.problems.append(f"{name}: required, not set")
+                return None  # type: ignore[return-value]
+            return default
+        try:
+            return parse(value)
+        except ValueError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            shown = "<secret>" if secret else repr(value)
+            self.problems.append(f"{name}: expected {what}, got {shown}{detail}")
+            return None  # type: ignore[return-value]
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            raise ValueError(f"scheme must be one of {', '.join(schemes)}")
+        if not (parts.hostname or "host=" in parts.query):
+            raise ValueError("no host")
+        return value
+
+    return parse
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in options:
+            raise ValueError(f"one of {', '.join(options)}")
+        return value.lower()
+
+    return parse
+
+
+
+SERVICES = ("DATABASE_URL", "REDIS_URL")
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, needs: tuple[str, ...] = SERVICES
+) -> Settings:
+    """Read and validate all settings; raises `SettingsError` naming every bad variable.
+
+    `needs` names the service URLs this command requires; the others may be unset (empty).
+    """
+    r = _Reader(os.environ if env is None else env)
+
+    def service(name: str, parse: Callable[[str], str], what: str) -> str:
+        return r.get(name, None if name in needs else "", parse, secret=True, what=what)
+
+    settings = Settings(
+        database_url=service("DATABASE_URL", _url("postgresql", "postgres", "postgresql+asyncpg"),
+                             "a postgresql:// URL"),  # fmt: skip
+        redis_url=service("REDIS_URL", _url("redis", "rediss"), "a redis:// URL"),
+        redis_namespace=r.get("GPUCLOUD_REDIS_NAMESPACE", "gpucloud", str),
+        host=r.get("GPUCLOUD_HOST", "127.0.0.1", str),
+        port=r.get("GPUCLOUD_PORT", 8000, _int_between(1, 65535), what="a TCP port"),
+        log_level=r.get("GPUCLOUD_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
+                        what="a log level"),  # fmt: skip
+        log_format=r.get("GPUCLOUD_LOG_FORMAT", "json", _choice("json", "console"), what="a log format"),
+        graphiql=r.get("GPUCLOUD_GRAPHIQL", True, _bool, what="a boolean"),
+        max_query_depth=r.get("GPUCLOUD_MAX_QUERY_DEPTH", 10, _int_between(1, 100), what="an integer"),
+        max_aliases=r.get("GPUCLOUD_MAX_ALIASES", 15, _int_between(1, 1000), what="an integer"),
+        max_query_tokens=r.get("GPUCLOUD_MAX_QUERY_TOKENS", 2000, _int_between(10, 100_000),
+                               what="an integer"),  # fmt: skip
+        db_pool_size=r.get("GPUCLOUD_DB_POOL_SIZE", 10, _int_between(1, 200), what="an integer"),
+        outbox_poll_seconds=r.get("GPUCLOUD_OUTBOX_POLL_SECONDS", 1.0, _positive_float,
+                                  what="a number of seconds"),  # fmt: skip
+        worker_threads=r.get("GPUCLOUD_WORKER_THREADS", 4, _int_between(1, 64), what="an integer"),
+    )
+    if r.problems:
+        raise SettingsError(r.problems)
+    return settings

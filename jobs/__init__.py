@@ -1,0 +1,1 @@
+"""Dramatiq actors, the outbox relay and the worker entry."""

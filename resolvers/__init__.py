@@ -1,0 +1,1 @@
+"""Resolvers by area: parse GraphQL input, call one domain service, map to schema types."""

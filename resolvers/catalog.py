@@ -1,0 +1,61 @@
+"""Catalog resolvers: `skus`, `sku(id)` and the `catalogChanged` subscription."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry import Info
+
+from domain.catalog import services
+from domain.catalog.sku import SkuFilter as DomainSkuFilter
+from domain.catalog.sku import SkuStatus as DomainSkuStatus
+from domain.pagination import PageRequest
+from schema.catalog import CatalogChange, CatalogChangeKind, Sku, SkuConnection, SkuFilter
+from schema.context import AppContext
+from schema.relay import expect_global_id
+
+# Enough to absorb the duplicates an at-least-once relay can produce after a restart.
+_SEEN_EVENT_IDS = 1024
+
+
+async def skus(
+    info: Info[AppContext, None],
+    first: int | None = 20,
+    after: str | None = None,
+    filter: SkuFilter | None = None,  # noqa: A002 - the GraphQL argument is called filter
+) -> SkuConnection:
+    page = PageRequest.parse(first, after)
+    wanted = filter or SkuFilter()
+    domain_filter = DomainSkuFilter(
+        gpu_model=wanted.gpu_model,
+        region=wanted.region,
+        status=None if wanted.status is None else DomainSkuStatus(wanted.status.value),
+    )
+    result = await services.list_skus(info.context.uow(), domain_filter, page)
+    return SkuConnection.from_page(result, Sku.from_domain)
+
+
+async def sku(info: Info[AppContext, None], id: strawberry.ID) -> Sku | None:  # noqa: A002
+    key = expect_global_id(id, "Sku")
+    found = await info.context.loaders.sku.load(key)
+    return None if found is None else Sku.from_domain(found)
+
+
+async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[CatalogChange, None]:
+    """Every SKU added or retired, from any process, as it happens."""
+    ctx = info.context
+    seen: deque[int] = deque(maxlen=_SEEN_EVENT_IDS)
+    async with ctx.events.subscribe(services.CATALOG_TOPIC) as stream:
+        async for message in stream:
+            event_id = int(message["id"])
+            if event_id in seen:  # the relay is at-least-once; subscribers see each once
+                continue
+            seen.append(event_id)
+            payload = message["payload"]
+            current = await services.get_sku(ctx.uow(), int(payload["skuId"]))
+            yield CatalogChange(
+                kind=CatalogChangeKind(payload["kind"]),
+                sku=None if current is None else Sku.from_domain(current),
+            )

@@ -1,0 +1,1 @@
+"""Strawberry types, inputs, enums, errors and context: the shape clients see."""

@@ -1,0 +1,93 @@
+"""Catalog types: what a SKU looks like to clients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+
+import strawberry
+
+from domain.catalog.sku import Sku as DomainSku
+from domain.money import Money as DomainMoney
+from schema.relay import Connection, Node, to_global_id
+
+
+@strawberry.type(description="An amount in integer minor units of an ISO 4217 currency.")
+class Money:
+    amount_minor: int = strawberry.field(description="Integer minor units, e.g. cents.")
+    currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
+    exponent: int = strawberry.field(description="Minor units per major unit, as a power of 10.")
+    amount: Decimal = strawberry.field(description="The exact amount in major units.")
+
+    @classmethod
+    def from_domain(cls, money: DomainMoney) -> Money:
+        return cls(
+            amount_minor=money.amount_minor,
+            currency=money.currency,
+            exponent=money.exponent,
+            amount=money.as_decimal(),
+        )
+
+
+@strawberry.enum(description="Whether a SKU can still be ordered.")
+class SkuStatus(Enum):
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+@strawberry.type(description="A sellable GPU shape: model and count, with CPU, memory, disk and price.")
+class Sku(Node):
+    name: str
+    gpu_model: str
+    gpu_count: int
+    vcpus: int
+    ram_gib: int
+    disk_gib: int
+    region: str
+    hourly_price: Money
+    status: SkuStatus
+    created_at: datetime
+    retired_at: datetime | None
+
+    @classmethod
+    def from_domain(cls, sku: DomainSku) -> Sku:
+        return cls(
+            id=to_global_id("Sku", sku.id),
+            name=sku.name,
+            gpu_model=sku.gpu_model,
+            gpu_count=sku.gpu_count,
+            vcpus=sku.vcpus,
+            ram_gib=sku.ram_gib,
+            disk_gib=sku.disk_gib,
+            region=sku.region,
+            hourly_price=Money.from_domain(sku.hourly_price),
+            status=SkuStatus(sku.status.value),
+            created_at=sku.created_at,
+            retired_at=sku.retired_at,
+        )
+
+
+SkuConnection = Connection[Sku]
+
+
+@strawberry.input(description="Narrow the catalog; every given field must match.")
+class SkuFilter:
+    gpu_model: str | None = None
+    region: str | None = None
+    status: SkuStatus | None = strawberry.field(
+        default=SkuStatus.ACTIVE, description="Defaults to ACTIVE; null lists every status."
+    )
+
+
+@strawberry.enum
+class CatalogChangeKind(Enum):
+    ADDED = "added"
+    RETIRED = "retired"
+    UPDATED = "updated"
+
+
+@strawberry.type(description="A change to the catalog, delivered live.")
+class CatalogChange:
+    kind: CatalogChangeKind
+    sku: Sku | None = strawberry.field(description="The SKU as it is now; null if it is gone.")

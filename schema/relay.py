@@ -1,0 +1,81 @@
+"""Relay conventions: the Node interface, opaque global IDs and keyset connections."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+import strawberry
+
+from domain.errors import InvalidInput, Problem
+from domain.pagination import Page, encode_cursor
+
+T = TypeVar("T")
+N = TypeVar("N")
+
+
+def to_global_id(type_name: str, key: int) -> strawberry.ID:
+    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{key}".encode()).decode().rstrip("="))
+
+
+def from_global_id(global_id: str, field: str = "id") -> tuple[str, int]:
+    """Decode `Type:key`; anything else is a typed INVALID_ID error, never a crash."""
+    try:
+        raw = base64.urlsafe_b64decode((global_id + "=" * (-len(global_id) % 4)).encode()).decode()
+        type_name, _, key = raw.partition(":")
+        if type_name and key.isdigit():
+            return type_name, int(key)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidInput(Problem("INVALID_ID", "Not an ID this API issued.", field))
+
+
+def expect_global_id(global_id: str, type_name: str, field: str = "id") -> int:
+    found, key = from_global_id(global_id, field)
+    if found != type_name:
+        raise InvalidInput(Problem("INVALID_ID", f"Expected the ID of a {type_name}.", field))
+    return key
+
+
+@strawberry.interface(description="An object with a globally unique, opaque ID.")
+class Node:
+    id: strawberry.ID
+
+
+@strawberry.type(description="Where a page sits in its connection.")
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type(description="A keyset-paginated list: pass `endCursor` as `after` for the next page.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+
+    @classmethod
+    def from_page(cls, page: Page[N], convert: Callable[[N], T]) -> Connection[T]:
+        edges = [Edge(cursor=encode_cursor(key), node=convert(item)) for key, item in page.items]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
+
+
+def nodes(connection_edges: Iterable[Edge[T]]) -> list[T]:
+    return [edge.node for edge in connection_edges]
