@@ -1,0 +1,115 @@
+"""Session fixtures: real PostgreSQL and Redis, a fresh database and Redis namespace per run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from asgi_lifespan import LifespanManager
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infra import migrate
+from infra.db.engine import make_engine
+from infra.db.uow import SqlUnitOfWork
+from infra.settings import Settings, load_settings
+from tests.support.servers import ServerUrls, create_database, drop_database, running_servers
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerUrls]:
+    with running_servers(tmp_path_factory.mktemp("servers")) as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: ServerUrls) -> Iterator[str]:
+    """A database of this run's own, migrated to head, dropped at the end."""
+    name, url = create_database(servers.admin_database_url)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        drop_database(servers.admin_database_url, name)
+
+
+@pytest.fixture(scope="session")
+def redis_namespace(servers: ServerUrls) -> Iterator[str]:
+    namespace = f"gpucloud_test_{uuid.uuid4().hex[:10]}"
+    yield namespace
+    client = redis.Redis.from_url(servers.redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def service_env(database_url: str, servers: ServerUrls, redis_namespace: str) -> dict[str, str]:
+    """Environment for child processes (CLI, serve, worker) pointed at this run's servers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")}
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=servers.redis_url,
+        GPUCLOUD_REDIS_NAMESPACE=redis_namespace,
+        GPUCLOUD_LOG_LEVEL="info",
+        GPUCLOUD_OUTBOX_POLL_SECONDS="0.5",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str]) -> Settings:
+    return load_settings(service_env)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(database_url, pool_size=4)
+    async with eng.begin() as conn:
+        await conn.execute(text("TRUNCATE skus, outbox RESTART IDENTITY"))
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture
+def uow(engine: AsyncEngine) -> object:
+    return lambda: SqlUnitOfWork(engine)
+
+
+@pytest.fixture
+async def app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[object]:
+    """The real app in-process with its lifespan; `engine` cleans the tables first."""
+    from gpucloud.app import create_app
+
+    application = create_app(settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as c:  # type: ignore[arg-type]
+        yield c
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # CI must exercise every real server: a skipped test there is a failure, not a pass.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if os.environ.get("CI") and skipped:
+        print(f"\nCI: {skipped} test(s) were skipped; every test must run in CI.")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+REPO = Path(__file__).resolve().parent.parent

@@ -1,0 +1,88 @@
+"""The outbox relay on real PostgreSQL: publish once, mark sent, survive failures, share work."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+
+from domain.catalog import services
+from domain.catalog.sku import SkuSpec
+from infra.db.outbox import OutboxMessage
+from infra.db.tables import outbox
+from jobs.relay import OutboxRelay
+
+
+def spec(name: str) -> SkuSpec:
+    return SkuSpec.create(name=name, gpu_model="H100", gpu_count=1, vcpus=4, ram_gib=16,
+                          disk_gib=100, region="us-east", hourly_price_minor=100, currency="USD")  # fmt: skip
+
+
+async def _unpublished(engine) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(outbox.c.id).where(outbox.c.published_at.is_(None)))
+        return len(rows.all())
+
+
+async def test_publishes_each_row_once_and_marks_it(uow, engine, database_url) -> None:
+    for i in range(3):
+        await services.add_sku(uow(), spec(f"s{i}"))
+    sent: list[OutboxMessage] = []
+    relay = OutboxRelay(engine, database_url, sent.append)
+    assert await relay.run_once() == 3
+    assert await relay.run_once() == 0
+    assert [m.payload["kind"] for m in sent] == ["added"] * 3
+    assert [m.id for m in sent] == sorted(m.id for m in sent)
+    assert await _unpublished(engine) == 0
+
+
+async def test_failed_enqueue_keeps_rows_for_the_next_try(uow, engine, database_url) -> None:
+    await services.add_sku(uow(), spec("kept"))
+
+    def broken(_: OutboxMessage) -> None:
+        raise ConnectionError("redis down")
+
+    with pytest.raises(ConnectionError):
+        await OutboxRelay(engine, database_url, broken).run_once()
+    assert await _unpublished(engine) == 1
+    sent: list[OutboxMessage] = []
+    assert await OutboxRelay(engine, database_url, sent.append).run_once() == 1
+    assert len(sent) == 1
+
+
+async def test_two_relays_share_rows_without_doubles(uow, engine, database_url) -> None:
+    for i in range(40):
+        await services.add_sku(uow(), spec(f"r{i}"))
+    sent: list[int] = []
+
+    def slow_enqueue(message: OutboxMessage) -> None:
+        sent.append(message.id)
+
+    relays = [OutboxRelay(engine, database_url, slow_enqueue, batch_size=7) for _ in range(2)]
+    while await _unpublished(engine):
+        await asyncio.gather(*(r.run_once() for r in relays))
+    assert sorted(sent) == sorted(set(sent))
+    assert len(sent) == 40
+
+
+async def test_run_wakes_on_notify_without_waiting_for_the_poll(uow, engine, database_url) -> None:
+    got = asyncio.Event()
+    sent: list[OutboxMessage] = []
+
+    def enqueue(message: OutboxMessage) -> None:
+        sent.append(message)
+        got.set()
+
+    stop = asyncio.Event()
+    # A one-hour poll: only LISTEN/NOTIFY can deliver within the bound below.
+    relay = OutboxRelay(engine, database_url, enqueue, poll_seconds=3600)
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await asyncio.sleep(0.5)  # let it LISTEN
+        await services.add_sku(uow(), spec("wake"))
+        await asyncio.wait_for(got.wait(), 15)
+        assert sent[0].payload["kind"] == "added"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
