@@ -9,6 +9,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -55,15 +56,21 @@ class GpuCloudSchema(strawberry.Schema):
 
 
 def build_schema(
-    limits: Limits = Limits(), extra_extensions: Sequence[type[SchemaExtension] | SchemaExtension] = ()
+    limits: Limits = Limits(), extra_extensions: Sequence[type[SchemaExtension]] = ()
 ) -> strawberry.Schema:
+    # Extensions are given as factories so each request gets fresh extension state. The limit
+    # rules are built once: the validation cache is keyed by the rule classes, and limiters made
+    # per request would mint new classes and miss the cache every time.
+    rules = [
+        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+    ]
     extensions: list[Any] = [
-        ParserCache(maxsize=512),
-        ValidationCache(maxsize=512),
-        QueryDepthLimiter(max_depth=limits.max_depth),
-        MaxAliasesLimiter(max_alias_count=limits.max_aliases),
-        MaxTokensLimiter(max_token_count=limits.max_tokens),
-        ErrorShaping(),
+        lambda: ParserCache(maxsize=512),
+        lambda: AddValidationRules(rules),
+        lambda: ValidationCache(maxsize=512),
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        ErrorShaping,
         *extra_extensions,
     ]
     return GpuCloudSchema(

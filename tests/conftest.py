@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,9 +24,16 @@ from tests.support.servers import ServerUrls, create_database, drop_database, ru
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerUrls]:
-    with running_servers(tmp_path_factory.mktemp("servers")) as found:
-        yield found
+def servers() -> Iterator[ServerUrls]:
+    # Embedded PostgreSQL runs as an unprivileged user, which cannot enter pytest's private
+    # (0700) temp dirs under /tmp/pytest-of-root: give it a world-traversable one of its own.
+    state = Path(tempfile.mkdtemp(prefix="gpucloud-test-"))
+    state.chmod(0o755)
+    try:
+        with running_servers(state) as found:
+            yield found
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
