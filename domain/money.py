@@ -34,4 +34,7 @@ class Money:
 
     def as_decimal(self) -> Decimal:
         """The amount in major units, exact (for display by clients, never for arithmetic)."""
-        return Decimal(self.amount_minor).scaleb(-self.exponent)
+        # Built from its digits, not by arithmetic, so no context precision can round it.
+        sign = 1 if self.amount_minor < 0 else 0
+        digits = tuple(int(d) for d in str(abs(self.amount_minor)))
+        return Decimal((sign, digits, -self.exponent))

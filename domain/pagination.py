@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -14,6 +15,17 @@ T = TypeVar("T")
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 _CURSOR_PREFIX = "k1:"
+# Keys are PostgreSQL BIGINTs: ASCII digits only (str.isdigit accepts '²'), at most 19 of them.
+_KEY = re.compile(r"^[0-9]{1,19}$")
+MAX_KEY = 2**63 - 1
+
+
+def parse_key(text: str) -> int | None:
+    """A keyset/ID key, or None when the text is not a BIGINT we could have issued."""
+    if not _KEY.match(text):
+        return None
+    key = int(text)
+    return key if key <= MAX_KEY else None
 
 
 def encode_cursor(key: int) -> str:
@@ -26,9 +38,10 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(padded.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
-    if not raw.startswith(_CURSOR_PREFIX) or not raw[len(_CURSOR_PREFIX) :].isdigit():
+    key = parse_key(raw[len(_CURSOR_PREFIX) :]) if raw.startswith(_CURSOR_PREFIX) else None
+    if key is None:
         raise InvalidInput(Problem("INVALID_CURSOR", "The cursor is not one this API issued.", "after"))
-    return int(raw[len(_CURSOR_PREFIX) :])
+    return key
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ message naming the variable.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -76,7 +77,8 @@ class _Reader:
         try:
             return parse(value)
         except ValueError as exc:
-            detail = f" ({exc})" if str(exc) else ""
+            # A parser's message may quote the value; for a secret, say only what was expected.
+            detail = f" ({exc})" if str(exc) and not secret else ""
             shown = "<secret>" if secret else repr(value)
             self.problems.append(f"{name}: expected {what}, got {shown}{detail}")
             return None  # type: ignore[return-value]
@@ -106,8 +108,8 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
 
 def _positive_float(value: str) -> float:
     number = float(value)
-    if number <= 0:
-        raise ValueError("must be positive")
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("must be a positive, finite number")
     return number
 
 

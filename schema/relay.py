@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 import strawberry
 
 from domain.errors import InvalidInput, Problem
-from domain.pagination import Page, encode_cursor
+from domain.pagination import Page, encode_cursor, parse_key
 
 T = TypeVar("T")
 N = TypeVar("N")
@@ -24,9 +24,10 @@ def from_global_id(global_id: str, field: str = "id") -> tuple[str, int]:
     """Decode `Type:key`; anything else is a typed INVALID_ID error, never a crash."""
     try:
         raw = base64.urlsafe_b64decode((global_id + "=" * (-len(global_id) % 4)).encode()).decode()
-        type_name, _, key = raw.partition(":")
-        if type_name and key.isdigit():
-            return type_name, int(key)
+        type_name, _, text = raw.partition(":")
+        key = parse_key(text)
+        if type_name and key is not None:
+            return type_name, key
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise InvalidInput(Problem("INVALID_ID", "Not an ID this API issued.", field))

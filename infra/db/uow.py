@@ -10,12 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from domain.errors import ServiceUnavailable
 from domain.events import DomainEvent
+from domain.ports import SkuRepository
 from infra.db import outbox
 from infra.db.skus import SqlSkuRepository
 
 
 class SqlUnitOfWork:
-    skus: SqlSkuRepository
+    skus: SkuRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -1,0 +1,103 @@
+"""Subscriptions over graphql-transport-ws against real processes: CLI -> outbox -> worker ->
+Redis pub/sub -> websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+import websockets
+
+from tests.support.processes import Process, free_port, gpucloud, wait_ready
+
+SUBSCRIBE = "subscription { catalogChanged { kind sku { name gpuModel status } } }"
+
+
+@pytest.fixture(scope="module")
+def stack(service_env, tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-untyped-def]
+    logs = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    env = {**service_env, "GPUCLOUD_PORT": str(port)}
+    api = Process(["serve"], env, logs / "api.log")
+    worker = Process(["worker"], env, logs / "worker.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", api)
+        yield {"ws": f"ws://127.0.0.1:{port}/graphql", "http": f"http://127.0.0.1:{port}",
+               "env": env, "api": api, "worker": worker}  # fmt: skip
+    finally:
+        api.stop()
+        worker.stop()
+
+
+async def _open(url: str) -> websockets.ClientConnection:
+    ws = await websockets.connect(url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")])
+    await ws.send(json.dumps({"type": "connection_init"}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    return ws
+
+
+async def _next_payload(ws: websockets.ClientConnection, timeout: float = 20) -> dict[str, object]:
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] == "ping":
+            await ws.send(json.dumps({"type": "pong"}))
+            continue
+        return message  # type: ignore[no-any-return]
+
+
+async def test_cli_change_reaches_a_websocket_subscriber(stack) -> None:  # type: ignore[no-untyped-def]
+    ws = await _open(stack["ws"])
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
+        await asyncio.sleep(0.5)  # the subscription is registered before the change is made
+        added = await asyncio.to_thread(
+            gpucloud, "sku", "add", "--name", "ws-live", "--gpu-model", "h200", "--gpu-count", "2",
+            "--vcpus", "32", "--ram-gib", "256", "--disk-gib", "2000", "--region", "eu-west",
+            "--price-minor", "798", "--currency", "USD", env=stack["env"],
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        message = await _next_payload(ws)
+        assert message == {"id": "1", "type": "next", "payload": {"data": {"catalogChanged": {
+            "kind": "ADDED", "sku": {"name": "ws-live", "gpuModel": "H200", "status": "ACTIVE"}}}}}  # fmt: skip
+        retired = await asyncio.to_thread(gpucloud, "sku", "retire", "ws-live", env=stack["env"])
+        assert retired.returncode == 0, retired.stderr
+        message = await _next_payload(ws)
+        assert message["payload"]["data"]["catalogChanged"]["kind"] == "RETIRED"  # type: ignore[index]
+    finally:
+        await ws.close()
+
+
+async def test_only_graphql_transport_ws_is_spoken(stack) -> None:  # type: ignore[no-untyped-def]
+    legacy = [websockets.Subprotocol("graphql-ws")]
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+        async with websockets.connect(stack["ws"], subprotocols=legacy) as ws:
+            await ws.send(json.dumps({"type": "connection_init"}))
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4406  # "Subprotocol not acceptable"
+
+
+async def test_bad_subscription_document_is_an_error_message(stack) -> None:  # type: ignore[no-untyped-def]
+    ws = await _open(stack["ws"])
+    try:
+        await ws.send(json.dumps({"id": "9", "type": "subscribe",
+                                  "payload": {"query": "subscription { nope }"}}))  # fmt: skip
+        message = await _next_payload(ws)
+        assert message["type"] == "error"
+        assert "nope" in json.dumps(message["payload"])
+        assert "Traceback" not in json.dumps(message)
+    finally:
+        await ws.close()
+
+
+def test_api_logs_are_json_with_request_ids(stack) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    response = httpx.post(f"{stack['http']}/graphql", json={"query": "{ skus { edges { cursor } } }"})
+    request_id = response.headers["x-request-id"]
+    lines = [json.loads(line) for line in stack["api"].output().splitlines() if line.strip()]
+    assert lines, "the API wrote no log lines"
+    mine = [line for line in lines if line.get("request_id") == request_id]
+    assert any(line["event"] == "http.request" and line["status"] == 200 for line in mine)

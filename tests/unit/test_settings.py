@@ -1,0 +1,206 @@
+"""`load_settings`: a pure function of the mapping given (plus the `*_FILE` files it names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.settings import Settings, SettingsError, load_settings
+
+DB = "postgresql://app:hunter2@db.internal:5432/gpucloud"
+REDIS = "redis://:hunter3@cache.internal:6379/0"
+BASE = {"DATABASE_URL": DB, "REDIS_URL": REDIS}
+
+
+def error_of(env: dict[str, str], **kwargs: tuple[str, ...]) -> SettingsError:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env, **kwargs)
+    assert str(caught.value).startswith("invalid configuration:")
+    return caught.value
+
+
+def test_defaults() -> None:
+    assert load_settings(BASE) == Settings(
+        database_url=DB,
+        redis_url=REDIS,
+        redis_namespace="gpucloud",
+        host="127.0.0.1",
+        port=8000,
+        log_level="info",
+        log_format="json",
+        graphiql=True,
+        max_query_depth=10,
+        max_aliases=15,
+        max_query_tokens=2000,
+        db_pool_size=10,
+        outbox_poll_seconds=1.0,
+        worker_threads=4,
+    )
+
+
+def test_values_are_parsed() -> None:
+    settings = load_settings(
+        {
+            **BASE,
+            "GPUCLOUD_PORT": "9000",
+            "GPUCLOUD_GRAPHIQL": "off",
+            "GPUCLOUD_LOG_LEVEL": "DEBUG",
+            "GPUCLOUD_LOG_FORMAT": "console",
+            "GPUCLOUD_OUTBOX_POLL_SECONDS": "0.25",
+            "GPUCLOUD_REDIS_NAMESPACE": "ns1",
+        }
+    )
+    assert settings.port == 9000
+    assert settings.graphiql is False
+    assert settings.log_level == "debug"
+    assert settings.log_format == "console"
+    assert settings.outbox_poll_seconds == 0.25
+    assert settings.redis_namespace == "ns1"
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://h/d", "postgresql+asyncpg://u@h/d", "postgresql:///d?host=/run/pg"]
+)
+def test_accepted_database_url_forms(url: str) -> None:
+    assert load_settings({**BASE, "DATABASE_URL": url}).database_url == url
+
+
+def test_empty_value_counts_as_unset() -> None:
+    assert load_settings({**BASE, "GPUCLOUD_PORT": ""}).port == 8000
+    assert "DATABASE_URL: required, not set" in error_of({**BASE, "DATABASE_URL": ""}).problems
+
+
+@pytest.mark.parametrize("missing", ["DATABASE_URL", "REDIS_URL"])
+def test_missing_service_url_is_named(missing: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != missing}
+    err = error_of(env)
+    assert err.problems == [f"{missing}: required, not set"]
+    assert missing in str(err)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GPUCLOUD_PORT", "http"),
+        ("GPUCLOUD_PORT", "0"),
+        ("GPUCLOUD_PORT", "65536"),
+        ("GPUCLOUD_GRAPHIQL", "maybe"),
+        ("GPUCLOUD_LOG_LEVEL", "loud"),
+        ("GPUCLOUD_LOG_FORMAT", "xml"),
+        ("GPUCLOUD_MAX_QUERY_DEPTH", "0"),
+        ("GPUCLOUD_OUTBOX_POLL_SECONDS", "0"),
+        ("GPUCLOUD_OUTBOX_POLL_SECONDS", "-1"),
+        ("GPUCLOUD_WORKER_THREADS", "65"),
+        ("DATABASE_URL", "mysql://u:hunter2@h/d"),
+        ("DATABASE_URL", "postgresql://"),
+        ("DATABASE_URL", "not a url"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("REDIS_URL", "redis://"),
+    ],
+)
+def test_malformed_value_is_named(name: str, value: str) -> None:
+    err = error_of({**BASE, name: value})
+    assert len(err.problems) == 1
+    assert err.problems[0].startswith(f"{name}: expected ")
+
+
+def test_non_secret_value_is_shown_to_help_fix_it() -> None:
+    err = error_of({**BASE, "GPUCLOUD_GRAPHIQL": "maybe"})
+    assert err.problems == [
+        "GPUCLOUD_GRAPHIQL: expected a boolean, got 'maybe' (use true or false)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        ("DATABASE_URL", "mysql://app:hunter2@h/d", "hunter2"),
+        ("DATABASE_URL", "postgresql://app:hunter2@/d", "hunter2"),
+        ("DATABASE_URL", "postgresql://app:hunter2@[::1/d", "hunter2"),
+        ("REDIS_URL", "http://:hunter3@cache:6379", "hunter3"),
+    ],
+)
+def test_secret_value_never_appears_in_the_error(name: str, value: str, secret: str) -> None:
+    err = error_of({**BASE, name: value})
+    assert name in str(err)
+    assert "<secret>" in str(err)
+    assert secret not in str(err)
+
+
+def test_secret_with_brackets_never_appears_in_the_error() -> None:
+    err = error_of({**BASE, "DATABASE_URL": "postgresql://app:pa[hunter2]ss@db/d"})
+    assert "DATABASE_URL" in str(err)
+    assert "hunter2" not in str(err)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_poll_seconds_must_be_finite(value: str) -> None:
+    err = error_of({**BASE, "GPUCLOUD_OUTBOX_POLL_SECONDS": value})
+    assert err.problems[0].startswith("GPUCLOUD_OUTBOX_POLL_SECONDS")
+
+
+def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
+    secret_file = tmp_path / "db_url"
+    secret_file.write_text(f"  {DB}\n\n")
+    env = {"DATABASE_URL_FILE": str(secret_file), "REDIS_URL": REDIS}
+    assert load_settings(env).database_url == DB
+
+
+def test_malformed_secret_file_content_is_hidden(tmp_path: Path) -> None:
+    secret_file = tmp_path / "db_url"
+    secret_file.write_text("mysql://app:hunter2@h/d\n")
+    err = error_of({"DATABASE_URL_FILE": str(secret_file), "REDIS_URL": REDIS})
+    assert err.problems[0].startswith("DATABASE_URL: expected a postgresql:// URL, got <secret>")
+    assert "hunter2" not in str(err)
+
+
+def test_value_and_file_together_is_an_error(tmp_path: Path) -> None:
+    secret_file = tmp_path / "db_url"
+    secret_file.write_text(DB)
+    err = error_of({**BASE, "DATABASE_URL_FILE": str(secret_file)})
+    assert err.problems == ["DATABASE_URL: set either DATABASE_URL or DATABASE_URL_FILE, not both"]
+    assert "hunter2" not in str(err)
+
+
+def test_value_and_file_together_is_an_error_even_when_not_needed(tmp_path: Path) -> None:
+    secret_file = tmp_path / "redis_url"
+    secret_file.write_text(REDIS)
+    err = error_of({**BASE, "REDIS_URL_FILE": str(secret_file)}, needs=("DATABASE_URL",))
+    assert err.problems == ["REDIS_URL: set either REDIS_URL or REDIS_URL_FILE, not both"]
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    err = error_of({"DATABASE_URL_FILE": str(missing), "REDIS_URL": REDIS})
+    assert len(err.problems) == 1  # not also "required, not set"
+    assert err.problems[0].startswith("DATABASE_URL_FILE: cannot read")
+    assert str(missing) in err.problems[0]
+
+
+def test_needs_lets_other_services_be_unset() -> None:
+    settings = load_settings({"DATABASE_URL": DB}, needs=("DATABASE_URL",))
+    assert settings.database_url == DB
+    assert settings.redis_url == ""
+
+
+def test_needs_still_validates_a_set_but_unneeded_url() -> None:
+    err = error_of({"DATABASE_URL": DB, "REDIS_URL": "http://x"}, needs=("DATABASE_URL",))
+    assert [p.split(":")[0] for p in err.problems] == ["REDIS_URL"]
+
+
+def test_needs_nothing() -> None:
+    settings = load_settings({}, needs=())
+    assert (settings.database_url, settings.redis_url) == ("", "")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    err = error_of({"GPUCLOUD_PORT": "x", "GPUCLOUD_GRAPHIQL": "maybe", "REDIS_URL": "http://h"})
+    assert [p.split(":")[0] for p in err.problems] == [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "GPUCLOUD_PORT",
+        "GPUCLOUD_GRAPHIQL",
+    ]
+    for name in ("DATABASE_URL", "REDIS_URL", "GPUCLOUD_PORT", "GPUCLOUD_GRAPHIQL"):
+        assert name in str(err)
