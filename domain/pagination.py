@@ -40,7 +40,9 @@ def decode_cursor(cursor: str) -> int:
         raw = ""
     key = parse_key(raw[len(_CURSOR_PREFIX) :]) if raw.startswith(_CURSOR_PREFIX) else None
     if key is None:
-        raise InvalidInput(Problem("INVALID_CURSOR", "The cursor is not one this API issued.", "after"))
+        raise InvalidInput(
+            Problem("INVALID_CURSOR", "The cursor is not one this API issued.", "after")
+        )
     return key
 
 
@@ -56,7 +58,9 @@ class PageRequest:
         size = DEFAULT_PAGE_SIZE if first is None else first
         if size < 0 or size > MAX_PAGE_SIZE:
             raise InvalidInput(
-                Problem("INVALID_PAGE_SIZE", f"first must be between 0 and {MAX_PAGE_SIZE}.", "first")
+                Problem(
+                    "INVALID_PAGE_SIZE", f"first must be between 0 and {MAX_PAGE_SIZE}.", "first"
+                )
             )
         return cls(first=size, after_key=None if after is None else decode_cursor(after))
 

@@ -59,4 +59,6 @@ class EventStream(Protocol):
     """Live events of a topic from every process. The iterator raises `SubscriberLagged` when
     the subscriber fell too far behind."""
 
-    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
+    def subscribe(
+        self, topic: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...

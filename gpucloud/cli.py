@@ -73,7 +73,9 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
     if args.check:
         current = target.read_text() if target.exists() else ""
         if current != sdl:
-            print(f"gpucloud: {target} is out of date; run `gpucloud export-schema`", file=sys.stderr)
+            print(
+                f"gpucloud: {target} is out of date; run `gpucloud export-schema`", file=sys.stderr
+            )
             return 1
         print(f"{target} is up to date")
         return 0

@@ -45,8 +45,16 @@ async def readyz(request: Request) -> Response:
     pg, rd = await asyncio.gather(_outcome(_check_postgres(res)), _outcome(_check_redis(res)))
     checks = {"postgres": pg, "redis": rd}
     failing = [name for name, outcome in checks.items() if outcome != "ok"]
-    body = {"status": "ready" if not failing else "unavailable", "checks": checks, "failing": failing}
+    body = {
+        "status": "ready" if not failing else "unavailable",
+        "checks": checks,
+        "failing": failing,
+    }
     return JSONResponse(body, status_code=503 if failing else 200)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _snapshot(res: Resources) -> ScrapeSnapshot:
@@ -55,11 +63,12 @@ async def _snapshot(res: Resources) -> ScrapeSnapshot:
 
     async def from_redis() -> None:
         raw = await res.redis.hgetall(f"{ns}:{JOB_STATS_KEY}")
-        for key, value in raw.items():
-            actor, _, result = key.decode().rpartition(":")
+        for field, value in raw.items():
+            actor, _, result = _text(field).rpartition(":")
             snap.jobs[(actor, result)] = int(value)
-        async for key in res.redis.scan_iter(match=f"{ns}:dramatiq:*.msgs", count=100):
-            queue = key.decode().removeprefix(f"{ns}:dramatiq:").removesuffix(".msgs")
+        async for raw_key in res.redis.scan_iter(match=f"{ns}:dramatiq:*.msgs", count=100):
+            key = _text(raw_key)
+            queue = key.removeprefix(f"{ns}:dramatiq:").removesuffix(".msgs")
             snap.queue_messages[queue] = int(await res.redis.hlen(key))
 
     async def from_postgres() -> None:

@@ -31,7 +31,10 @@ class Resources:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         metrics.state.engine = engine
         client = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=15
+            settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=None,
+            health_check_interval=15,
         )
         hub = EventHub(client, settings.redis_namespace)
         await hub.start()

@@ -112,7 +112,9 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    sku = sub.add_parser("sku", help="manage the SKU catalog", description="Manage the SKU catalog.")
+    sku = sub.add_parser(
+        "sku", help="manage the SKU catalog", description="Manage the SKU catalog."
+    )
     verbs = sku.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     add = verbs.add_parser("add", help="add a SKU", description="Add a SKU to the catalog.")
@@ -123,17 +125,23 @@ def add_parser(sub: Any) -> None:
     add.add_argument("--ram-gib", required=True, type=int, help="memory in GiB")
     add.add_argument("--disk-gib", required=True, type=int, help="disk in GiB")
     add.add_argument("--region", required=True, help="region slug, e.g. eu-west")
-    add.add_argument("--price-minor", required=True, type=int, help="hourly price in minor units (cents)")
+    add.add_argument(
+        "--price-minor", required=True, type=int, help="hourly price in minor units (cents)"
+    )
     add.add_argument("--currency", required=True, help="ISO 4217 code, e.g. USD")
     add.set_defaults(func=cmd_add)
 
-    lst = verbs.add_parser("list", help="list SKUs", description="List SKUs (active ones unless --all).")
+    lst = verbs.add_parser(
+        "list", help="list SKUs", description="List SKUs (active ones unless --all)."
+    )
     lst.add_argument("--gpu-model", help="only this GPU model")
     lst.add_argument("--region", help="only this region")
     lst.add_argument("--all", action="store_true", help="include retired SKUs")
     lst.set_defaults(func=cmd_list)
 
-    ret = verbs.add_parser("retire", help="retire a SKU", description="Retire a SKU: no new orders.")
+    ret = verbs.add_parser(
+        "retire", help="retire a SKU", description="Retire a SKU: no new orders."
+    )
     ret.add_argument("sku", metavar="SKU", help="SKU id or name")
     ret.set_defaults(func=cmd_retire)
 

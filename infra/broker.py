@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import AsyncIO, Middleware
 
 JOB_STATS_KEY = "jobs"
@@ -21,24 +23,20 @@ class JobStats(Middleware):
         self._key = f"{namespace}:{JOB_STATS_KEY}"
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: dramatiq.Message[Any], *, result: Any = None,
+        self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None,
         exception: BaseException | None = None,
     ) -> None:  # fmt: skip
         outcome = "failed" if exception is not None else "succeeded"
-        try:
+        with contextlib.suppress(redis.RedisError):  # statistics must never fail a job
             self._client.hincrby(self._key, f"{message.actor_name}:{outcome}", 1)
-        except redis.RedisError:
-            pass  # statistics must never fail a job
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
-        try:
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        with contextlib.suppress(redis.RedisError):
             self._client.hincrby(self._key, f"{message.actor_name}:skipped", 1)
-        except redis.RedisError:
-            pass
 
 
 def make_broker(redis_url: str, namespace: str) -> RedisBroker:
-    broker = RedisBroker(url=redis_url, namespace=f"{namespace}:dramatiq")
+    broker = RedisBroker(url=redis_url, namespace=f"{namespace}:dramatiq")  # type: ignore[no-untyped-call]
     broker.add_middleware(AsyncIO())
     broker.add_middleware(JobStats(broker.client, namespace))
     return broker

@@ -40,7 +40,9 @@ class _StateCollector(Collector):
                     gauge.add_metric([state], float(reader()))
             yield gauge
         snap = self.snapshot
-        jobs = CounterMetricFamily("gpucloud_jobs", "Finished jobs, all workers", labels=["actor", "outcome"])
+        jobs = CounterMetricFamily(
+            "gpucloud_jobs", "Finished jobs, all workers", labels=["actor", "outcome"]
+        )
         for (actor, outcome), count in sorted(snap.jobs.items()):
             jobs.add_metric([actor, outcome], float(count))
         yield jobs

@@ -83,7 +83,7 @@ class EventHub:
                 delay = min(delay * 2, 5.0)  # back off while Redis is down, recover by itself
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, channel: bytes | str, data: bytes | str) -> None:
         name = channel.decode() if isinstance(channel, bytes) else channel

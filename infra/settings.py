@@ -60,13 +60,22 @@ class _Reader:
             try:
                 return Path(self.env[file_var]).read_text().strip()
             except OSError as exc:
-                self.problems.append(f"{file_var}: cannot read {self.env[file_var]!r} ({exc.strerror})")
+                self.problems.append(
+                    f"{file_var}: cannot read {self.env[file_var]!r} ({exc.strerror})"
+                )
                 return None
         value = self.env.get(name)
         return value if value not in (None, "") else None
 
-    def get(self, name: str, default: T | None, parse: Callable[[str], T], *, secret: bool = False,
-            what: str = "a value") -> T:  # fmt: skip
+    def get(
+        self,
+        name: str,
+        default: T | None,
+        parse: Callable[[str], T],
+        *,
+        secret: bool = False,
+        what: str = "a value",
+    ) -> T:
         value = self.raw(name, secret=secret)
         if value is None:
             if default is None:
@@ -131,7 +140,6 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-
 SERVICES = ("DATABASE_URL", "REDIS_URL")
 
 
@@ -148,23 +156,36 @@ def load_settings(
         return r.get(name, None if name in needs else "", parse, secret=True, what=what)
 
     settings = Settings(
-        database_url=service("DATABASE_URL", _url("postgresql", "postgres", "postgresql+asyncpg"),
-                             "a postgresql:// URL"),  # fmt: skip
+        database_url=service(
+            "DATABASE_URL",
+            _url("postgresql", "postgres", "postgresql+asyncpg"),
+            "a postgresql:// URL",
+        ),
         redis_url=service("REDIS_URL", _url("redis", "rediss"), "a redis:// URL"),
         redis_namespace=r.get("GPUCLOUD_REDIS_NAMESPACE", "gpucloud", str),
         host=r.get("GPUCLOUD_HOST", "127.0.0.1", str),
         port=r.get("GPUCLOUD_PORT", 8000, _int_between(1, 65535), what="a TCP port"),
-        log_level=r.get("GPUCLOUD_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"),
-                        what="a log level"),  # fmt: skip
-        log_format=r.get("GPUCLOUD_LOG_FORMAT", "json", _choice("json", "console"), what="a log format"),
+        log_level=r.get(
+            "GPUCLOUD_LOG_LEVEL",
+            "info",
+            _choice("debug", "info", "warning", "error"),
+            what="a log level",
+        ),
+        log_format=r.get(
+            "GPUCLOUD_LOG_FORMAT", "json", _choice("json", "console"), what="a log format"
+        ),
         graphiql=r.get("GPUCLOUD_GRAPHIQL", True, _bool, what="a boolean"),
-        max_query_depth=r.get("GPUCLOUD_MAX_QUERY_DEPTH", 10, _int_between(1, 100), what="an integer"),
+        max_query_depth=r.get(
+            "GPUCLOUD_MAX_QUERY_DEPTH", 10, _int_between(1, 100), what="an integer"
+        ),
         max_aliases=r.get("GPUCLOUD_MAX_ALIASES", 15, _int_between(1, 1000), what="an integer"),
-        max_query_tokens=r.get("GPUCLOUD_MAX_QUERY_TOKENS", 2000, _int_between(10, 100_000),
-                               what="an integer"),  # fmt: skip
+        max_query_tokens=r.get(
+            "GPUCLOUD_MAX_QUERY_TOKENS", 2000, _int_between(10, 100_000), what="an integer"
+        ),
         db_pool_size=r.get("GPUCLOUD_DB_POOL_SIZE", 10, _int_between(1, 200), what="an integer"),
-        outbox_poll_seconds=r.get("GPUCLOUD_OUTBOX_POLL_SECONDS", 1.0, _positive_float,
-                                  what="a number of seconds"),  # fmt: skip
+        outbox_poll_seconds=r.get(
+            "GPUCLOUD_OUTBOX_POLL_SECONDS", 1.0, _positive_float, what="a number of seconds"
+        ),
         worker_threads=r.get("GPUCLOUD_WORKER_THREADS", 4, _int_between(1, 64), what="an integer"),
     )
     if r.problems:

@@ -46,7 +46,11 @@ def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
 
     return Actors(
         publish_event=dramatiq.actor(
-            publish_event, actor_name=PUBLISH_EVENT, broker=broker, queue_name="events",
-            max_retries=20, min_backoff=200, max_backoff=30_000,
-        ),  # fmt: skip
+            actor_name=PUBLISH_EVENT,
+            broker=broker,
+            queue_name="events",
+            max_retries=20,
+            min_backoff=200,
+            max_backoff=30_000,
+        )(publish_event),
     )

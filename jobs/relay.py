@@ -66,7 +66,8 @@ class OutboxRelay:
             except (OSError, OperationalError, DBAPIError, RedisError) as exc:
                 # PostgreSQL or Redis is down: keep the rows, back off, and recover by ourselves.
                 log.warning("outbox.relay_failed", error=str(exc), retry_in=delay)
-                listener = await _close(listener)
+                await _close(listener)
+                listener = None
                 delay = min(delay * 2, 30.0)
             except Exception:
                 log.exception("outbox.relay_error", retry_in=delay)
@@ -88,4 +89,3 @@ async def _close(listener: object | None) -> None:
     if listener is not None:
         with contextlib.suppress(Exception):
             await listener.close()  # type: ignore[attr-defined]
-    return None

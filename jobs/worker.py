@@ -25,7 +25,12 @@ def run_worker(settings: Settings) -> int:
 
     def enqueue(message: OutboxMessage) -> None:
         actors.publish_event.send(
-            {"id": message.id, "topic": message.topic, "name": message.name, "payload": message.payload}
+            {
+                "id": message.id,
+                "topic": message.topic,
+                "name": message.name,
+                "payload": message.payload,
+            }
         )
 
     async def main() -> None:
@@ -35,7 +40,11 @@ def run_worker(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         engine = make_engine(settings.database_url, pool_size=2)
         relay = OutboxRelay(engine, settings.database_url, enqueue, settings.outbox_poll_seconds)
-        log.info("worker.started", threads=settings.worker_threads, queues=sorted(broker.get_declared_queues()))
+        log.info(
+            "worker.started",
+            threads=settings.worker_threads,
+            queues=sorted(broker.get_declared_queues()),
+        )
         try:
             await relay.run(stop)
         finally:

@@ -69,6 +69,8 @@ def log_errors(errors: list[GraphQLError]) -> None:
         if is_unexpected(error):
             log.error("graphql.unexpected_error", path=error.path, exc_info=error.original_error)
         elif isinstance(error.original_error, ServiceUnavailable):
-            log.warning("graphql.service_unavailable", message=str(error.original_error), path=error.path)
+            log.warning(
+                "graphql.service_unavailable", message=str(error.original_error), path=error.path
+            )
         else:
             log.info("graphql.client_error", message=error.message, path=error.path)

@@ -28,14 +28,18 @@ from schema.relay import Node
 
 @strawberry.type
 class Query:
-    node: Node | None = strawberry.field(resolver=node.node, description="Any object by its global ID.")
+    node: Node | None = strawberry.field(
+        resolver=node.node, description="Any object by its global ID."
+    )
     skus: SkuConnection = strawberry.field(resolver=catalog.skus, description="The SKU catalog.")
-    sku: Sku | None = strawberry.field(resolver=catalog.sku, description="One SKU by ID, retired ones too.")
+    sku: Sku | None = strawberry.field(
+        resolver=catalog.sku, description="One SKU by ID, retired ones too."
+    )
 
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="SKUs added or retired, as they happen.")
+    @strawberry.subscription(description="SKUs added or retired, as they happen.")  # type: ignore[untyped-decorator]
     async def catalog_changed(self, info: strawberry.Info) -> AsyncGenerator[CatalogChange, None]:
         async for change in catalog.catalog_changed(info):
             yield change

@@ -36,7 +36,9 @@ class SkuStatus(Enum):
     RETIRED = "retired"
 
 
-@strawberry.type(description="A sellable GPU shape: model and count, with CPU, memory, disk and price.")
+@strawberry.type(
+    description="A sellable GPU shape: model and count, with CPU, memory, disk and price."
+)
 class Sku(Node):
     name: str
     gpu_model: str

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TypeVar
 
 import strawberry
+
 from domain.catalog.sku import SkuErrorCode as DomainSkuErrorCode
 from domain.errors import DomainError
 
@@ -24,10 +25,8 @@ class Error:
     field: str | None = strawberry.field(description="The input field at fault, when there is one.")
 
 
-SkuErrorCode = strawberry.enum(
-    Enum("SkuErrorCode", {c.name: c.value for c in DomainSkuErrorCode}),  # type: ignore[misc]
-    description="Why a catalog request was refused.",
-)
+# The domain's enum itself, exposed as-is: one list of codes, no copy to drift.
+SkuErrorCode = strawberry.enum(DomainSkuErrorCode, description="Why a catalog request was refused.")
 
 
 @strawberry.type(description="A catalog request was refused.")

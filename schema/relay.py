@@ -17,7 +17,9 @@ N = TypeVar("N")
 
 
 def to_global_id(type_name: str, key: int) -> strawberry.ID:
-    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{key}".encode()).decode().rstrip("="))
+    return strawberry.ID(
+        base64.urlsafe_b64encode(f"{type_name}:{key}".encode()).decode().rstrip("=")
+    )
 
 
 def from_global_id(global_id: str, field: str = "id") -> tuple[str, int]:
@@ -59,7 +61,9 @@ class Edge(Generic[T]):
     node: T
 
 
-@strawberry.type(description="A keyset-paginated list: pass `endCursor` as `after` for the next page.")
+@strawberry.type(
+    description="A keyset-paginated list: pass `endCursor` as `after` for the next page."
+)
 class Connection(Generic[T]):
     edges: list[Edge[T]]
     page_info: PageInfo

@@ -12,7 +12,9 @@ CATALOG_TOPIC = "catalog"
 
 
 def _changed(kind: str, sku: Sku) -> DomainEvent:
-    return DomainEvent(topic=CATALOG_TOPIC, name=f"sku.{kind}", payload={"kind": kind, "skuId": sku.id})
+    return DomainEvent(
+        topic=CATALOG_TOPIC, name=f"sku.{kind}", payload={"kind": kind, "skuId": sku.id}
+    )
 
 
 async def add_sku(uow: UnitOfWork, spec: SkuSpec) -> Sku:
@@ -31,7 +33,9 @@ async def retire_sku(uow: UnitOfWork, sku_id: int) -> Sku:
         if sku is None:
             raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
         if sku.status is SkuStatus.RETIRED:
-            raise Conflict(Problem(SkuErrorCode.ALREADY_RETIRED, f"SKU {sku.name} is already retired.", "id"))
+            raise Conflict(
+                Problem(SkuErrorCode.ALREADY_RETIRED, f"SKU {sku.name} is already retired.", "id")
+            )
         retired = await uow.skus.set_status(sku_id, SkuStatus.RETIRED)
         uow.record(_changed("retired", retired))
         await uow.commit()
@@ -75,4 +79,6 @@ async def seed_demo_skus(uow: UnitOfWork) -> list[Sku]:
 
 
 def _name_taken(name: str) -> Conflict:
-    return Conflict(Problem(SkuErrorCode.NAME_TAKEN, f"A SKU named {name!r} already exists.", "name"))
+    return Conflict(
+        Problem(SkuErrorCode.NAME_TAKEN, f"A SKU named {name!r} already exists.", "name")
+    )

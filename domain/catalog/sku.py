@@ -76,19 +76,37 @@ class SkuSpec:
         name, gpu_model, region = name.strip(), gpu_model.strip().upper(), region.strip()
         currency = currency.strip().upper()
         if not _NAME.match(name):
-            p.add(SkuErrorCode.INVALID_NAME, "Name must be 1-64 letters, digits, '.', '_' or '-'.", "name")
+            p.add(
+                SkuErrorCode.INVALID_NAME,
+                "Name must be 1-64 letters, digits, '.', '_' or '-'.",
+                "name",
+            )
         if not _GPU_MODEL.match(gpu_model):
-            p.add(SkuErrorCode.INVALID_GPU_MODEL, "GPU model must be 1-64 letters, digits, spaces, '.', '_' or '-'.", "gpuModel")
-        _bounded(p, gpu_count, 1, MAX_GPU_COUNT, SkuErrorCode.INVALID_GPU_COUNT, "GPU count", "gpuCount")
+            p.add(
+                SkuErrorCode.INVALID_GPU_MODEL,
+                "GPU model must be 1-64 letters, digits, spaces, '.', '_' or '-'.",
+                "gpuModel",
+            )
+        _bounded(
+            p, gpu_count, 1, MAX_GPU_COUNT, SkuErrorCode.INVALID_GPU_COUNT, "GPU count", "gpuCount"
+        )
         _bounded(p, vcpus, 1, MAX_VCPUS, SkuErrorCode.INVALID_VCPUS, "vCPUs", "vcpus")
         _bounded(p, ram_gib, 1, MAX_RAM_GIB, SkuErrorCode.INVALID_RAM, "RAM (GiB)", "ramGib")
         _bounded(p, disk_gib, 1, MAX_DISK_GIB, SkuErrorCode.INVALID_DISK, "Disk (GiB)", "diskGib")
         if not _REGION.match(region):
-            p.add(SkuErrorCode.INVALID_REGION, "Region must be 2-32 lowercase letters, digits or '-', starting with a letter.", "region")
+            p.add(
+                SkuErrorCode.INVALID_REGION,
+                "Region must be 2-32 lowercase letters, digits or '-', starting with a letter.",
+                "region",
+            )
         _bounded(p, hourly_price_minor, 1, MAX_HOURLY_PRICE_MINOR, SkuErrorCode.INVALID_PRICE,
                  "Hourly price (minor units)", "hourlyPriceMinor")  # fmt: skip
         if not is_known_currency(currency):
-            p.add(SkuErrorCode.UNKNOWN_CURRENCY, f"Unknown or unsupported currency {currency!r}.", "currency")
+            p.add(
+                SkuErrorCode.UNKNOWN_CURRENCY,
+                f"Unknown or unsupported currency {currency!r}.",
+                "currency",
+            )
         p.raise_if_any()
         return cls(
             name=name,

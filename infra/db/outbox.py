@@ -41,7 +41,9 @@ async def claim_unpublished(conn: AsyncConnection, limit: int) -> list[OutboxMes
 
 
 async def mark_published(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    await conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(published_at=func.now()))
+    await conn.execute(
+        update(outbox).where(outbox.c.id.in_(list(ids))).values(published_at=func.now())
+    )
 
 
 async def count_unpublished(conn: AsyncConnection) -> int:

@@ -60,7 +60,11 @@ class SqlSkuRepository:
         except IntegrityError as exc:
             if "uq_skus_lower_name" in str(exc.orig):
                 raise Conflict(
-                    Problem(SkuErrorCode.NAME_TAKEN, f"A SKU named {spec.name!r} already exists.", "name")
+                    Problem(
+                        SkuErrorCode.NAME_TAKEN,
+                        f"A SKU named {spec.name!r} already exists.",
+                        "name",
+                    )
                 ) from exc
             raise
         return _to_sku(row)
@@ -92,7 +96,11 @@ class SqlSkuRepository:
             stmt = stmt.where(skus.c.id > page.after_key)
         rows = (await self._conn.execute(stmt)).all()
         items = [(row.id, _to_sku(row)) for row in rows[: page.first]]
-        return Page(items, has_next_page=len(rows) > page.first, has_previous_page=page.after_key is not None)
+        return Page(
+            items,
+            has_next_page=len(rows) > page.first,
+            has_previous_page=page.after_key is not None,
+        )
 
     async def set_status(self, sku_id: int, status: SkuStatus) -> Sku:
         retired_at = func.now() if status is SkuStatus.RETIRED else None

@@ -30,5 +30,7 @@ async def _main() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("offline migrations are not supported: run `gpucloud migrate` against a database")
+    raise SystemExit(
+        "offline migrations are not supported: run `gpucloud migrate` against a database"
+    )
 asyncio.run(_main())

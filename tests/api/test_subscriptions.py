@@ -32,7 +32,9 @@ def stack(service_env, tmp_path_factory) -> Iterator[dict[str, object]]:  # type
 
 
 async def _open(url: str) -> websockets.ClientConnection:
-    ws = await websockets.connect(url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")])
+    ws = await websockets.connect(
+        url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")]
+    )
     await ws.send(json.dumps({"type": "connection_init"}))
     assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
     return ws
@@ -95,7 +97,9 @@ async def test_bad_subscription_document_is_an_error_message(stack) -> None:  # 
 def test_api_logs_are_json_with_request_ids(stack) -> None:  # type: ignore[no-untyped-def]
     import httpx
 
-    response = httpx.post(f"{stack['http']}/graphql", json={"query": "{ skus { edges { cursor } } }"})
+    response = httpx.post(
+        f"{stack['http']}/graphql", json={"query": "{ skus { edges { cursor } } }"}
+    )
     request_id = response.headers["x-request-id"]
     lines = [json.loads(line) for line in stack["api"].output().splitlines() if line.strip()]
     assert lines, "the API wrote no log lines"

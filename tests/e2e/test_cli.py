@@ -48,14 +48,19 @@ async def _sku_count(database_url: str) -> int:
         await conn.close()
 
 
-def test_invalid_sku_is_refused_naming_each_flag_and_nothing_is_written(service_env, engine) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_sku_is_refused_naming_each_flag_and_nothing_is_written(
+    service_env, engine
+) -> None:  # type: ignore[no-untyped-def]
     result = gpucloud(
         "sku", "add", "--name", "bad", "--gpu-model", "H100", "--gpu-count", "0", "--vcpus", "8",
         "--ram-gib", "64", "--disk-gib", "100", "--region", "eu-west", "--price-minor", "-5",
         "--currency", "XYZ", env=service_env,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "--gpu-count: GPU count must be a whole number from 1 to 64. [INVALID_GPU_COUNT]" in result.stderr
+    assert (
+        "--gpu-count: GPU count must be a whole number from 1 to 64. [INVALID_GPU_COUNT]"
+        in result.stderr
+    )
     assert "--price-minor:" in result.stderr and "[INVALID_PRICE]" in result.stderr
     assert "--currency: Unknown or unsupported currency 'XYZ'. [UNKNOWN_CURRENCY]" in result.stderr
     assert asyncio.run(_sku_count(service_env["DATABASE_URL"])) == 0
@@ -82,5 +87,7 @@ def test_export_schema_check_detects_drift(tmp_path) -> None:
     assert gpucloud("export-schema", "--check", env={"PATH": "/usr/bin:/bin"}).returncode == 0
     stale = tmp_path / "schema.graphql"
     stale.write_text("type Query { old: Int }\n")
-    drift = gpucloud("export-schema", "--check", "--path", str(stale), env={"PATH": "/usr/bin:/bin"})
+    drift = gpucloud(
+        "export-schema", "--check", "--path", str(stale), env={"PATH": "/usr/bin:/bin"}
+    )
     assert drift.returncode == 1 and "out of date" in drift.stderr

@@ -58,4 +58,3 @@ def test_upgrade_downgrade_upgrade_on_empty_database(servers: ServerUrls) -> Non
         assert {"skus", "outbox"} <= _tables(url)
     finally:
         drop_database(servers.admin_database_url, name)
-

@@ -28,7 +28,9 @@ async def _count(engine: AsyncEngine, table: object) -> int:
 
 async def test_keyset_pages_cover_every_row_once(uow, engine) -> None:
     for i in range(25):
-        await services.add_sku(uow(), spec(f"sku-{i:02d}", region="us-east" if i % 2 else "eu-west"))
+        await services.add_sku(
+            uow(), spec(f"sku-{i:02d}", region="us-east" if i % 2 else "eu-west")
+        )
     seen: list[str] = []
     after = None
     pages = 0

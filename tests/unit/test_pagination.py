@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from domain.errors import InvalidInput
 from domain.pagination import (
-    MAX_KEY,
     DEFAULT_PAGE_SIZE,
+    MAX_KEY,
     MAX_PAGE_SIZE,
     PageRequest,
     decode_cursor,

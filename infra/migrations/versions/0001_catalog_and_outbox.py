@@ -29,14 +29,20 @@ def upgrade() -> None:
         sa.Column("hourly_price_minor", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("status", sa.Text(), server_default="active", nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("gpu_count > 0", name="ck_skus_gpu_count_positive"),
-        sa.CheckConstraint("vcpus > 0 AND ram_gib > 0 AND disk_gib > 0", name="ck_skus_resources_positive"),
+        sa.CheckConstraint(
+            "vcpus > 0 AND ram_gib > 0 AND disk_gib > 0", name="ck_skus_resources_positive"
+        ),
         sa.CheckConstraint("hourly_price_minor > 0", name="ck_skus_price_positive"),
         sa.CheckConstraint("currency ~ '^[A-Z]{3}$'", name="ck_skus_currency_iso"),
         sa.CheckConstraint("status IN ('active', 'retired')", name="ck_skus_status_known"),
-        sa.CheckConstraint("(status = 'retired') = (retired_at IS NOT NULL)", name="ck_skus_retired_at_matches"),
+        sa.CheckConstraint(
+            "(status = 'retired') = (retired_at IS NOT NULL)", name="ck_skus_retired_at_matches"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_skus"),
     )
     op.create_index("uq_skus_lower_name", "skus", [sa.text("lower(name)")], unique=True)
@@ -48,7 +54,9 @@ def upgrade() -> None:
         sa.Column("topic", sa.Text(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("payload", postgresql.JSONB(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_outbox"),
     )
