@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import uuid
@@ -16,12 +17,14 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from domain.catalog.services import CATALOG_TOPIC
 from gpucloud import health
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import Resources
 from infra.metrics import Metrics
 from infra.settings import Settings
 from resolvers.loaders import make_loaders
+from resolvers.result_cache import ResultCache, result_cache_extension
 from resolvers.root import Limits, build_schema
 from schema.context import AppContext
 from schema.observability import operation_metrics
@@ -68,9 +71,14 @@ def _observer(metrics: Metrics) -> Any:
 def create_app(settings: Settings) -> Starlette:
     """Build the app; nothing connects until the lifespan starts."""
     metrics = Metrics()
+    extensions = [operation_metrics(_observer(metrics))]
+    cache = ResultCache(ttl=settings.result_cache_seconds)
+    if settings.result_cache_seconds > 0:
+        extensions.append(result_cache_extension(cache))
+        metrics.state.result_cache_stats = cache.stats
     schema = build_schema(
         Limits(settings.max_query_depth, settings.max_aliases, settings.max_query_tokens),
-        extra_extensions=[operation_metrics(_observer(metrics))],
+        extra_extensions=extensions,
     )
     graphql = GraphQLView(
         schema,
@@ -81,11 +89,18 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.resources = await Resources.open(settings, metrics)
+        resources = app.state.resources = await Resources.open(settings, metrics)
+        cache.live_epoch = lambda: resources.hub.epoch
+        follower = asyncio.create_task(
+            cache.follow(resources.hub, CATALOG_TOPIC), name="result-cache"
+        )
         try:
             yield
         finally:
-            await app.state.resources.close()
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await resources.close()
 
     app = Starlette(
         routes=[

@@ -28,6 +28,7 @@ class _StateCollector(Collector):
     def __init__(self, engine: AsyncEngine | None) -> None:
         self.engine = engine
         self.snapshot = ScrapeSnapshot()
+        self.result_cache_stats: dict[str, int] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         if self.engine is not None:
@@ -39,6 +40,11 @@ class _StateCollector(Collector):
                 if callable(reader):
                     gauge.add_metric([state], float(reader()))
             yield gauge
+        cache = CounterMetricFamily("gpucloud_graphql_result_cache", "Public-query result cache lookups",
+                                    labels=["outcome"])  # fmt: skip
+        for outcome, count in sorted(self.result_cache_stats.items()):
+            cache.add_metric([outcome], float(count))
+        yield cache
         snap = self.snapshot
         jobs = CounterMetricFamily(
             "gpucloud_jobs", "Finished jobs, all workers", labels=["actor", "outcome"]

@@ -35,6 +35,10 @@ class EventHub:
         self._queues: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._epochs = 0
+        # Counts (re)subscriptions; None while not subscribed. Anything derived from events
+        # (caches) is only valid within one epoch, since a reconnect may have missed some.
+        self.epoch: int | None = None
 
     def channel(self, topic: str) -> str:
         return self._prefix + topic
@@ -71,17 +75,21 @@ class EventHub:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.psubscribe(self._prefix + "*")
+                self._epochs += 1
+                self.epoch = self._epochs
                 self._ready.set()
                 delay = 0.1
                 async for raw in pubsub.listen():
                     if raw.get("type") == "pmessage":
                         self._dispatch(raw["channel"], raw["data"])
             except (RedisError, OSError) as exc:
+                self.epoch = None
                 self._ready.clear()
                 log.warning("event_hub.disconnected", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)  # back off while Redis is down, recover by itself
             finally:
+                self.epoch = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 

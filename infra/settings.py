@@ -41,6 +41,7 @@ class Settings:
     max_query_tokens: int
     db_pool_size: int
     outbox_poll_seconds: float
+    result_cache_seconds: float
     worker_threads: int
 
 
@@ -122,6 +123,13 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be zero or a positive, finite number")
+    return number
+
+
 def _bool(value: str) -> bool:
     lowered = value.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -185,6 +193,9 @@ def load_settings(
         db_pool_size=r.get("GPUCLOUD_DB_POOL_SIZE", 10, _int_between(1, 200), what="an integer"),
         outbox_poll_seconds=r.get(
             "GPUCLOUD_OUTBOX_POLL_SECONDS", 1.0, _positive_float, what="a number of seconds"
+        ),
+        result_cache_seconds=r.get(
+            "GPUCLOUD_RESULT_CACHE_SECONDS", 5.0, _non_negative_float, what="a number of seconds"
         ),
         worker_threads=r.get("GPUCLOUD_WORKER_THREADS", 4, _int_between(1, 64), what="an integer"),
     )

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import websockets
 
@@ -49,8 +50,16 @@ async def _next_payload(ws: websockets.ClientConnection, timeout: float = 20) ->
         return message  # type: ignore[no-any-return]
 
 
+def _catalog_names(http: str) -> list[str]:
+    query = {"query": "{ skus(first: 100) { edges { node { name } } } }"}
+    edges = httpx.post(f"{http}/graphql", json=query).json()["data"]["skus"]["edges"]
+    return [e["node"]["name"] for e in edges]
+
+
 async def test_cli_change_reaches_a_websocket_subscriber(stack) -> None:  # type: ignore[no-untyped-def]
     ws = await _open(stack["ws"])
+    before = await asyncio.to_thread(_catalog_names, stack["http"])  # now cached by the API
+    assert "ws-live" not in before
     try:
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
         await asyncio.sleep(0.5)  # the subscription is registered before the change is made
@@ -63,6 +72,12 @@ async def test_cli_change_reaches_a_websocket_subscriber(stack) -> None:  # type
         message = await _next_payload(ws)
         assert message == {"id": "1", "type": "next", "payload": {"data": {"catalogChanged": {
             "kind": "ADDED", "sku": {"name": "ws-live", "gpuModel": "H200", "status": "ACTIVE"}}}}}  # fmt: skip
+        # The same event invalidated the API's cached catalog page.
+        for _ in range(50):
+            if "ws-live" in await asyncio.to_thread(_catalog_names, stack["http"]):
+                break
+            await asyncio.sleep(0.1)
+        assert "ws-live" in await asyncio.to_thread(_catalog_names, stack["http"])
         retired = await asyncio.to_thread(gpucloud, "sku", "retire", "ws-live", env=stack["env"])
         assert retired.returncode == 0, retired.stderr
         message = await _next_payload(ws)
@@ -95,8 +110,6 @@ async def test_bad_subscription_document_is_an_error_message(stack) -> None:  # 
 
 
 def test_api_logs_are_json_with_request_ids(stack) -> None:  # type: ignore[no-untyped-def]
-    import httpx
-
     response = httpx.post(
         f"{stack['http']}/graphql", json={"query": "{ skus { edges { cursor } } }"}
     )

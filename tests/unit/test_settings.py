@@ -35,6 +35,7 @@ def test_defaults() -> None:
         max_query_tokens=2000,
         db_pool_size=10,
         outbox_poll_seconds=1.0,
+        result_cache_seconds=5.0,
         worker_threads=4,
     )
 

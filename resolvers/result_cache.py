@@ -1,0 +1,152 @@
+"""A per-process cache of whole results for public, read-mostly queries (the catalog).
+
+Executing a page of 50 SKUs through GraphQL costs milliseconds of CPU per request, almost all of
+it in the engine resolving ~700 fields; the data changes a few times a day. So an error-free
+result of a query that reads only public root fields is kept and served again until the next
+change, which every process learns of through the same Redis events that feed subscriptions.
+
+Staleness is bounded three ways: an event invalidates everything; a result computed while an
+event arrived is not stored (generation check); and entries expire after `ttl` seconds, which
+covers events that never come (worker down). While the event stream is not live (Redis down),
+nothing is cached, and entries from before a reconnect are never served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from graphql import FieldNode, OperationDefinitionNode, OperationType
+from strawberry.extensions import SchemaExtension
+
+from domain.errors import SubscriberLagged
+from domain.ports import EventStream
+
+log = structlog.get_logger(__name__)
+
+# Root fields whose answers are the same for every caller.
+PUBLIC_ROOT_FIELDS = frozenset({"skus", "sku", "__typename"})
+
+
+@dataclass
+class _Entry:
+    result: Any
+    epoch: int
+    expires: float
+
+
+@dataclass
+class ResultCache:
+    ttl: float = 5.0
+    maxsize: int = 256
+    live_epoch: Callable[[], int | None] = lambda: None
+    generation: int = 0
+    stats: dict[str, int] = field(default_factory=lambda: {"hit": 0, "miss": 0, "store": 0})
+    _entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+
+    def get(self, key: str) -> Any | None:
+        entry = self._entries.get(key)
+        epoch = self.live_epoch()
+        if (
+            entry is None
+            or epoch is None
+            or entry.epoch != epoch
+            or entry.expires < time.monotonic()
+        ):
+            if entry is not None:
+                del self._entries[key]
+            self.stats["miss"] += 1
+            return None
+        self._entries.move_to_end(key)
+        self.stats["hit"] += 1
+        return entry.result
+
+    def put(self, key: str, result: Any, generation: int, epoch: int | None) -> None:
+        """Store only what was computed entirely within one generation and one live epoch."""
+        if epoch is None or generation != self.generation or epoch != self.live_epoch():
+            return
+        self._entries[key] = _Entry(result, epoch, time.monotonic() + self.ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        self.stats["store"] += 1
+
+    def invalidate(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+    async def follow(self, events: EventStream, topic: str) -> None:
+        """Invalidate on every event of `topic`; runs until cancelled."""
+        while True:
+            try:
+                async with events.subscribe(topic) as stream:
+                    async for _ in stream:
+                        self.invalidate()
+            except SubscriberLagged:
+                self.invalidate()  # we may have missed an event: forget everything
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("result_cache.follow_failed")
+                self.invalidate()
+                await asyncio.sleep(1.0)
+
+
+def cache_key(
+    operation: OperationDefinitionNode, query: str, variables: Any, name: str | None
+) -> str | None:
+    """A key for a cacheable operation, or None: only queries selecting public root fields."""
+    if operation.operation is not OperationType.QUERY:
+        return None
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.name.value not in PUBLIC_ROOT_FIELDS:
+            return None  # fragments or private fields: never shared between callers
+    try:
+        encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return None
+    return f"{name or ''}\x00{encoded}\x00{query}"
+
+
+def _operation(document: Any, name: str | None) -> OperationDefinitionNode | None:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if name is None:
+        return operations[0] if len(operations) == 1 else None
+    return next((op for op in operations if op.name and op.name.value == name), None)
+
+
+def result_cache_extension(cache: ResultCache) -> type[SchemaExtension]:
+    class ResultCacheExtension(SchemaExtension):
+        def on_execute(self) -> Iterator[None]:
+            ctx = self.execution_context
+            operation = (
+                None
+                if ctx.graphql_document is None
+                else _operation(ctx.graphql_document, ctx.operation_name)
+            )
+            key = (
+                None
+                if operation is None or ctx.query is None
+                else cache_key(operation, ctx.query, ctx.variables, ctx.operation_name)
+            )
+            if key is None:
+                yield
+                return
+            cached = cache.get(key)
+            if cached is not None:
+                ctx.result = cached  # Strawberry skips execution when a result is already set
+                yield
+                return
+            generation, epoch = cache.generation, cache.live_epoch()
+            yield
+            result = ctx.result
+            if result is not None and not getattr(result, "errors", None):
+                cache.put(key, result, generation, epoch)
+
+    return ResultCacheExtension
