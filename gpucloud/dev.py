@@ -49,12 +49,16 @@ def run_dev(argv_env: Mapping[str, str] | None = None) -> int:
     env.setdefault("GPUCLOUD_HOST", "127.0.0.1")
     env.setdefault("GPUCLOUD_PORT", "8000")
     try:
-        default_dir = f"/var/tmp/gpucloud-{getpass.getuser()}"
+        default_dir = f"/var/tmp/gpucloud-{getpass.getuser()}"  # noqa: S108 - checked below
         state_dir = checked_state_dir(Path(env.get("GPUCLOUD_STATE_DIR") or default_dir))
     except ValueError as exc:
         _say(str(exc))
         return 2
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # /var/tmp is shared: refuse a dir that another user created there before us.
+    if state_dir.stat().st_uid != os.geteuid():
+        _say(f"state dir {state_dir} belongs to another user; set GPUCLOUD_STATE_DIR")
+        return 2
     lock = _lock(state_dir)
     if lock is None:
         _say(f"another gpucloud dev is already running with state dir {state_dir}")
@@ -105,7 +109,7 @@ def _run(
     for command in setup:
         children["setup"] = proc = _spawn(command, env)
         if returncode := proc.wait():
-            _say(f"{' '.join(command[1:])} failed with exit code {returncode}")
+            _say(f"{' '.join(command[2:])} failed with exit code {returncode}")
             return _failure(returncode)
         del children["setup"]
     for name, command in services.items():
@@ -121,7 +125,9 @@ def _run(
 
 
 def _spawn(command: Command, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(  # noqa: S603 - our own argv list, no shell
+        command, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> bool:

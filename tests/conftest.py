@@ -25,8 +25,8 @@ from tests.support.servers import ServerUrls, create_database, drop_database, ru
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[ServerUrls]:
-    # Embedded PostgreSQL runs as an unprivileged user, which cannot enter pytest's private
-    # (0700) temp dirs under /tmp/pytest-of-root: give it a world-traversable one of its own.
+    # Embedded PostgreSQL runs as an unprivileged user (pgserver's `pgserver`, when we are
+    # root), and pgserver opens every parent of its data dir to it: keep that to a dir of ours.
     state = Path(tempfile.mkdtemp(prefix="gpucloud-test-"))
     state.chmod(0o755)
     try:

@@ -1,5 +1,6 @@
 """Embedded Postgres for development, using the binaries shipped in the pgserver wheel."""
 
+import atexit
 import signal
 import warnings
 from pathlib import Path
@@ -25,9 +26,11 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
         # As root, pgserver runs initdb/pg_ctl as a `pgserver` system user (created with useradd)
-        # that owns pgdata. cleanup_mode=None because we stop the server ourselves: pgserver's
-        # atexit stop is skipped whenever a crashed process is still listed as a user.
+        # that owns pgdata. We stop the server ourselves: pgserver's own stop (atexit, refcounted
+        # by pids in pgdata) is skipped whenever a crashed process is still listed, and its
+        # atexit hook logs into streams that pytest has already closed.
         server = PostgresServer(self.pgdata, cleanup_mode=None)
+        atexit.unregister(server._cleanup)
         socket_dir = server.get_postmaster_info().socket_dir
         return f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}"
 

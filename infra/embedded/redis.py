@@ -25,21 +25,27 @@ class EmbeddedRedis:
 
         port = self.port or _free_port()
         log = self.dir / "redis.log"
-        # Own session, so a Ctrl-C in the terminal reaches the dev supervisor, not redis directly.
-        self._proc = subprocess.Popen(
-            [
-                _redis_server(),
-                "--bind", "127.0.0.1",
-                "--port", str(port),
-                "--protected-mode", "no",  # loopback only, so no password needed
-                "--daemonize", "no",
-                "--pidfile", str(self._pid_file),
-                "--dir", str(self.dir),
-                "--logfile", str(log),
-            ],
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+        server_args = [
+            _redis_server(),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--protected-mode", "no",  # loopback only, so no password needed
+            "--daemonize", "no",
+            "--pidfile", str(self._pid_file),
+            "--dir", str(self.dir),
+            "--logfile", str(log),
+        ]  # fmt: skip
+        # Output goes to the log, not our stdout/stderr: an orphaned redis would otherwise hold a
+        # caller's pipes open (redis appends to its log, so both can share it). Own session, so a
+        # Ctrl-C in the terminal reaches the dev supervisor, not redis directly.
+        with open(log, "ab") as early_errors:
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                server_args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=early_errors,
+                start_new_session=True,
+            )
         self._wait_ready(port, log)
         self.port = port
         return f"redis://127.0.0.1:{port}/0"

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts real server processes
+
 
 def _start(start_dev, worker_lifetime_s: float):  # type: ignore[no-untyped-def]
     return start_dev([sys.executable, "-m", "tests.e2e.standin_dev", str(worker_lifetime_s)])
