@@ -1,14 +1,14 @@
 """Typed errors: how every mutation reports a problem the client can act on.
 
 Mutations return a union of their payload and an area's error type, e.g.
-`union CreateSkuResult = CreateSkuPayload | SkuError`; each error carries a `code` from the area's
-own enum, a human `message`, and the input `field` at fault. Queries that get bad arguments answer
+`union CreateSkuResult = CreateSkuPayload | SkuError`; the error carries a `code` from the area's
+own enum, a human `message` and the input `field` at fault, and `problems` lists every problem
+found (the domain validates a whole input at once). Queries that get bad arguments answer
 with a GraphQL error carrying the same `code` and `field` in `extensions` (see resolvers.errors).
 """
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import TypeVar
 
 import strawberry
@@ -17,6 +17,7 @@ from domain.catalog.sku import SkuErrorCode as DomainSkuErrorCode
 from domain.errors import DomainError
 
 E = TypeVar("E")
+P = TypeVar("P")
 
 
 @strawberry.interface(description="A problem with the request that the client can act on.")
@@ -29,14 +30,22 @@ class Error:
 SkuErrorCode = strawberry.enum(DomainSkuErrorCode, description="Why a catalog request was refused.")
 
 
-@strawberry.type(description="A catalog request was refused.")
+@strawberry.type(description="One problem with a catalog request.")
+class SkuProblem:
+    code: SkuErrorCode  # type: ignore[valid-type]
+    message: str
+    field: str | None
+
+
+@strawberry.type(description="A catalog request was refused; `problems` lists every reason.")
 class SkuError(Error):
     code: SkuErrorCode  # type: ignore[valid-type]
+    problems: list[SkuProblem]
 
 
-def typed_errors(exc: DomainError, error_type: type[E], codes: type[Enum]) -> list[E]:
-    """Map a domain error to the area's GraphQL error objects (one per problem)."""
-    return [
-        error_type(code=codes(p.code), message=p.message, field=p.field)  # type: ignore[call-arg]
-        for p in exc.problems
-    ]
+def typed_error(exc: DomainError, error_type: type[E], problem_type: type[P]) -> E:
+    """Map a domain error to the area's union member: the first problem on top, all of them in
+    `problems`, so a client can show every mistake of a form at once."""
+    problems = [problem_type(code=p.code, message=p.message, field=p.field) for p in exc.problems]  # type: ignore[call-arg]
+    first = exc.problems[0]
+    return error_type(code=first.code, message=first.message, field=first.field, problems=problems)  # type: ignore[call-arg]
