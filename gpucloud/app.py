@@ -27,7 +27,7 @@ from resolvers.loaders import make_loaders
 from resolvers.result_cache import ResultCache, result_cache_extension
 from resolvers.root import Limits, build_schema
 from schema.context import AppContext
-from schema.observability import operation_metrics
+from schema.observability import Observer, operation_metrics
 
 _OPERATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_OPERATION_LABELS = 200
@@ -46,11 +46,25 @@ class GraphQLView(GraphQL[AppContext, None]):
             response=response,
         )
 
+    async def process_result(self, request: Request, result: Any) -> Any:
+        response = await super().process_result(request, result)
+        # Syntax errors are raised before any extension sees the result; give them a code too,
+        # so every error a client receives carries one.
+        errors: list[dict[str, Any]] = response.get("errors") or []  # type: ignore[assignment]
+        for error in errors:
+            extensions = error.setdefault("extensions", {})
+            if "code" not in extensions:
+                syntax = str(error.get("message", "")).startswith("Syntax Error")
+                extensions["code"] = (
+                    "GRAPHQL_PARSE_FAILED" if syntax else "GRAPHQL_VALIDATION_FAILED"
+                )
+        return response
+
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
 
-def _observer(metrics: Metrics) -> Any:
+def _observer(metrics: Metrics) -> Observer:
     seen: set[str] = set()
 
     def observe(operation: str, outcome: str, seconds: float) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from strawberry.dataloader import DataLoader
@@ -27,4 +27,3 @@ class AppContext:
     loaders: Loaders
     request: Any = None
     response: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import strawberry
@@ -80,7 +80,3 @@ class Connection(Generic[T]):
                 end_cursor=edges[-1].cursor if edges else None,
             ),
         )
-
-
-def nodes(connection_edges: Iterable[Edge[T]]) -> list[T]:
-    return [edge.node for edge in connection_edges]

@@ -16,6 +16,7 @@ from tests.api.helpers import add_skus, codes, gql
 async def test_malformed_and_unknown_field_give_clear_errors(client) -> None:
     syntax = await gql(client, "{ skus(first: 2 { edges }")
     assert syntax["errors"][0]["message"].startswith("Syntax Error")
+    assert codes(syntax) == ["GRAPHQL_PARSE_FAILED"]
     unknown = await gql(client, "{ skus { edges { node { colour } } } }")
     assert "Cannot query field 'colour'" in unknown["errors"][0]["message"]
     assert codes(unknown) == ["GRAPHQL_VALIDATION_FAILED"]
