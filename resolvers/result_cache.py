@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,9 @@ class ResultCache:
     generation: int = 0
     stats: dict[str, int] = field(default_factory=lambda: {"hit": 0, "miss": 0, "store": 0})
     _entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    # One execution per key at a time: concurrent misses wait for it instead of all executing
+    # the same query when an entry expires under load.
+    inflight: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     def get(self, key: str) -> Any | None:
         entry = self._entries.get(key)
@@ -123,7 +126,7 @@ def _operation(document: Any, name: str | None) -> OperationDefinitionNode | Non
 
 def result_cache_extension(cache: ResultCache) -> type[SchemaExtension]:
     class ResultCacheExtension(SchemaExtension):
-        def on_execute(self) -> Iterator[None]:
+        async def on_execute(self) -> AsyncIterator[None]:
             ctx = self.execution_context
             operation = (
                 None
@@ -139,14 +142,26 @@ def result_cache_extension(cache: ResultCache) -> type[SchemaExtension]:
                 yield
                 return
             cached = cache.get(key)
+            if cached is None and key in cache.inflight:
+                cached = await asyncio.shield(cache.inflight[key])
             if cached is not None:
                 ctx.result = cached  # Strawberry skips execution when a result is already set
                 yield
                 return
             generation, epoch = cache.generation, cache.live_epoch()
-            yield
-            result = ctx.result
-            if result is not None and not getattr(result, "errors", None):
-                cache.put(key, result, generation, epoch)
+            leader: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            cache.inflight[key] = leader
+            shared = None
+            try:
+                yield
+                result = ctx.result
+                if result is not None and not getattr(result, "errors", None):
+                    cache.put(key, result, generation, epoch)
+                    # Waiters get it only if it is still current (no event arrived meanwhile).
+                    if generation == cache.generation:
+                        shared = result
+            finally:
+                cache.inflight.pop(key, None)
+                leader.set_result(shared)  # None: waiters execute for themselves
 
     return ResultCacheExtension

@@ -38,3 +38,12 @@ async def test_errors_and_private_fields_are_not_cached(app, client, uow) -> Non
         assert (await gql(client, bad))["errors"][0]["extensions"]["code"] == "INVALID_ID"
     metrics = (await client.get("/metrics")).text
     assert 'gpucloud_graphql_result_cache_total{outcome="store"} 0.0' in metrics
+
+
+async def test_concurrent_misses_execute_once(app, client, uow) -> None:
+    await add_skus(uow, 5)
+    await app.state.resources.hub.wait_ready()
+    with counting(app) as statements:
+        results = await asyncio.gather(*(gql(client, QUERY) for _ in range(10)))
+    assert all(r == results[0] and "errors" not in r for r in results)
+    assert len(statements) == 1  # the first executes; the other nine wait for its result
