@@ -7,8 +7,11 @@ from typing import Any
 
 import dramatiq
 import redis.asyncio as aioredis
+import structlog
 
 from infra.pubsub import EventHub
+
+log = structlog.get_logger(__name__)
 
 PUBLISH_EVENT = "publish_event"
 # A marker per delivered outbox id lets a redelivered message skip the publish; subscribers also
@@ -41,8 +44,10 @@ def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
         marker = f"{deps.namespace}:delivered:{message['id']}"
         if await client.exists(marker):
             return
-        await EventHub(client, deps.namespace).publish(message["topic"], message)
+        receivers = await EventHub(client, deps.namespace).publish(message["topic"], message)
         await client.set(marker, 1, ex=_DELIVERED_TTL_SECONDS)
+        log.info("event.published", event_id=message["id"], topic=message["topic"],
+                 name=message["name"], api_processes=receivers)  # fmt: skip
 
     return Actors(
         publish_event=dramatiq.actor(
