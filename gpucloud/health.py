@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -30,9 +31,9 @@ async def _check_redis(res: Resources) -> None:
     await res.redis.ping()
 
 
-async def _outcome(check: asyncio.Future[None] | object) -> str:
+async def _outcome(check: Awaitable[None]) -> str:
     try:
-        await asyncio.wait_for(check, _CHECK_TIMEOUT)  # type: ignore[arg-type]
+        await asyncio.wait_for(check, _CHECK_TIMEOUT)
     except TimeoutError:
         return "timed out"
     except Exception as exc:  # any failure means not ready; its kind is enough for the operator
