@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -118,3 +119,21 @@ def test_api_logs_are_json_with_request_ids(stack) -> None:  # type: ignore[no-u
     assert lines, "the API wrote no log lines"
     mine = [line for line in lines if line.get("request_id") == request_id]
     assert any(line["event"] == "http.request" and line["status"] == 200 for line in mine)
+
+
+def test_metrics_report_the_workers_jobs(stack) -> None:  # type: ignore[no-untyped-def]
+    added = gpucloud(
+        "sku", "add", "--name", "metrics-probe", "--gpu-model", "H100", "--gpu-count", "1",
+        "--vcpus", "8", "--ram-gib", "64", "--disk-gib", "500", "--region", "us-east",
+        "--price-minor", "249", "--currency", "USD", env=stack["env"],
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    line = 'gpucloud_jobs_total{actor="publish_event",outcome="succeeded"}'
+    for _ in range(100):
+        text = httpx.get(f"{stack['http']}/metrics").text
+        if line in text and "gpucloud_outbox_unpublished 0.0" in text:
+            break
+        time.sleep(0.1)
+    assert line in text and "gpucloud_outbox_unpublished 0.0" in text
+    count = float(next(x for x in text.splitlines() if x.startswith(line)).split()[-1])
+    assert count >= 1
