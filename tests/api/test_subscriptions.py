@@ -63,7 +63,7 @@ async def test_cli_change_reaches_a_websocket_subscriber(stack) -> None:  # type
     assert "ws-live" not in before
     try:
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
-        await asyncio.sleep(0.5)  # the subscription is registered before the change is made
+        await asyncio.sleep(1.0)  # the subscription is registered before the change is made
         added = await asyncio.to_thread(
             gpucloud, "sku", "add", "--name", "ws-live", "--gpu-model", "h200", "--gpu-count", "2",
             "--vcpus", "32", "--ram-gib", "256", "--disk-gib", "2000", "--region", "eu-west",
