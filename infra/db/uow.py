@@ -14,6 +14,13 @@ from domain.ports import SkuRepository
 from infra.db import outbox
 from infra.db.skus import SqlSkuRepository
 
+_LOST = (OSError, TimeoutError, InterfaceError)
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection went away (not a query error such as a deadlock, which callers retry)."""
+    return isinstance(exc, _LOST) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
 
 class SqlUnitOfWork:
     skus: SkuRepository
@@ -28,10 +35,9 @@ class SqlUnitOfWork:
         try:
             self._conn = await self._engine.connect()
             self._tx = await self._conn.begin()
-        except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
-            raise ServiceUnavailable("database") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
+        except Exception as exc:
+            # Any failure to connect is an outage (refused, timed out, auth while restarting).
+            if isinstance(exc, (OperationalError, *_LOST)) or _lost(exc):
                 raise ServiceUnavailable("database") from exc
             raise
         self._events = []
@@ -45,12 +51,19 @@ class SqlUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         assert self._conn is not None and self._tx is not None
+        outage = exc is not None and _lost(exc)
         try:
             if self._tx.is_active:
                 await self._tx.rollback()
-        finally:
             await self._conn.close()
+        except Exception:
+            if not outage:  # a dead connection cannot roll back; that is not a second error
+                raise
+        finally:
             self._conn = self._tx = None
+        if outage:
+            # The connection died mid-transaction: nothing was committed, and the caller may retry.
+            raise ServiceUnavailable("database") from exc
 
     def record(self, event: DomainEvent) -> None:
         self._events.append(event)

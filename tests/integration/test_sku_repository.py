@@ -112,3 +112,21 @@ async def test_change_and_its_outbox_row_commit_together(uow, engine) -> None:
         ("catalog", "sku.added", {"kind": "added", "skuId": sku.id})
     ]
     assert rows[0].published_at is None
+
+
+async def test_connection_lost_mid_transaction_is_service_unavailable(uow, engine) -> None:
+    from sqlalchemy import text
+
+    from domain.errors import ServiceUnavailable
+
+    with pytest.raises(ServiceUnavailable) as caught:
+        async with uow() as tx:
+            await tx.skus.add(spec("never-committed"))
+            pid = (await tx._conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with engine.connect() as admin:
+                await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await tx.skus.count()
+    assert caught.value.problems[0].code == "SERVICE_UNAVAILABLE"
+    assert await _count(engine, skus) == 0
+    await services.add_sku(uow(), spec("after"))  # the pool recovered by itself
+    assert await _count(engine, skus) == 1
