@@ -23,6 +23,7 @@ from gpucloud.middleware import RequestContext
 from gpucloud.resources import Resources
 from infra.metrics import Metrics
 from infra.settings import Settings
+from resolvers.errors import shape_error
 from resolvers.loaders import make_loaders
 from resolvers.result_cache import ResultCache, result_cache_extension
 from resolvers.root import Limits, build_schema
@@ -47,18 +48,11 @@ class GraphQLView(GraphQL[AppContext, None]):
         )
 
     async def process_result(self, request: Request, result: Any) -> Any:
-        response = await super().process_result(request, result)
-        # Syntax errors are raised before any extension sees the result; give them a code too,
-        # so every error a client receives carries one.
-        errors: list[dict[str, Any]] = response.get("errors") or []  # type: ignore[assignment]
-        for error in errors:
-            extensions = error.setdefault("extensions", {})
-            if "code" not in extensions:
-                syntax = str(error.get("message", "")).startswith("Syntax Error")
-                extensions["code"] = (
-                    "GRAPHQL_PARSE_FAILED" if syntax else "GRAPHQL_VALIDATION_FAILED"
-                )
-        return response
+        # Parse errors end the operation before any extension sees the result; shape them with
+        # the same rule (shaping is idempotent), so every error a client receives has a code.
+        if result.errors:
+            result.errors = [shape_error(error) for error in result.errors]
+        return await super().process_result(request, result)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

@@ -40,7 +40,9 @@ def shape_error(error: GraphQLError) -> GraphQLError:
             {"code": "INTERNAL", "requestId": _request_id()},
         )
     if error.original_error is None and not (error.extensions or {}).get("code"):
-        return _copy(error, error.message, {"code": "GRAPHQL_VALIDATION_FAILED"})
+        syntax = error.message.startswith("Syntax Error")
+        code = "GRAPHQL_PARSE_FAILED" if syntax else "GRAPHQL_VALIDATION_FAILED"
+        return _copy(error, error.message, {"code": code})
     return error
 
 

@@ -81,3 +81,9 @@ def test_error_that_already_has_a_code_is_left_alone() -> None:
 def test_wrapped_graphql_error_is_left_alone() -> None:
     error = wrapped(GraphQLError("inner"))
     assert shape_error(error) is error
+
+
+def test_syntax_error_gets_the_parse_code() -> None:
+    shaped = shape_error(GraphQLError("Syntax Error: Expected Name, found <EOF>."))
+    assert shaped.extensions == {"code": "GRAPHQL_PARSE_FAILED"}
+    assert shape_error(shaped) is shaped  # shaping twice changes nothing
