@@ -19,9 +19,7 @@ def _changed(kind: str, sku: Sku) -> DomainEvent:
 
 async def add_sku(uow: UnitOfWork, spec: SkuSpec) -> Sku:
     async with uow:
-        if await uow.skus.get_by_name(spec.name) is not None:
-            raise _name_taken(spec.name)
-        sku = await uow.skus.add(spec)
+        sku = await uow.skus.add(spec)  # the unique index decides a clash, races included
         uow.record(_changed("added", sku))
         await uow.commit()
         return sku
@@ -76,9 +74,3 @@ async def seed_demo_skus(uow: UnitOfWork) -> list[Sku]:
             added.append(sku)
         await uow.commit()
         return added
-
-
-def _name_taken(name: str) -> Conflict:
-    return Conflict(
-        Problem(SkuErrorCode.NAME_TAKEN, f"A SKU named {name!r} already exists.", "name")
-    )

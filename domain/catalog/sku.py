@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from domain.errors import ProblemCollector
+from domain.errors import Conflict, Problem, ProblemCollector
 from domain.money import Money, is_known_currency
 
 
@@ -126,6 +126,13 @@ def _bounded(
     # bool is an int subclass; a True here is a client bug, not the number 1.
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         p.add(code, f"{label} must be a whole number from {low} to {high}.", field)
+
+
+def name_taken(name: str) -> Conflict:
+    """SKU names are unique case-insensitively; repositories raise this on a clash."""
+    return Conflict(
+        Problem(SkuErrorCode.NAME_TAKEN, f"A SKU named {name!r} already exists.", "name")
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
-from domain.errors import Conflict, NotFound, Problem
+from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus, name_taken
+from domain.errors import NotFound, Problem
 from domain.money import Money
 from domain.pagination import Page, PageRequest
 from infra.db.tables import skus
@@ -54,18 +54,10 @@ class SqlSkuRepository:
             .returning(skus)
         )
         try:
-            # A savepoint keeps the caller's transaction usable after a lost race on the name.
-            async with self._conn.begin_nested():
-                row = (await self._conn.execute(stmt)).one()
+            row = (await self._conn.execute(stmt)).one()
         except IntegrityError as exc:
             if "uq_skus_lower_name" in str(exc.orig):
-                raise Conflict(
-                    Problem(
-                        SkuErrorCode.NAME_TAKEN,
-                        f"A SKU named {spec.name!r} already exists.",
-                        "name",
-                    )
-                ) from exc
+                raise name_taken(spec.name) from exc
             raise
         return _to_sku(row)
 

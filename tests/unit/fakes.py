@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
-from domain.errors import Conflict, NotFound, Problem
+from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus, name_taken
+from domain.errors import NotFound, Problem
 from domain.events import DomainEvent
 from domain.pagination import Page, PageRequest
 from domain.ports import SkuRepository
@@ -38,11 +38,7 @@ class FakeSkuRepository:
 
     async def add(self, spec: SkuSpec) -> Sku:
         if await self.get_by_name(spec.name) is not None:
-            raise Conflict(
-                Problem(
-                    SkuErrorCode.NAME_TAKEN, f"A SKU named {spec.name!r} already exists.", "name"
-                )
-            )
+            raise name_taken(spec.name)
         sku = Sku(
             id=next(self._ids),
             name=spec.name,
