@@ -7,21 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.settings import Settings, SettingsError, load_settings
+from gpucloud.config import settings_or_exit
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "schema.graphql"
-
-
-def _settings(needs: tuple[str, ...] = ("DATABASE_URL", "REDIS_URL")) -> Settings:
-    from infra.logging import configure_logging
-
-    try:
-        settings = load_settings(needs=needs)
-    except SettingsError as exc:
-        print(f"gpucloud: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -29,7 +17,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gpucloud.app import create_app
 
-    settings = _settings()
+    settings = settings_or_exit()
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
@@ -45,13 +33,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.worker import run_worker
 
-    return run_worker(_settings())
+    return run_worker(settings_or_exit())
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from infra import migrate
 
-    settings = _settings(needs=("DATABASE_URL",))
+    settings = settings_or_exit(needs=("DATABASE_URL",))
     if args.downgrade:
         migrate.downgrade(settings.database_url, args.downgrade)
     else:

@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from domain.catalog import services
-from domain.catalog.sku import Sku, SkuFilter, SkuSpec, SkuStatus
-from domain.errors import DomainError
-from domain.pagination import MAX_PAGE_SIZE, PageRequest
+from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
+from domain.errors import DomainError, NotFound, Problem
+from domain.pagination import MAX_PAGE_SIZE, PageRequest, parse_key
+from gpucloud.config import settings_or_exit
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 
@@ -26,9 +27,7 @@ _FLAGS = {
 
 
 def _run(work: Callable[[Callable[[], SqlUnitOfWork]], Awaitable[T]]) -> T:
-    from gpucloud.cli import _settings
-
-    settings = _settings(needs=("DATABASE_URL",))
+    settings = settings_or_exit(needs=("DATABASE_URL",))
 
     async def main() -> T:
         engine = make_engine(settings.database_url, pool_size=1)
@@ -90,12 +89,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_retire(args: argparse.Namespace) -> int:
     async def retire(uow: Callable[[], SqlUnitOfWork]) -> Sku:
-        sku_id = args.sku
-        if not sku_id.isdigit():
-            async with uow() as tx:
-                found = await tx.skus.get_by_name(sku_id)
-            sku_id = str(found.id) if found else "0"
-        return await services.retire_sku(uow(), int(sku_id))
+        sku_id = parse_key(args.sku)
+        if sku_id is None:  # not an id: a name
+            found = await services.get_sku_by_name(uow(), args.sku)
+            if found is None:
+                raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU named {args.sku!r}.", "id"))
+            sku_id = found.id
+        return await services.retire_sku(uow(), sku_id)
 
     try:
         sku = _run(retire)

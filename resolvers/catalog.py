@@ -38,7 +38,10 @@ async def skus(
 
 
 async def sku(info: Info[AppContext, None], id: strawberry.ID) -> Sku | None:  # noqa: A002
-    key = expect_global_id(id, "Sku")
+    return await sku_by_key(info, expect_global_id(id, "Sku"))
+
+
+async def sku_by_key(info: Info[AppContext, None], key: int) -> Sku | None:
     found = await info.context.loaders.sku.load(key)
     return None if found is None else Sku.from_domain(found)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry import Info
 
-from schema.catalog import Sku
+from resolvers import catalog
 from schema.context import AppContext
 from schema.relay import Node, from_global_id
 
@@ -14,6 +14,5 @@ async def node(info: Info[AppContext, None], id: strawberry.ID) -> Node | None: 
     type_name, key = from_global_id(id)
     # One entry per Node type. Later areas add theirs here, with the ownership check in front.
     if type_name == "Sku":
-        found = await info.context.loaders.sku.load(key)
-        return None if found is None else Sku.from_domain(found)
+        return await catalog.sku_by_key(info, key)
     return None

@@ -45,6 +45,11 @@ async def get_sku(uow: UnitOfWork, sku_id: int) -> Sku | None:
         return await uow.skus.get(sku_id)
 
 
+async def get_sku_by_name(uow: UnitOfWork, name: str) -> Sku | None:
+    async with uow:
+        return await uow.skus.get_by_name(name)
+
+
 async def list_skus(uow: UnitOfWork, sku_filter: SkuFilter, page: PageRequest) -> Page[Sku]:
     async with uow:
         return await uow.skus.list(sku_filter, page)

@@ -81,6 +81,7 @@ def test_add_list_retire_round_trip(service_env, engine) -> None:  # type: ignor
     assert "retired" in gpucloud("sku", "list", "--all", env=service_env).stdout
     missing = gpucloud("sku", "retire", "no-such-sku", env=service_env)
     assert missing.returncode == 2 and "[NOT_FOUND]" in missing.stderr
+    assert "No SKU named 'no-such-sku'" in missing.stderr
 
 
 def test_export_schema_check_detects_drift(tmp_path) -> None:
