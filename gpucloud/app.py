@@ -80,8 +80,12 @@ def create_app(settings: Settings) -> Starlette:
     """Build the app; nothing connects until the lifespan starts."""
     metrics = Metrics()
     extensions = [operation_metrics(_observer(metrics))]
-    cache = ResultCache(ttl=settings.result_cache_seconds)
-    if settings.result_cache_seconds > 0:
+    cache = (
+        ResultCache(ttl=settings.result_cache_seconds)
+        if settings.result_cache_seconds > 0
+        else None
+    )
+    if cache is not None:
         extensions.append(result_cache_extension(cache))
         metrics.state.result_cache_stats = cache.stats
     schema = build_schema(
@@ -98,16 +102,19 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resources = app.state.resources = await Resources.open(settings, metrics)
-        cache.live_epoch = lambda: resources.hub.epoch
-        follower = asyncio.create_task(
-            cache.follow(resources.hub, CATALOG_TOPIC), name="result-cache"
-        )
+        follower = None
+        if cache is not None:  # a disabled cache needs no invalidation stream
+            cache.live_epoch = lambda: resources.hub.epoch
+            follower = asyncio.create_task(
+                cache.follow(resources.hub, CATALOG_TOPIC), name="result-cache"
+            )
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             await resources.close()
 
     app = Starlette(

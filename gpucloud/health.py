@@ -60,7 +60,7 @@ def _text(value: bytes | str) -> str:
 
 async def _snapshot(res: Resources) -> ScrapeSnapshot:
     snap = ScrapeSnapshot()
-    ns = f"{res.settings.redis_namespace}"
+    ns = res.settings.redis_namespace
 
     async def from_redis() -> None:
         raw = await res.redis.hgetall(f"{ns}:{JOB_STATS_KEY}")

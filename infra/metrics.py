@@ -25,8 +25,8 @@ class ScrapeSnapshot:
 
 
 class _StateCollector(Collector):
-    def __init__(self, engine: AsyncEngine | None) -> None:
-        self.engine = engine
+    def __init__(self) -> None:
+        self.engine: AsyncEngine | None = None  # set when the lifespan makes the engine
         self.snapshot = ScrapeSnapshot()
         self.result_cache_stats: dict[str, int] = {}
 
@@ -70,7 +70,7 @@ class _StateCollector(Collector):
 class Metrics:
     """All metrics of one app instance, in a registry of its own (tests build many apps)."""
 
-    def __init__(self, engine: AsyncEngine | None = None) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.graphql_requests = Counter(
             "gpucloud_graphql_operations", "GraphQL operations by name and outcome",
@@ -88,5 +88,5 @@ class Metrics:
             "gpucloud_http_request_duration_seconds", "HTTP request latency", ["route"],
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.state = _StateCollector(engine)
+        self.state = _StateCollector()
         self.registry.register(self.state)

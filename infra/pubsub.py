@@ -28,10 +28,22 @@ _SUBSCRIBER_BUFFER = 256
 OVERFLOW: dict[str, Any] = {"overflow": True}
 
 
+def _channel(namespace: str, topic: str) -> str:
+    return f"{namespace}:events:{topic}"
+
+
+async def publish(
+    client: aioredis.Redis, namespace: str, topic: str, message: dict[str, Any]
+) -> int:
+    """Publish to every API process; returns how many Redis subscribers (processes) got it."""
+    return int(await client.publish(_channel(namespace, topic), orjson.dumps(message)))
+
+
 class EventHub:
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self._client = client
-        self._prefix = f"{namespace}:events:"
+        self._namespace = namespace
+        self._prefix = _channel(namespace, "")
         self._queues: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -40,12 +52,8 @@ class EventHub:
         # (caches) is only valid within one epoch, since a reconnect may have missed some.
         self.epoch: int | None = None
 
-    def channel(self, topic: str) -> str:
-        return self._prefix + topic
-
     async def publish(self, topic: str, message: dict[str, Any]) -> int:
-        """Publish to every process; returns how many Redis subscribers (processes) got it."""
-        return int(await self._client.publish(self.channel(topic), orjson.dumps(message)))
+        return await publish(self._client, self._namespace, topic, message)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="event-hub")

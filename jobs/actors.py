@@ -9,7 +9,7 @@ import dramatiq
 import redis.asyncio as aioredis
 import structlog
 
-from infra.pubsub import EventHub
+from infra.pubsub import publish
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +44,7 @@ def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
         marker = f"{deps.namespace}:delivered:{message['id']}"
         if await client.exists(marker):
             return
-        receivers = await EventHub(client, deps.namespace).publish(message["topic"], message)
+        receivers = await publish(client, deps.namespace, message["topic"], message)
         await client.set(marker, 1, ex=_DELIVERED_TTL_SECONDS)
         log.info("event.published", event_id=message["id"], topic=message["topic"],
                  name=message["name"], api_processes=receivers)  # fmt: skip
