@@ -33,7 +33,7 @@ def leftover_process(pid_file: Path, name: str, cwd: Path) -> psutil.Process | N
     """
     try:
         proc = psutil.Process(int(pid_file.read_text().split()[0]))
-        if proc.name() == name and Path(proc.cwd()) == cwd and _alive(proc):
+        if proc.name() == name and Path(proc.cwd()) == cwd and alive(proc):
             return proc
     except (OSError, ValueError, IndexError, psutil.Error):
         pass
@@ -53,20 +53,21 @@ def stop_tree(proc: psutil.Process, sig: int = signal.SIGTERM, timeout: float = 
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     if not _wait_gone(procs, 5.0):
-        raise RuntimeError(f"processes survived SIGKILL: {[p.pid for p in procs if _alive(p)]}")
+        raise RuntimeError(f"processes survived SIGKILL: {[p.pid for p in procs if alive(p)]}")
 
 
-def _alive(proc: psutil.Process) -> bool:
-    # A zombie has exited; waiting for it would hang when nobody reaps orphans (e.g. no init).
+def alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie: a zombie has exited, and waiting for it would hang when nobody
+    reaps orphans (this sandbox's init does not)."""
     try:
         return proc.is_running() and bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         return False
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in procs):
+    while any(alive(p) for p in procs):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

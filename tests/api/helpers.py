@@ -7,7 +7,7 @@ from typing import Any
 from httpx import AsyncClient
 
 from domain.catalog import services
-from domain.catalog.sku import SkuSpec
+from tests.support.catalog import make_spec
 
 
 async def gql(client: AsyncClient, query: str, variables: dict[str, Any] | None = None,
@@ -24,15 +24,11 @@ async def gql(client: AsyncClient, query: str, variables: dict[str, Any] | None 
 async def add_skus(uow: Any, count: int, **overrides: Any) -> list[Any]:
     made = []
     for i in range(count):
-        values: dict[str, Any] = {
-            "name": f"sku-{i:03d}", "gpu_model": "H200", "gpu_count": 1 + i % 8, "vcpus": 8,
-            "ram_gib": 64, "disk_gib": 500, "region": "eu-west", "hourly_price_minor": 100 + i,
-            "currency": "USD",
-        }  # fmt: skip
-        values.update(overrides)
-        if "name" in overrides:
-            values["name"] = f"{overrides['name']}-{i}"
-        made.append(await services.add_sku(uow(), SkuSpec.create(**values)))
+        values: dict[str, Any] = {"gpu_model": "H200", "gpu_count": 1 + i % 8, "region": "eu-west",
+                                  "hourly_price_minor": 100 + i, **overrides}  # fmt: skip
+        prefix = values.pop("name", "sku")
+        name = f"{prefix}-{i}" if "name" in overrides else f"{prefix}-{i:03d}"
+        made.append(await services.add_sku(uow(), make_spec(name, **values)))
     return made
 
 

@@ -25,7 +25,7 @@ def stack(service_env, tmp_path_factory) -> Iterator[dict[str, object]]:  # type
     api = Process(["serve"], env, logs / "api.log")
     worker = Process(["worker"], env, logs / "worker.log")
     try:
-        wait_ready(f"http://127.0.0.1:{port}", api)
+        wait_ready(f"http://127.0.0.1:{port}", api.proc, api.output)
         yield {"ws": f"ws://127.0.0.1:{port}/graphql", "http": f"http://127.0.0.1:{port}",
                "env": env, "api": api, "worker": worker}  # fmt: skip
     finally:

@@ -13,16 +13,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from infra.embedded import alive
 from tests.support.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:  # a zombie has exited; this sandbox's init does not always reap orphans
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 @dataclass
@@ -56,7 +50,7 @@ class DevRun:
         """Live processes of this run: former descendants, or naming its state dir or ports."""
         ports = (self.http_port, self.redis_port)
         port_re = re.compile(rf":({'|'.join(map(str, ports))})\b")
-        found = {p.pid: p for p in self.descendants.values() if _alive(p)}
+        found = {p.pid: p for p in self.descendants.values() if alive(p)}
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = " ".join(proc.info["cmdline"] or [])
             if proc.pid != os.getpid() and (
@@ -66,7 +60,7 @@ class DevRun:
         for conn in psutil.net_connections("tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports and conn.pid:
                 found[conn.pid] = psutil.Process(conn.pid)
-        return [p for p in found.values() if _alive(p)]
+        return [p for p in found.values() if alive(p)]
 
     def describe(self, procs: list[psutil.Process]) -> str:
         lines = []

@@ -2,10 +2,11 @@
 
 import signal
 import sys
-import time
 
 import httpx
 import pytest
+
+from tests.support.processes import wait_ready
 
 pytestmark = pytest.mark.slow  # starts real server processes
 SKUS_QUERY = "{ skus(first: 10) { edges { node { id name gpuModel } } } }"
@@ -16,16 +17,7 @@ def test_dev_serves_demo_skus_and_leaves_nothing_running(start_dev) -> None:  # 
     run = start_dev([sys.executable, "-m", "gpucloud", "dev"])
     base = f"http://127.0.0.1:{run.http_port}"
 
-    deadline = time.monotonic() + 120
-    while True:
-        assert run.proc.poll() is None, f"gpucloud dev exited early:\n{run.output()}"
-        assert time.monotonic() < deadline, f"/readyz not 200 within 120 s:\n{run.output()}"
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
+    wait_ready(base, run.proc, run.output, timeout=120)
     assert f"GraphiQL: http://127.0.0.1:{run.http_port}/graphql" in run.output()
 
     response = httpx.post(f"{base}/graphql", json={"query": SKUS_QUERY}, timeout=10)

@@ -15,17 +15,10 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from infra.embedded import EmbeddedPostgres, EmbeddedRedis
+from infra.embedded import EmbeddedPostgres, EmbeddedRedis, alive
 
 pytestmark = pytest.mark.slow  # starts real server processes
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:  # a zombie has exited; this sandbox's init does not always reap orphans
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _postgres_family(pgdata: Path) -> list[psutil.Process]:
@@ -34,7 +27,7 @@ def _postgres_family(pgdata: Path) -> list[psutil.Process]:
     for proc in psutil.process_iter(["name", "cmdline"]):
         if proc.info["name"] == "postgres" and str(pgdata) in (proc.info["cmdline"] or []):
             family += [proc, *proc.children(recursive=True)]
-    return [p for p in family if _alive(p)]
+    return [p for p in family if alive(p)]
 
 
 def _start_and_crash(kind: str, state_dir: Path, port: int = 0) -> dict[str, int]:
@@ -43,7 +36,7 @@ def _start_and_crash(kind: str, state_dir: Path, port: int = 0) -> dict[str, int
         f"""
         import json, os, signal, sys
         from pathlib import Path
-        from infra.embedded import EmbeddedPostgres, EmbeddedRedis
+        from infra.embedded import EmbeddedPostgres, EmbeddedRedis, alive
         if {kind!r} == "redis":
             server = EmbeddedRedis(Path({str(state_dir)!r}), port={port} or None)
             server.start()
@@ -89,18 +82,18 @@ async def test_postgres_answers_asyncpg_and_sqlalchemy_then_stops(tmp_path: Path
     finally:
         server.stop()
 
-    assert not [p for p in family if _alive(p)]
+    assert not [p for p in family if alive(p)]
     assert not _postgres_family(server.pgdata)
 
 
 async def test_postgres_stops_a_server_left_by_a_crashed_run(tmp_path: Path) -> None:
     orphan = psutil.Process(_start_and_crash("postgres", tmp_path)["pid"])
-    assert _alive(orphan)
+    assert alive(orphan)
 
     server = EmbeddedPostgres(tmp_path)
     url = server.start()
     try:
-        assert not _alive(orphan)
+        assert not alive(orphan)
         conn = await asyncpg.connect(url)
         assert await conn.fetchval("SELECT 1") == 1
         await conn.close()
@@ -132,20 +125,20 @@ def test_redis_answers_and_stops(tmp_path: Path) -> None:
             client.close()
     finally:
         server.stop()
-    assert not _alive(proc)
+    assert not alive(proc)
     assert not (tmp_path / "redis" / "redis.pid").exists()
 
 
 def test_redis_stops_a_server_left_by_a_crashed_run(tmp_path: Path) -> None:
     crashed = _start_and_crash("redis", tmp_path)
     orphan = psutil.Process(crashed["pid"])
-    assert _alive(orphan) and orphan.name() == "redis-server"
+    assert alive(orphan) and orphan.name() == "redis-server"
 
     # Same port too: it is only free once the orphan is gone.
     server = EmbeddedRedis(tmp_path, port=crashed["port"])
     url = server.start()
     try:
-        assert not _alive(orphan)
+        assert not alive(orphan)
         assert redis.Redis.from_url(url).ping()
         assert server._proc is not None
         assert int((tmp_path / "redis" / "redis.pid").read_text()) == server._proc.pid

@@ -8,15 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from domain.catalog import services
-from domain.catalog.sku import SkuSpec
 from infra.db.outbox import OutboxMessage
 from infra.db.tables import outbox
 from jobs.relay import OutboxRelay
-
-
-def spec(name: str) -> SkuSpec:
-    return SkuSpec.create(name=name, gpu_model="H100", gpu_count=1, vcpus=4, ram_gib=16,
-                          disk_gib=100, region="us-east", hourly_price_minor=100, currency="USD")  # fmt: skip
+from tests.support.catalog import make_spec
 
 
 async def _unpublished(engine) -> int:  # type: ignore[no-untyped-def]
@@ -27,7 +22,7 @@ async def _unpublished(engine) -> int:  # type: ignore[no-untyped-def]
 
 async def test_publishes_each_row_once_and_marks_it(uow, engine, database_url) -> None:
     for i in range(3):
-        await services.add_sku(uow(), spec(f"s{i}"))
+        await services.add_sku(uow(), make_spec(f"s{i}"))
     sent: list[OutboxMessage] = []
     relay = OutboxRelay(engine, database_url, sent.append)
     assert await relay.run_once() == 3
@@ -38,7 +33,7 @@ async def test_publishes_each_row_once_and_marks_it(uow, engine, database_url) -
 
 
 async def test_failed_enqueue_keeps_rows_for_the_next_try(uow, engine, database_url) -> None:
-    await services.add_sku(uow(), spec("kept"))
+    await services.add_sku(uow(), make_spec("kept"))
 
     def broken(_: OutboxMessage) -> None:
         raise ConnectionError("redis down")
@@ -53,7 +48,7 @@ async def test_failed_enqueue_keeps_rows_for_the_next_try(uow, engine, database_
 
 async def test_two_relays_share_rows_without_doubles(uow, engine, database_url) -> None:
     for i in range(40):
-        await services.add_sku(uow(), spec(f"r{i}"))
+        await services.add_sku(uow(), make_spec(f"r{i}"))
     sent: list[int] = []
 
     def slow_enqueue(message: OutboxMessage) -> None:
@@ -80,7 +75,7 @@ async def test_run_wakes_on_notify_without_waiting_for_the_poll(uow, engine, dat
     task = asyncio.create_task(relay.run(stop))
     try:
         await asyncio.sleep(0.5)  # let it LISTEN
-        await services.add_sku(uow(), spec("wake"))
+        await services.add_sku(uow(), make_spec("wake"))
         await asyncio.wait_for(got.wait(), 15)
         assert sent[0].payload["kind"] == "added"
     finally:

@@ -14,11 +14,11 @@ from domain.catalog.sku import SkuFilter, SkuSpec, SkuStatus
 from domain.errors import Conflict
 from domain.pagination import PageRequest
 from infra.db.tables import outbox, skus
+from tests.support.catalog import make_spec
 
 
-def spec(name: str, gpu_model: str = "H200", region: str = "eu-west", price: int = 399) -> SkuSpec:
-    return SkuSpec.create(name=name, gpu_model=gpu_model, gpu_count=1, vcpus=8, ram_gib=64,
-                          disk_gib=500, region=region, hourly_price_minor=price, currency="usd")  # fmt: skip
+def spec(name: str, gpu_model: str = "H200", region: str = "eu-west") -> SkuSpec:
+    return make_spec(name, gpu_model=gpu_model, region=region, currency="usd")
 
 
 async def _count(engine: AsyncEngine, table: object) -> int:

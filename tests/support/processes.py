@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -57,14 +57,17 @@ class Process:
         return self.proc.returncode
 
 
-def wait_ready(base_url: str, proc: Process, timeout: float = 60) -> None:
+def wait_ready(
+    base_url: str, proc: subprocess.Popen[bytes], output: Callable[[], str], timeout: float = 60
+) -> None:
+    """Poll `/readyz` until 200; fail with the process's output if it exits or runs out of time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.proc.poll() is None, f"server exited:\n{proc.output()}"
+        assert proc.poll() is None, f"exited early:\n{output()}"
         try:
             if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"not ready in {timeout} s:\n{proc.output()}")
+    raise AssertionError(f"/readyz not 200 within {timeout} s:\n{output()}")

@@ -57,26 +57,22 @@ def running_servers(state_dir: Path) -> Iterator[ServerUrls]:
             server.stop()  # type: ignore[attr-defined]
 
 
-def create_database(admin_url: str, prefix: str = "gpucloud_test") -> tuple[str, str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
+def _admin(admin_url: str, sql: str) -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(_plain(admin_url))
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    asyncio.run(run())
+
+
+def create_database(admin_url: str, prefix: str = "gpucloud_test") -> tuple[str, str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _admin(admin_url, f'CREATE DATABASE "{name}"')
     return name, with_database(admin_url, name)
 
 
 def drop_database(admin_url: str, name: str) -> None:
-    async def drop() -> None:
-        conn = await asyncpg.connect(_plain(admin_url))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.catalog import services
-from domain.catalog.sku import SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
+from domain.catalog.sku import SkuErrorCode, SkuFilter, SkuStatus
 from domain.errors import Conflict, NotFound
 from domain.events import DomainEvent
 from domain.pagination import PageRequest
 from domain.ports import UnitOfWork
+from tests.support.catalog import make_spec
 from tests.unit.fakes import FakeDatabase, FakeUnitOfWork
-
-
-def make_spec(name: str = "h100x1", **changes: Any) -> SkuSpec:
-    values: dict[str, Any] = {
-        "name": name,
-        "gpu_model": "H100",
-        "gpu_count": 1,
-        "vcpus": 16,
-        "ram_gib": 180,
-        "disk_gib": 1000,
-        "region": "us-east",
-        "hourly_price_minor": 249,
-        "currency": "USD",
-    }
-    return SkuSpec.create(**{**values, **changes})
 
 
 @pytest.fixture

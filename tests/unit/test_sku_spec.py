@@ -19,18 +19,9 @@ from domain.catalog.sku import (
 )
 from domain.errors import InvalidInput
 from domain.money import Money
+from tests.support.catalog import SKU_VALUES
 
-VALID: dict[str, Any] = {
-    "name": "h100x1",
-    "gpu_model": "H100",
-    "gpu_count": 1,
-    "vcpus": 16,
-    "ram_gib": 180,
-    "disk_gib": 1000,
-    "region": "us-east",
-    "hourly_price_minor": 249,
-    "currency": "USD",
-}
+VALID: dict[str, Any] = SKU_VALUES
 
 
 def spec(**changes: Any) -> SkuSpec:
