@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.catalog.sku import Sku, SkuFilter, SkuSpec, SkuStatus
 from domain.events import DomainEvent
+from domain.identity.accounts import AccountStatus, User
+from domain.identity.scopes import Role
+from domain.identity.sessions import Session
+from domain.identity.tokens import ApiToken, TokenSpec
 from domain.pagination import Page, PageRequest
 
 
@@ -30,6 +37,108 @@ class SkuRepository(Protocol):
     async def count(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class UserFilter:
+    email_contains: str | None = None
+    role: Role | None = None
+    status: AccountStatus | None = None
+
+
+class UserRepository(Protocol):
+    async def add(self, email: str, password_hash: str | None, role: Role) -> User:
+        """Insert; raises `Conflict` (EMAIL_TAKEN) when the email is used."""
+        ...
+
+    async def get(self, user_id: int, *, for_update: bool = False) -> User | None: ...
+
+    async def get_many(self, user_ids: Sequence[int]) -> dict[int, User]: ...
+
+    async def get_by_email(self, email: str) -> User | None: ...
+
+    async def list(self, user_filter: UserFilter, page: PageRequest) -> Page[User]: ...
+
+    async def update(
+        self,
+        user_id: int,
+        *,
+        role: Role | None = None,
+        status: AccountStatus | None = None,
+        password_hash: str | None = None,
+    ) -> User: ...
+
+    async def count_admins(self) -> int: ...
+
+    async def find_by_identity(self, issuer: str, subject: str) -> User | None: ...
+
+    async def link_identity(self, user_id: int, issuer: str, subject: str) -> None: ...
+
+
+class SessionRepository(Protocol):
+    async def add(self, user_id: int, secret_hash: bytes, expires_at: datetime,
+                  client_ip: str | None, user_agent: str | None) -> Session: ...  # fmt: skip
+
+    async def find(self, secret_hash: bytes) -> tuple[Session, User] | None: ...
+
+    async def touch(self, session_id: int, now: datetime) -> None: ...
+
+    async def revoke(self, session_id: int, now: datetime) -> None: ...
+
+    async def revoke_all(self, user_id: int, now: datetime, *, keep: int | None = None) -> int:
+        """Revoke every live session of a user except `keep`; returns how many."""
+        ...
+
+
+class ApiTokenRepository(Protocol):
+    async def add(self, user_id: int, spec: TokenSpec, secret_hash: bytes,
+                  prefix: str) -> ApiToken: ...  # fmt: skip
+
+    async def find(self, secret_hash: bytes) -> tuple[ApiToken, User] | None: ...
+
+    async def get(self, token_id: int) -> ApiToken | None: ...
+
+    async def get_many(self, token_ids: Sequence[int]) -> dict[int, ApiToken]: ...
+
+    async def list_for(self, user_id: int, page: PageRequest) -> Page[ApiToken]: ...
+
+    async def touch(self, token_id: int, now: datetime) -> None: ...
+
+    async def revoke(self, token_id: int, now: datetime) -> ApiToken: ...
+
+
+class AuditLog(Protocol):
+    async def append(self, record: AuditRecord) -> AuditEvent:
+        """Chain and insert in the caller's transaction; appends are serialised, so the chain
+        has exactly one order."""
+        ...
+
+    async def list(self, audit_filter: AuditFilter, page: PageRequest) -> Page[AuditEvent]: ...
+
+    async def get_many(self, event_ids: Sequence[int]) -> dict[int, AuditEvent]: ...
+
+    async def scan(self, after_id: int, limit: int) -> Sequence[AuditEvent]: ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """True when it matches. With no hash, spends the same time and returns False, so an
+        unknown account costs what a wrong password costs."""
+        ...
+
+    def needs_rehash(self, password_hash: str) -> bool: ...
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
+        """Count one attempt; None when within the limit, else seconds until it resets."""
+        ...
+
+    async def blocked(self, key: str, limit: int) -> int | None:
+        """Without counting: seconds left when `key` is over `limit`, else None."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Use cases call `commit`; leaving the block without it rolls back.
 
@@ -38,6 +147,10 @@ class UnitOfWork(Protocol):
     """
 
     skus: SkuRepository
+    users: UserRepository
+    sessions: SessionRepository
+    api_tokens: ApiTokenRepository
+    audit: AuditLog
 
     async def __aenter__(self) -> Self: ...
 

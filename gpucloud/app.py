@@ -7,7 +7,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.applications import Starlette
@@ -15,15 +15,21 @@ from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
+from domain.audit.records import RequestMeta
 from domain.catalog.services import CATALOG_TOPIC
+from domain.identity.kit import IDENTITY_TOPIC
 from gpucloud import health
+from gpucloud.auth import ResponseCookies
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import Resources
 from infra.metrics import Metrics
 from infra.settings import Settings
 from resolvers.errors import shape_error
+from resolvers.invalidation import follow
 from resolvers.loaders import make_loaders
 from resolvers.result_cache import ResultCache, result_cache_extension
 from resolvers.root import Limits, build_schema
@@ -38,14 +44,37 @@ class GraphQLView(GraphQL[AppContext, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> AppContext:
         res: Resources = request.app.state.resources
         request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
-        return AppContext(
+        client = request.client
+        context = AppContext(
             request_id=request_id,
             uow=res.uow,
             events=res.hub,
             loaders=make_loaders(res.uow),
+            auth=res.kit,
+            meta=RequestMeta(
+                request_id=request_id,
+                client_ip=None if client is None else client.host,
+                user_agent=request.headers.get("user-agent"),
+            ),
             request=request,
             response=response,
         )
+        if isinstance(request, Request):  # websockets authenticate in connection_init
+            found = await res.authenticator.http(request)
+            context.principal = found.principal
+            context.via_cookie, context.csrf_ok = found.via_cookie, found.csrf_ok
+            context.credential_rejected = found.rejected
+            context.cookies = ResponseCookies(response, res.authenticator.cookies, res.settings)
+        return context
+
+    async def on_ws_connect(self, context: AppContext) -> UnsetType | dict[str, object] | None:
+        res: Resources = context.request.app.state.resources
+        found = await res.authenticator.websocket(context.request, context.connection_params or {})
+        if not found.principal.authenticated:
+            # graphql-transport-ws closes the socket with 4403 Forbidden.
+            raise ConnectionRejectionError()
+        context.principal = found.principal
+        return cast(UnsetType, UNSET)  # acknowledge with no payload
 
     async def process_result(self, request: Request, result: Any) -> Any:
         # Parse errors end the operation before any extension sees the result; shape them with
@@ -102,16 +131,25 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resources = app.state.resources = await Resources.open(settings, metrics)
-        follower = None
+        followers = []
         if cache is not None:  # a disabled cache needs no invalidation stream
             cache.live_epoch = lambda: resources.hub.epoch
-            follower = asyncio.create_task(
-                cache.follow(resources.hub, CATALOG_TOPIC), name="result-cache"
+            followers.append(
+                asyncio.create_task(
+                    follow(resources.hub, CATALOG_TOPIC, cache.invalidate), name="result-cache"
+                )
+            )
+        if settings.auth_cache_seconds > 0:
+            followers.append(
+                asyncio.create_task(
+                    follow(resources.hub, IDENTITY_TOPIC, resources.principals.invalidate),
+                    name="principal-cache",
+                )
             )
         try:
             yield
         finally:
-            if follower is not None:
+            for follower in followers:
                 follower.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower

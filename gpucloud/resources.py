@@ -4,15 +4,49 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.events import DomainEvent
+from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
+from domain.identity.sessions import SessionPolicy
+from gpucloud.auth import Authenticator
+from gpucloud.principal_cache import PrincipalCache
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.metrics import Metrics
+from infra.passwords import Argon2Hasher, Argon2Params
 from infra.pubsub import EventHub
+from infra.ratelimit import RedisRateLimiter
 from infra.settings import Settings
+
+
+def auth_kit(settings: Settings, limiter: RedisRateLimiter, hasher: Argon2Hasher) -> AuthKit:
+    return AuthKit(
+        hasher=hasher,
+        limiter=limiter,
+        sessions=SessionPolicy(
+            idle=timedelta(minutes=settings.session_idle_minutes),
+            absolute=timedelta(hours=settings.session_max_hours),
+        ),
+        limits=RateLimits(
+            login_per_ip=settings.login_limit_per_ip,
+            login_failures_per_account=settings.login_failures_per_account,
+            signup_per_ip=settings.signup_limit_per_ip,
+        ),
+    )
+
+
+def password_hasher(settings: Settings) -> Argon2Hasher:
+    return Argon2Hasher(
+        Argon2Params(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
+    )
 
 
 @dataclass
@@ -22,9 +56,16 @@ class Resources:
     redis: aioredis.Redis
     hub: EventHub
     metrics: Metrics
+    principals: PrincipalCache
+    kit: AuthKit
+    authenticator: Authenticator
 
     def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine)
+        return SqlUnitOfWork(self.engine, on_commit=self._committed)
+
+    def _committed(self, events: list[DomainEvent]) -> None:
+        if any(event.topic == IDENTITY_TOPIC for event in events):
+            self.principals.invalidate()
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> Resources:
@@ -38,7 +79,16 @@ class Resources:
         )
         hub = EventHub(client, settings.redis_namespace)
         await hub.start()
-        return cls(settings, engine, client, hub, metrics)
+        principals = PrincipalCache(ttl=settings.auth_cache_seconds)
+        principals.live_epoch = lambda: hub.epoch
+        kit = auth_kit(
+            settings,
+            RedisRateLimiter(client, settings.redis_namespace),
+            password_hasher(settings),
+        )
+        resources = cls(settings, engine, client, hub, metrics, principals, kit, None)  # type: ignore[arg-type]
+        resources.authenticator = Authenticator(kit, resources.uow, principals, settings)
+        return resources
 
     async def close(self) -> None:
         await self.hub.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -43,6 +43,26 @@ class Settings:
     outbox_poll_seconds: float
     result_cache_seconds: float
     worker_threads: int
+    public_url: str
+    allowed_origins: tuple[str, ...]
+    cookie_secure: bool
+    cookie_samesite: str
+    session_idle_minutes: int
+    session_max_hours: int
+    auth_cache_seconds: float
+    argon2_time_cost: int
+    argon2_memory_kib: int
+    argon2_parallelism: int
+    login_limit_per_ip: int
+    login_failures_per_account: int
+    signup_limit_per_ip: int
+    oidc_issuer: str
+    oidc_client_id: str
+    oidc_client_secret: str
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
 
 
 class _Reader:
@@ -148,6 +168,23 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _origins(value: str) -> tuple[str, ...]:
+    found = []
+    for item in value.split(","):
+        item = item.strip().rstrip("/")
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValueError(f"{item!r} is not an origin like https://app.example.com")
+        found.append(item)
+    return tuple(found)
+
+
+def _origin_url(value: str) -> str:
+    return _origins(value)[0] if _origins(value) else ""
+
+
 SERVICES = ("DATABASE_URL", "REDIS_URL")
 
 
@@ -198,7 +235,59 @@ def load_settings(
             "GPUCLOUD_RESULT_CACHE_SECONDS", 5.0, _non_negative_float, what="a number of seconds"
         ),
         worker_threads=r.get("GPUCLOUD_WORKER_THREADS", 4, _int_between(1, 64), what="an integer"),
+        public_url="",
+        allowed_origins=r.get("GPUCLOUD_ALLOWED_ORIGINS", (), _origins, what="origins"),
+        cookie_secure=r.get("GPUCLOUD_COOKIE_SECURE", True, _bool, what="a boolean"),
+        cookie_samesite=r.get(
+            "GPUCLOUD_COOKIE_SAMESITE", "lax", _choice("lax", "strict"), what="lax or strict"
+        ),
+        session_idle_minutes=r.get(
+            "GPUCLOUD_SESSION_IDLE_MINUTES", 120, _int_between(1, 60 * 24 * 30), what="minutes"
+        ),
+        session_max_hours=r.get(
+            "GPUCLOUD_SESSION_MAX_HOURS", 168, _int_between(1, 24 * 90), what="hours"
+        ),
+        auth_cache_seconds=r.get(
+            "GPUCLOUD_AUTH_CACHE_SECONDS", 5.0, _non_negative_float, what="a number of seconds"
+        ),
+        argon2_time_cost=r.get(
+            "GPUCLOUD_ARGON2_TIME_COST", 3, _int_between(1, 20), what="an integer"
+        ),
+        argon2_memory_kib=r.get(
+            "GPUCLOUD_ARGON2_MEMORY_KIB", 65536, _int_between(8192, 4 * 1024 * 1024), what="KiB"
+        ),
+        argon2_parallelism=r.get(
+            "GPUCLOUD_ARGON2_PARALLELISM", 4, _int_between(1, 64), what="an integer"
+        ),
+        login_limit_per_ip=r.get(
+            "GPUCLOUD_LOGIN_LIMIT_PER_IP", 30, _int_between(1, 100_000), what="attempts per minute"
+        ),
+        login_failures_per_account=r.get(
+            "GPUCLOUD_LOGIN_FAILURES_PER_ACCOUNT",
+            10,
+            _int_between(1, 10_000),
+            what="failures per 15 minutes",
+        ),
+        signup_limit_per_ip=r.get(
+            "GPUCLOUD_SIGNUP_LIMIT_PER_IP", 10, _int_between(1, 100_000), what="sign-ups per hour"
+        ),
+        oidc_issuer=r.get(
+            "GPUCLOUD_OIDC_ISSUER", "", _url("http", "https"), what="an https:// URL"
+        ),
+        oidc_client_id=r.get("GPUCLOUD_OIDC_CLIENT_ID", "", str),
+        oidc_client_secret=r.get("GPUCLOUD_OIDC_CLIENT_SECRET", "", str, secret=True),
     )
+    port = settings.port
+    public = r.get(
+        "GPUCLOUD_PUBLIC_URL", "", _origin_url, what="an origin like https://gpu.example.com"
+    )
+    if settings.oidc_issuer and not (settings.oidc_client_id and settings.oidc_client_secret):
+        r.problems.append(
+            "GPUCLOUD_OIDC_CLIENT_ID, GPUCLOUD_OIDC_CLIENT_SECRET: required when "
+            "GPUCLOUD_OIDC_ISSUER is set"
+        )
     if r.problems:
         raise SettingsError(r.problems)
-    return settings
+    # Where browsers reach us: the OIDC callback and the default allowed websocket origin.
+    public = public or f"http://{settings.host}:{port}"
+    return replace(settings, public_url=public)

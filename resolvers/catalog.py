@@ -12,6 +12,7 @@ from domain.catalog import services
 from domain.catalog.sku import SkuFilter as DomainSkuFilter
 from domain.catalog.sku import SkuStatus as DomainSkuStatus
 from domain.pagination import PageRequest
+from resolvers.access import fetch_node
 from schema.catalog import CatalogChange, CatalogChangeKind, Sku, SkuConnection, SkuFilter
 from schema.context import AppContext
 from schema.relay import expect_global_id
@@ -38,12 +39,8 @@ async def skus(
 
 
 async def sku(info: Info[AppContext, None], id: strawberry.ID) -> Sku | None:  # noqa: A002
-    return await sku_by_key(info, expect_global_id(id, "Sku"))
-
-
-async def sku_by_key(info: Info[AppContext, None], key: int) -> Sku | None:
-    found = await info.context.loaders.sku.load(key)
-    return None if found is None else Sku.from_domain(found)
+    found: Sku | None = await fetch_node(info, "Sku", expect_global_id(id, "Sku"))
+    return found
 
 
 async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[CatalogChange, None]:

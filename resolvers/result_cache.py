@@ -25,9 +25,6 @@ import structlog
 from graphql import FieldNode, OperationDefinitionNode, OperationType
 from strawberry.extensions import SchemaExtension
 
-from domain.errors import SubscriberLagged
-from domain.ports import EventStream
-
 log = structlog.get_logger(__name__)
 
 # Root fields whose answers are the same for every caller.
@@ -83,22 +80,6 @@ class ResultCache:
     def invalidate(self) -> None:
         self.generation += 1
         self._entries.clear()
-
-    async def follow(self, events: EventStream, topic: str) -> None:
-        """Invalidate on every event of `topic`; runs until cancelled."""
-        while True:
-            try:
-                async with events.subscribe(topic) as stream:
-                    async for _ in stream:
-                        self.invalidate()
-            except SubscriberLagged:
-                self.invalidate()  # we may have missed an event: forget everything
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("result_cache.follow_failed")
-                self.invalidate()
-                await asyncio.sleep(1.0)
 
 
 def cache_key(

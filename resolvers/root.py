@@ -19,27 +19,111 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
-from resolvers import catalog, node
+from domain.identity.principal import PUBLIC, SIGNED_IN, Requirement
+from domain.identity.scopes import Scope
+from resolvers import account, admin, api_tokens, catalog, node
+from resolvers.access import ADMIN_READ
 from resolvers.errors import ErrorShaping, log_errors
+from resolvers.guards import CsrfGuard
+from schema.account import (
+    ApiToken,
+    ApiTokenConnection,
+    ApiTokenResult,
+    CreateApiTokenResult,
+    LogOutResult,
+    SessionResult,
+    User,
+    UserConnection,
+    UserResult,
+)
+from schema.audit import AuditEvent, AuditEventConnection
 from schema.catalog import CatalogChange, Sku, SkuConnection
 from schema.errors import SkuError
+from schema.permissions import describe, guarded
 from schema.relay import Node
+
+ACCOUNT_READ = Requirement(Scope.ACCOUNT_READ)
+ACCOUNT_WRITE = Requirement(Scope.ACCOUNT_WRITE)
+OWN_CREDENTIALS = Requirement(Scope.ACCOUNT_WRITE, session_only=True)
+SESSION = Requirement(session_only=True)
+ADMIN_WRITE = Requirement(Scope.ADMIN_WRITE, admin=True)
+
+
+def field(resolver: Any, requirement: Requirement, description: str) -> Any:
+    return strawberry.field(
+        resolver=resolver,
+        description=describe(description, requirement),
+        extensions=guarded(requirement),
+    )
+
+
+def mutation(resolver: Any, requirement: Requirement, description: str) -> Any:
+    return strawberry.mutation(
+        resolver=resolver,
+        description=describe(description, requirement),
+        extensions=guarded(requirement),
+    )
 
 
 @strawberry.type
 class Query:
-    node: Node | None = strawberry.field(
-        resolver=node.node, description="Any object by its global ID."
+    node: Node | None = field(node.node, PUBLIC, "Any object by its global ID.")
+    skus: SkuConnection = field(catalog.skus, PUBLIC, "The SKU catalog.")
+    sku: Sku | None = field(catalog.sku, PUBLIC, "One SKU by ID, retired ones too.")
+    viewer: User = field(account.viewer, ACCOUNT_READ, "The signed-in account.")
+    api_tokens: ApiTokenConnection = field(
+        api_tokens.api_tokens_list, ACCOUNT_READ, "Your API tokens, newest last."
     )
-    skus: SkuConnection = strawberry.field(resolver=catalog.skus, description="The SKU catalog.")
-    sku: Sku | None = strawberry.field(
-        resolver=catalog.sku, description="One SKU by ID, retired ones too."
+    users: UserConnection = field(admin.users, ADMIN_READ, "Every account.")
+    audit_events: AuditEventConnection = field(
+        admin.audit_events, ADMIN_READ, "The audit log, newest first."
+    )
+
+
+@strawberry.type
+class Mutation:
+    sign_up: SessionResult = mutation(
+        account.sign_up, PUBLIC, "Create an account and sign in (sets the session cookie)."
+    )
+    log_in: SessionResult = mutation(
+        account.log_in, PUBLIC, "Sign in with email and password (sets a new session cookie)."
+    )
+    log_out: LogOutResult = mutation(account.log_out, SESSION, "End this session.")
+    log_out_everywhere: LogOutResult = mutation(
+        account.log_out_everywhere, OWN_CREDENTIALS, "End every session of this account."
+    )
+    change_password: SessionResult = mutation(
+        account.change_password,
+        OWN_CREDENTIALS,
+        "Set a new password; every other session ends and this one is renewed.",
+    )
+    create_api_token: CreateApiTokenResult = mutation(
+        api_tokens.create_api_token,
+        OWN_CREDENTIALS,
+        "Create an API token; its secret is shown once.",
+    )
+    revoke_api_token: ApiTokenResult = mutation(
+        api_tokens.revoke_api_token, ACCOUNT_WRITE, "Revoke an API token at once."
+    )
+    set_user_role: UserResult = mutation(
+        admin.set_user_role, ADMIN_WRITE, "Change an account's role."
+    )
+    suspend_user: UserResult = mutation(
+        admin.suspend_user,
+        ADMIN_WRITE,
+        "Suspend an account: its sessions end and its tokens stop working at once.",
+    )
+    reinstate_user: UserResult = mutation(
+        admin.reinstate_user, ADMIN_WRITE, "Let a suspended account sign in again."
     )
 
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="SKUs added or retired, as they happen.")  # type: ignore[untyped-decorator]
+    @strawberry.subscription(  # type: ignore[untyped-decorator]
+        description=describe("SKUs added or retired, as they happen.", SIGNED_IN),
+        extensions=guarded(SIGNED_IN),
+    )
     async def catalog_changed(self, info: strawberry.Info) -> AsyncGenerator[CatalogChange, None]:
         async for change in catalog.catalog_changed(info):
             yield change
@@ -75,11 +159,13 @@ def build_schema(
         lambda: ValidationCache(maxsize=512),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         ErrorShaping,
+        CsrfGuard,
         *extra_extensions,
     ]
     return GpuCloudSchema(
         query=Query,
+        mutation=Mutation,
         subscription=Subscription,
-        types=[Sku, SkuError],
+        types=[Sku, SkuError, User, ApiToken, AuditEvent],
         extensions=extensions,
     )

@@ -1,14 +1,19 @@
-"""What every resolver gets: the request id, a unit-of-work factory, event streams, loaders."""
+"""What every resolver gets: who is calling, a unit-of-work factory, event streams, loaders."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from strawberry.dataloader import DataLoader
 
+from domain.audit.records import AuditEvent, RequestMeta
 from domain.catalog.sku import Sku
+from domain.identity.accounts import User
+from domain.identity.kit import AuthKit, SignedIn
+from domain.identity.principal import ANONYMOUS, Principal
+from domain.identity.tokens import ApiToken
 from domain.ports import EventStream, UnitOfWork
 
 
@@ -17,6 +22,17 @@ class Loaders:
     """Per-request batching caches, so N objects cost one query, not N."""
 
     sku: DataLoader[int, Sku | None]
+    user: DataLoader[int, User | None]
+    api_token: DataLoader[int, ApiToken | None]
+    audit_event: DataLoader[int, AuditEvent | None]
+
+
+class SessionCookies(Protocol):
+    """Sets and clears the session and CSRF cookies on the response being built."""
+
+    def set(self, signed_in: SignedIn) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 @dataclass
@@ -25,5 +41,13 @@ class AppContext:
     uow: Callable[[], UnitOfWork]
     events: EventStream
     loaders: Loaders
+    auth: AuthKit | None = None
+    principal: Principal = ANONYMOUS
+    meta: RequestMeta = field(default_factory=RequestMeta)
+    cookies: SessionCookies | None = None
+    via_cookie: bool = False  # authenticated by session cookie: mutations need the CSRF header
+    csrf_ok: bool = False
+    credential_rejected: bool = False  # a credential was sent but is invalid, expired or revoked
+    connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
     request: Any = None
     response: Any = None

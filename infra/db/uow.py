@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -10,9 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from domain.errors import ServiceUnavailable
 from domain.events import DomainEvent
-from domain.ports import SkuRepository
+from domain.ports import (
+    ApiTokenRepository,
+    AuditLog,
+    SessionRepository,
+    SkuRepository,
+    UserRepository,
+)
 from infra.db import outbox
+from infra.db.api_tokens import SqlApiTokenRepository
+from infra.db.audit import SqlAuditLog
+from infra.db.sessions import SqlSessionRepository
 from infra.db.skus import SqlSkuRepository
+from infra.db.users import SqlUserRepository
 
 _LOST = (OSError, TimeoutError, InterfaceError)
 
@@ -24,9 +35,18 @@ def _lost(exc: BaseException) -> bool:
 
 class SqlUnitOfWork:
     skus: SkuRepository
+    users: UserRepository
+    sessions: SessionRepository
+    api_tokens: ApiTokenRepository
+    audit: AuditLog
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, on_commit: Callable[[list[DomainEvent]], None] | None = None
+    ) -> None:
         self._engine = engine
+        # Told of the events of each commit, so this process can act on them at once (drop a
+        # cached credential) instead of waiting for the relay to bring them back.
+        self._on_commit = on_commit
         self._conn: AsyncConnection | None = None
         self._tx: AsyncTransaction | None = None
         self._events: list[DomainEvent] = []
@@ -42,6 +62,10 @@ class SqlUnitOfWork:
             raise
         self._events = []
         self.skus = SqlSkuRepository(self._conn)
+        self.users = SqlUserRepository(self._conn)
+        self.sessions = SqlSessionRepository(self._conn)
+        self.api_tokens = SqlApiTokenRepository(self._conn)
+        self.audit = SqlAuditLog(self._conn)
         return self
 
     async def __aexit__(
@@ -70,10 +94,12 @@ class SqlUnitOfWork:
 
     async def commit(self) -> None:
         assert self._conn is not None and self._tx is not None, "commit outside `async with`"
-        if self._events:
-            await outbox.append(self._conn, self._events)
-            self._events = []
+        events, self._events = self._events, []
+        if events:
+            await outbox.append(self._conn, events)
         await self._tx.commit()
+        if events and self._on_commit is not None:
+            self._on_commit(events)
 
     async def rollback(self) -> None:
         assert self._tx is not None

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.support.identity import sync_sign_up_with_token
 from tests.support.processes import Process, free_port, gpucloud, wait_ready
 
 SUBSCRIBE = "subscription { catalogChanged { kind sku { name gpuModel status } } }"
@@ -26,18 +27,20 @@ def stack(service_env, tmp_path_factory) -> Iterator[dict[str, object]]:  # type
     worker = Process(["worker"], env, logs / "worker.log")
     try:
         wait_ready(f"http://127.0.0.1:{port}", api.proc, api.output)
-        yield {"ws": f"ws://127.0.0.1:{port}/graphql", "http": f"http://127.0.0.1:{port}",
-               "env": env, "api": api, "worker": worker}  # fmt: skip
+        http = f"http://127.0.0.1:{port}"
+        yield {"ws": f"ws://127.0.0.1:{port}/graphql", "http": http, "env": env, "api": api,
+               "worker": worker, "token": sync_sign_up_with_token(http)}  # fmt: skip
     finally:
         api.stop()
         worker.stop()
 
 
-async def _open(url: str) -> websockets.ClientConnection:
+async def _open(stack: dict[str, object]) -> websockets.ClientConnection:
     ws = await websockets.connect(
-        url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")]
+        str(stack["ws"]), subprotocols=[websockets.Subprotocol("graphql-transport-ws")]
     )
-    await ws.send(json.dumps({"type": "connection_init"}))
+    init = {"type": "connection_init", "payload": {"authorization": f"Bearer {stack['token']}"}}
+    await ws.send(json.dumps(init))
     assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
     return ws
 
@@ -58,7 +61,7 @@ def _catalog_names(http: str) -> list[str]:
 
 
 async def test_cli_change_reaches_a_websocket_subscriber(stack) -> None:  # type: ignore[no-untyped-def]
-    ws = await _open(stack["ws"])
+    ws = await _open(stack)
     before = await asyncio.to_thread(_catalog_names, stack["http"])  # now cached by the API
     assert "ws-live" not in before
     try:
@@ -98,7 +101,7 @@ async def test_only_graphql_transport_ws_is_spoken(stack) -> None:  # type: igno
 
 
 async def test_bad_subscription_document_is_an_error_message(stack) -> None:  # type: ignore[no-untyped-def]
-    ws = await _open(stack["ws"])
+    ws = await _open(stack)
     try:
         await ws.send(json.dumps({"id": "9", "type": "subscribe",
                                   "payload": {"query": "subscription { nope }"}}))  # fmt: skip

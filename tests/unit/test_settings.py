@@ -37,6 +37,22 @@ def test_defaults() -> None:
         outbox_poll_seconds=1.0,
         result_cache_seconds=5.0,
         worker_threads=4,
+        public_url="http://127.0.0.1:8000",
+        allowed_origins=(),
+        cookie_secure=True,
+        cookie_samesite="lax",
+        session_idle_minutes=120,
+        session_max_hours=168,
+        auth_cache_seconds=5.0,
+        argon2_time_cost=3,
+        argon2_memory_kib=65536,
+        argon2_parallelism=4,
+        login_limit_per_ip=30,
+        login_failures_per_account=10,
+        signup_limit_per_ip=10,
+        oidc_issuer="",
+        oidc_client_id="",
+        oidc_client_secret="",
     )
 
 

@@ -1,0 +1,140 @@
+"""HTTP and websocket authentication: Bearer tokens, session and CSRF cookies, Origin checks.
+
+A request is authenticated by `Authorization: Bearer gpc_...` (third parties) or by the
+session cookie (the SPA). Tokens never travel in query strings. Cookie-authenticated mutations
+also need the CSRF header (see resolvers.guards.CsrfGuard); websockets, which browsers open
+without custom headers, are checked against the allowed Origins instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from domain.identity import auth, secrets
+from domain.identity.kit import AuthKit, SignedIn
+from domain.identity.principal import ANONYMOUS, Principal
+from gpucloud.principal_cache import PrincipalCache
+from infra.settings import Settings
+
+CSRF_HEADER = "x-csrf-token"
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    session: str
+    csrf: str
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> CookieNames:
+        # The __Host- prefix makes browsers refuse the cookie unless it is Secure, host-only
+        # and path=/, so a sibling subdomain cannot plant or shadow it.
+        prefix = "__Host-" if settings.cookie_secure else ""
+        return cls(f"{prefix}gpucloud_session", f"{prefix}gpucloud_csrf")
+
+
+@dataclass
+class Authenticated:
+    principal: Principal = ANONYMOUS
+    via_cookie: bool = False
+    csrf_ok: bool = False
+    rejected: bool = False  # a credential was presented and refused
+    session_secret: str | None = None
+
+
+class ResponseCookies:
+    """The context's `SessionCookies`: writes Set-Cookie headers on the GraphQL response."""
+
+    def __init__(self, response: Response, names: CookieNames, settings: Settings) -> None:
+        self._response, self._names, self._settings = response, names, settings
+        self._samesite: Literal["lax", "strict"] = (
+            "strict" if settings.cookie_samesite == "strict" else "lax"
+        )
+
+    def set(self, signed_in: SignedIn) -> None:
+        max_age = int((signed_in.expires_at - datetime.now(UTC)).total_seconds())
+        common: dict[str, Any] = {
+            "max_age": max_age,
+            "path": "/",
+            "secure": self._settings.cookie_secure,
+            "samesite": self._samesite,
+        }
+        self._response.set_cookie(self._names.session, signed_in.session_secret, httponly=True,
+                                  **common)  # fmt: skip
+        # Readable by the SPA's script, which echoes it in the X-CSRF-Token header.
+        self._response.set_cookie(self._names.csrf, signed_in.csrf_token, httponly=False, **common)
+
+    def clear(self) -> None:
+        for name, httponly in ((self._names.session, True), (self._names.csrf, False)):
+            self._response.delete_cookie(name, path="/", secure=self._settings.cookie_secure,
+                                         httponly=httponly,
+                                         samesite=self._samesite)  # fmt: skip
+
+
+class Authenticator:
+    def __init__(self, kit: AuthKit, uow: Any, cache: PrincipalCache, settings: Settings) -> None:
+        self.kit, self.uow, self.cache, self.settings = kit, uow, cache, settings
+        self.cookies = CookieNames.for_settings(settings)
+        self.allowed_origins = {settings.public_url, *settings.allowed_origins}
+
+    async def _principal(self, secret: str, kind: str) -> Principal | None:
+        key = secrets.hash_secret(secret)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
+        if kind == "token":
+            found = await auth.authenticate_token(self.uow(), secret)
+        else:
+            found = await auth.authenticate_session(self.uow(), self.kit, secret)
+        if found is not None:
+            self.cache.put(key, found, generation)
+        return found
+
+    async def bearer(self, value: str) -> Authenticated:
+        scheme, _, secret = value.strip().partition(" ")
+        found = None
+        if scheme.lower() == "bearer" and secret.strip():
+            found = await self._principal(secret.strip(), "token")
+        return Authenticated(found, rejected=False) if found else Authenticated(rejected=True)
+
+    async def http(self, conn: HTTPConnection) -> Authenticated:
+        header = conn.headers.get("authorization")
+        if header is not None:
+            return await self.bearer(header)  # an explicit credential wins over the cookie
+        secret = conn.cookies.get(self.cookies.session)
+        if not secret:
+            return Authenticated()
+        found = await self._principal(secret, "session")
+        if found is None:
+            return Authenticated(rejected=True)
+        sent = conn.headers.get(CSRF_HEADER, "")
+        expected = secrets.csrf_token_for(secret)
+        csrf_ok = bool(sent) and secrets.same(sent, conn.cookies.get(self.cookies.csrf, "")) \
+            and secrets.same(sent, expected)  # fmt: skip
+        return Authenticated(found, via_cookie=True, csrf_ok=csrf_ok, session_secret=secret)
+
+    def origin_allowed(self, conn: HTTPConnection) -> bool:
+        origin = conn.headers.get("origin")
+        if origin is None:
+            return False
+        parts = urlsplit(origin)
+        return f"{parts.scheme}://{parts.netloc}" in self.allowed_origins
+
+    async def websocket(self, conn: HTTPConnection, params: dict[str, Any]) -> Authenticated:
+        """`connection_init` may carry {"authorization": "Bearer gpc_..."}; otherwise the
+        session cookie counts, and only from an allowed Origin (cross-site websocket
+        hijacking would otherwise ride on the cookie)."""
+        value = params.get("authorization") or params.get("Authorization")
+        if isinstance(value, str):
+            return await self.bearer(value)
+        secret = conn.cookies.get(self.cookies.session)
+        if not secret or not self.origin_allowed(conn):
+            return Authenticated(rejected=bool(secret))
+        found = await self._principal(secret, "session")
+        return Authenticated(found) if found else Authenticated(rejected=True)

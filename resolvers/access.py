@@ -1,0 +1,75 @@
+"""The one ownership check: every object fetched by global ID passes through `fetch_node`.
+
+Each node type names the requirement to ask for it at all and who may see a given object.
+An object that exists but is not the caller's answers exactly as a missing one does, so IDs
+cannot be probed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from strawberry import Info
+
+from domain.errors import NotFound, Problem
+from domain.identity.principal import PUBLIC, Principal, Requirement, check_access, owns_or_admin
+from domain.identity.scopes import Scope
+from schema.account import ApiToken, User
+from schema.audit import AuditEvent
+from schema.catalog import Sku
+from schema.context import AppContext, Loaders
+
+
+@dataclass(frozen=True)
+class NodeType:
+    requirement: Requirement
+    load: Callable[[Loaders, int], Awaitable[Any]]
+    visible: Callable[[Principal, Any], bool]
+    convert: Callable[[Any], Any]
+
+
+ADMIN_READ = Requirement(Scope.ADMIN_READ, admin=True)
+
+NODE_TYPES: dict[str, NodeType] = {
+    "Sku": NodeType(PUBLIC, lambda ld, k: ld.sku.load(k), lambda p, o: True, Sku.from_domain),
+    "User": NodeType(
+        Requirement(Scope.ACCOUNT_READ),
+        lambda ld, k: ld.user.load(k),
+        lambda p, user: owns_or_admin(p, user.id),
+        User.from_domain,
+    ),
+    "ApiToken": NodeType(
+        Requirement(Scope.ACCOUNT_READ),
+        lambda ld, k: ld.api_token.load(k),
+        lambda p, token: owns_or_admin(p, token.user_id),
+        lambda token: ApiToken.from_domain(token, datetime.now(UTC)),
+    ),
+    "AuditEvent": NodeType(
+        ADMIN_READ,
+        lambda ld, k: ld.audit_event.load(k),
+        lambda p, event: p.is_admin,
+        AuditEvent.from_domain,
+    ),
+}
+
+
+async def fetch_node(info: Info[AppContext, None], type_name: str, key: int) -> Any | None:
+    node_type = NODE_TYPES.get(type_name)
+    if node_type is None:
+        return None
+    principal = info.context.principal
+    check_access(principal, node_type.requirement)
+    found = await node_type.load(info.context.loaders, key)
+    if found is None or not node_type.visible(principal, found):
+        if node_type.requirement.public:
+            return None  # public catalog: a missing object is simply null
+        raise NotFound(Problem("NOT_FOUND", f"No {type_name} with this ID.", "id"))
+    return node_type.convert(found)
+
+
+def visible(principal: Principal, type_name: str, obj: Any) -> bool:
+    """The same rule for objects reached through connections (defence in depth)."""
+    return NODE_TYPES[type_name].visible(principal, obj)

@@ -1,0 +1,54 @@
+"""Access declared on fields: one permission class, one check (domain.identity.principal).
+
+Every root field states its requirement with `guarded(...)`, public ones included, so a test
+can walk the schema and prove each is enforced, and the requirement is appended to the field's
+description for clients who learn the API by introspection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strawberry import Info
+from strawberry.extensions.field_extension import FieldExtension
+from strawberry.permission import BasePermission, PermissionExtension
+
+from domain.identity.errors import AccessCode, AccessDenied
+from domain.identity.principal import Principal, Requirement, check_access
+
+
+class Access(BasePermission):
+    def __init__(self, requirement: Requirement) -> None:
+        self.requirement = requirement
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        principal: Principal = info.context.principal
+        try:
+            check_access(principal, self.requirement)
+        except AccessDenied as denied:
+            rejected = getattr(info.context, "credential_rejected", False)
+            if denied.code is AccessCode.UNAUTHENTICATED and rejected:
+                raise AccessDenied(
+                    AccessCode.UNAUTHENTICATED,
+                    "The credential sent is invalid, expired or revoked; sign in again.",
+                ) from None
+            raise
+        return True
+
+
+def guarded(requirement: Requirement) -> list[FieldExtension]:
+    return [PermissionExtension(permissions=[Access(requirement)], use_directives=False)]
+
+
+def describe(text: str, requirement: Requirement) -> str:
+    return f"{text} {requirement.summary}"
+
+
+def requirement_of(extensions: list[Any]) -> Requirement | None:
+    """The requirement a field declared, for tests and tooling."""
+    for extension in extensions:
+        if isinstance(extension, PermissionExtension):
+            for permission in extension.permissions:
+                if isinstance(permission, Access):
+                    return permission.requirement
+    return None
