@@ -22,7 +22,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from domain.audit.records import RequestMeta
 from domain.catalog.services import CATALOG_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
-from gpucloud import health
+from gpucloud import health, oidc_routes
 from gpucloud.auth import ResponseCookies
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import Resources
@@ -159,6 +159,8 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Route("/auth/oidc/login", oidc_routes.login, methods=["GET"]),
+            Route(oidc_routes.CALLBACK_PATH, oidc_routes.callback, methods=["GET"]),
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
             Route("/metrics", health.metrics),

@@ -1,4 +1,4 @@
-"""The `gpucloud` command line: serve, worker, migrate, dev, export-schema, sku."""
+"""The `gpucloud` command line: serve, worker, migrate, dev, export-schema, sku, admin, audit."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gpucloud import sku_cli
+    from gpucloud import admin_cli, sku_cli
 
     parser = argparse.ArgumentParser(prog="gpucloud", description="GPU cloud backend.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=cmd_export_schema)
 
     sku_cli.add_parser(sub)
+    admin_cli.add_parsers(sub)
     return parser
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+from infra.db.engine import make_engine
+from infra.db.uow import SqlUnitOfWork
 from infra.logging import configure_logging
 from infra.settings import SERVICES, Settings, SettingsError, load_settings
 
@@ -16,3 +21,22 @@ def settings_or_exit(needs: tuple[str, ...] = SERVICES) -> Settings:
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+T = TypeVar("T")
+
+
+def run_with_uow(
+    work: Callable[[Callable[[], SqlUnitOfWork]], Awaitable[T]], settings: Settings | None = None
+) -> T:
+    """Run one CLI command's async work with units of work on a one-connection engine."""
+    settings = settings or settings_or_exit(needs=("DATABASE_URL",))
+
+    async def main() -> T:
+        engine = make_engine(settings.database_url, pool_size=1)
+        try:
+            return await work(lambda: SqlUnitOfWork(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())

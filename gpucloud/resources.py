@@ -17,6 +17,7 @@ from gpucloud.principal_cache import PrincipalCache
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.metrics import Metrics
+from infra.oidc import OidcClient, OidcConfig
 from infra.passwords import Argon2Hasher, Argon2Params
 from infra.pubsub import EventHub
 from infra.ratelimit import RedisRateLimiter
@@ -59,6 +60,7 @@ class Resources:
     principals: PrincipalCache
     kit: AuthKit
     authenticator: Authenticator
+    oidc: OidcClient | None = None
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, on_commit=self._committed)
@@ -88,8 +90,19 @@ class Resources:
         )
         resources = cls(settings, engine, client, hub, metrics, principals, kit, None)  # type: ignore[arg-type]
         resources.authenticator = Authenticator(kit, resources.uow, principals, settings)
+        if settings.oidc_enabled:  # no I/O here: discovery happens at the first sign-in
+            resources.oidc = OidcClient(
+                OidcConfig(
+                    issuer=settings.oidc_issuer,
+                    client_id=settings.oidc_client_id,
+                    client_secret=settings.oidc_client_secret,
+                    redirect_uri=f"{settings.public_url}/auth/oidc/callback",
+                )
+            )
         return resources
 
     async def close(self) -> None:
+        if self.oidc is not None:
+            await self.oidc.aclose()
         await self.hub.stop()
         await asyncio.gather(self.redis.aclose(), self.engine.dispose(), return_exceptions=True)

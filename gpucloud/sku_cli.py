@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from domain.catalog import services
 from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
 from domain.errors import DomainError, NotFound, Problem
 from domain.pagination import MAX_PAGE_SIZE, PageRequest, parse_key
-from gpucloud.config import settings_or_exit
-from infra.db.engine import make_engine
+from gpucloud.config import run_with_uow
 from infra.db.uow import SqlUnitOfWork
 
 T = TypeVar("T")
@@ -24,19 +22,6 @@ _FLAGS = {
     "ramGib": "--ram-gib", "diskGib": "--disk-gib", "region": "--region",
     "hourlyPriceMinor": "--price-minor", "currency": "--currency", "id": "SKU",
 }  # fmt: skip
-
-
-def _run(work: Callable[[Callable[[], SqlUnitOfWork]], Awaitable[T]]) -> T:
-    settings = settings_or_exit(needs=("DATABASE_URL",))
-
-    async def main() -> T:
-        engine = make_engine(settings.database_url, pool_size=1)
-        try:
-            return await work(lambda: SqlUnitOfWork(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
 
 
 def _fail(exc: DomainError) -> int:
@@ -60,7 +45,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             ram_gib=args.ram_gib, disk_gib=args.disk_gib, region=args.region,
             hourly_price_minor=args.price_minor, currency=args.currency,
         )  # fmt: skip
-        sku = _run(lambda uow: services.add_sku(uow(), spec))
+        sku = run_with_uow(lambda uow: services.add_sku(uow(), spec))
     except DomainError as exc:
         return _fail(exc)
     print(_row(sku))
@@ -82,7 +67,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 return found
             after = page.items[-1][0]
 
-    for sku in _run(collect):
+    for sku in run_with_uow(collect):
         print(_row(sku))
     return 0
 
@@ -98,7 +83,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
         return await services.retire_sku(uow(), sku_id)
 
     try:
-        sku = _run(retire)
+        sku = run_with_uow(retire)
     except DomainError as exc:
         return _fail(exc)
     print(_row(sku))
@@ -106,7 +91,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
 
 
 def cmd_seed_demo(args: argparse.Namespace) -> int:
-    added = _run(lambda uow: services.seed_demo_skus(uow()))
+    added = run_with_uow(lambda uow: services.seed_demo_skus(uow()))
     print(f"seeded {len(added)} demo SKUs" if added else "catalog not empty; nothing seeded")
     return 0
 

@@ -17,7 +17,7 @@ from domain.identity.errors import AccountErrorCode
 from domain.identity.kit import AuthKit, SignedIn, credentials_changed
 from domain.identity.principal import ANONYMOUS, Principal
 from domain.identity.scopes import Role
-from domain.ports import UnitOfWork
+from domain.ports import PasswordHasher, UnitOfWork
 
 _BAD_CREDENTIALS = Problem(AccountErrorCode.INVALID_CREDENTIALS, "Email or password is wrong.")
 
@@ -51,14 +51,21 @@ def _as(user: User) -> Principal:
     return Principal.for_session(user.id, user.role, 0, _now())
 
 
-async def create_user(uow: UnitOfWork, kit: AuthKit, email: str, password: str, role: Role,
-                      actor: Principal, meta: RequestMeta) -> User:  # fmt: skip
+async def create_user(
+    uow: UnitOfWork,
+    hasher: PasswordHasher,
+    email: str,
+    password: str,
+    role: Role,
+    actor: Principal,
+    meta: RequestMeta,
+) -> User:
     """Create an account without signing in (the `gpucloud admin create` path)."""
     problems = ProblemCollector()
     clean = check_email(email, problems)
     check_password(password, problems)
     problems.raise_if_any()
-    hashed = await kit.hasher.hash(password)
+    hashed = await hasher.hash(password)
     async with uow:
         user = await uow.users.add(clean, hashed, role)
         await uow.audit.append(

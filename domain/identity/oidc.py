@@ -88,3 +88,14 @@ async def sign_in_with_oidc(uow: UnitOfWork, kit: AuthKit, *, issuer: str, subje
         )
         await uow.commit()
         return signed_in
+
+
+async def oidc_refused(uow: UnitOfWork, meta: RequestMeta, code: OidcErrorCode) -> None:
+    """Audit a sign-in that failed before any account was known (bad state, a provider error,
+    a forged or tampered ID token)."""
+    async with uow:
+        await uow.audit.append(
+            audit(ANONYMOUS, meta, "auth.login.failed", after={"method": "oidc",
+                                                                "reason": str(code)})
+        )  # fmt: skip
+        await uow.commit()
