@@ -10,7 +10,8 @@ import pytest
 from tests.support.processes import gpucloud
 
 COMMANDS = [[], ["serve"], ["worker"], ["migrate"], ["dev"], ["export-schema"], ["sku"],
-            ["sku", "add"], ["sku", "list"], ["sku", "retire"], ["sku", "seed-demo"]]  # fmt: skip
+            ["sku", "add"], ["sku", "list"], ["sku", "retire"], ["sku", "seed-demo"],
+            ["admin"], ["admin", "create"], ["audit"], ["audit", "verify"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gpucloud")

@@ -23,11 +23,11 @@ def free_port() -> int:
 
 
 def gpucloud(
-    *args: str, env: Mapping[str, str], timeout: float = 60
+    *args: str, env: Mapping[str, str], timeout: float = 60, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gpucloud", *args], env=dict(env), cwd=REPO, capture_output=True,
-        text=True, timeout=timeout, check=False,
+        text=True, timeout=timeout, check=False, input=stdin,
     )  # fmt: skip
 
 
