@@ -74,6 +74,7 @@ class GraphQLView(GraphQL[AppContext, None]):
             # graphql-transport-ws closes the socket with 4403 Forbidden.
             raise ConnectionRejectionError()
         context.principal = found.principal
+        context.still_authorized = lambda: res.authenticator.still_valid(found)
         return cast(UnsetType, UNSET)  # acknowledge with no payload
 
     async def process_result(self, request: Request, result: Any) -> Any:

@@ -45,6 +45,8 @@ class Authenticated:
     csrf_ok: bool = False
     rejected: bool = False  # a credential was presented and refused
     session_secret: str | None = None
+    secret: str | None = None
+    kind: str | None = None  # "token" or "session": how to check the secret again later
 
 
 class ResponseCookies:
@@ -101,7 +103,9 @@ class Authenticator:
         found = None
         if scheme.lower() == "bearer" and secret.strip():
             found = await self._principal(secret.strip(), "token")
-        return Authenticated(found, rejected=False) if found else Authenticated(rejected=True)
+        if found is None:
+            return Authenticated(rejected=True)
+        return Authenticated(found, secret=secret.strip(), kind="token")
 
     async def http(self, conn: HTTPConnection) -> Authenticated:
         header = conn.headers.get("authorization")
@@ -137,4 +141,13 @@ class Authenticator:
         if not secret or not self.origin_allowed(conn):
             return Authenticated(rejected=bool(secret))
         found = await self._principal(secret, "session")
-        return Authenticated(found) if found else Authenticated(rejected=True)
+        if found is None:
+            return Authenticated(rejected=True)
+        return Authenticated(found, secret=secret, kind="session")
+
+    async def still_valid(self, found: Authenticated) -> bool:
+        """Whether a long-lived connection's credential still stands (not logged out, revoked,
+        expired or suspended); cheap, through the principal cache."""
+        if found.secret is None or found.kind is None:
+            return False
+        return await self._principal(found.secret, found.kind) is not None

@@ -48,6 +48,8 @@ def run_dev(argv_env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if argv_env is None else argv_env)
     env.setdefault("GPUCLOUD_HOST", "127.0.0.1")
     env.setdefault("GPUCLOUD_PORT", "8000")
+    # Local http: a browser would drop Secure cookies, so sign-in would not stick.
+    env.setdefault("GPUCLOUD_COOKIE_SECURE", "false")
     try:
         default_dir = f"/var/tmp/gpucloud-{getpass.getuser()}"  # noqa: S108 - checked below
         state_dir = checked_state_dir(Path(env.get("GPUCLOUD_STATE_DIR") or default_dir))

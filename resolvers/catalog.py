@@ -12,7 +12,7 @@ from domain.catalog import services
 from domain.catalog.sku import SkuFilter as DomainSkuFilter
 from domain.catalog.sku import SkuStatus as DomainSkuStatus
 from domain.pagination import PageRequest
-from resolvers.access import fetch_node
+from resolvers.access import fetch_node, recheck
 from schema.catalog import CatalogChange, CatalogChangeKind, Sku, SkuConnection, SkuFilter
 from schema.context import AppContext
 from schema.relay import expect_global_id
@@ -54,6 +54,7 @@ async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[Catalo
                 continue
             seen.append(event_id)
             payload = message["payload"]
+            await recheck(info)
             current = await services.get_sku(ctx.uow(), int(payload["skuId"]))
             yield CatalogChange(
                 kind=CatalogChangeKind(payload["kind"]),

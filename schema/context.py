@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,5 +49,7 @@ class AppContext:
     csrf_ok: bool = False
     credential_rejected: bool = False  # a credential was sent but is invalid, expired or revoked
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
+    # For long-lived websocket operations: does the connection's credential still stand?
+    still_authorized: Callable[[], Awaitable[bool]] | None = None
     request: Any = None
     response: Any = None

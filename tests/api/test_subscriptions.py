@@ -140,3 +140,34 @@ def test_metrics_report_the_workers_jobs(stack) -> None:  # type: ignore[no-unty
     assert line in text and "gpucloud_outbox_unpublished 0.0" in text
     count = float(next(x for x in text.splitlines() if x.startswith(line)).split()[-1])
     assert count >= 1
+
+
+def _bearer_gql(stack: dict[str, object], token: str, query: str) -> dict[str, object]:
+    response = httpx.post(f"{stack['http']}/graphql", json={"query": query},
+                          headers={"authorization": f"Bearer {token}"})  # fmt: skip
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_a_revoked_token_ends_its_open_subscription(stack) -> None:  # type: ignore[no-untyped-def]
+    token = await asyncio.to_thread(sync_sign_up_with_token, str(stack["http"]))
+    ws = await _open({**stack, "token": token})
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
+        await asyncio.sleep(1.0)
+        listed = _bearer_gql(stack, token, "{ apiTokens { edges { node { id } } } }")
+        token_id = listed["data"]["apiTokens"]["edges"][0]["node"]["id"]  # type: ignore[index]
+        revoked = _bearer_gql(stack, token, 'mutation { revokeApiToken(id: "%s") { __typename } }'
+                              % token_id)  # fmt: skip
+        assert revoked["data"]["revokeApiToken"]["__typename"] == "ApiTokenPayload"  # type: ignore[index]
+        added = await asyncio.to_thread(
+            gpucloud, "sku", "add", "--name", "after-revoke", "--gpu-model", "h100",
+            "--gpu-count", "1", "--vcpus", "8", "--ram-gib", "64", "--disk-gib", "100",
+            "--region", "eu-west", "--price-minor", "100", "--currency", "USD", env=stack["env"],
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        message = await _next_payload(ws)
+        # The event is not delivered: the operation ends with the refusal instead.
+        assert "after-revoke" not in json.dumps(message)
+        assert "UNAUTHENTICATED" in json.dumps(message), message
+    finally:
+        await ws.close()
