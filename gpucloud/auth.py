@@ -20,6 +20,7 @@ from domain.identity import auth, secrets
 from domain.identity.kit import AuthKit, SignedIn
 from domain.identity.principal import ANONYMOUS, Principal
 from gpucloud.principal_cache import PrincipalCache
+from infra.metrics import Metrics
 from infra.settings import Settings
 
 CSRF_HEADER = "x-csrf-token"
@@ -44,7 +45,6 @@ class Authenticated:
     via_cookie: bool = False
     csrf_ok: bool = False
     rejected: bool = False  # a credential was presented and refused
-    session_secret: str | None = None
     secret: str | None = None
     kind: str | None = None  # "token" or "session": how to check the secret again later
 
@@ -79,8 +79,10 @@ class ResponseCookies:
 
 
 class Authenticator:
-    def __init__(self, kit: AuthKit, uow: Any, cache: PrincipalCache, settings: Settings) -> None:
+    def __init__(self, kit: AuthKit, uow: Any, cache: PrincipalCache, settings: Settings,
+                 metrics: Metrics) -> None:  # fmt: skip
         self.kit, self.uow, self.cache, self.settings = kit, uow, cache, settings
+        self._count = metrics.auth_requests
         self.cookies = CookieNames.for_settings(settings)
         self.allowed_origins = {settings.public_url, *settings.allowed_origins}
 
@@ -108,6 +110,16 @@ class Authenticator:
         return Authenticated(found, secret=secret.strip(), kind="token")
 
     async def http(self, conn: HTTPConnection) -> Authenticated:
+        found = await self._http(conn)
+        if "authorization" in conn.headers:
+            credential = "bearer"
+        else:
+            credential = "cookie" if self.cookies.session in conn.cookies else "none"
+        outcome = "rejected" if found.rejected else "ok" if found.kind else "anonymous"
+        self._count.labels(credential, outcome).inc()
+        return found
+
+    async def _http(self, conn: HTTPConnection) -> Authenticated:
         header = conn.headers.get("authorization")
         if header is not None:
             return await self.bearer(header)  # an explicit credential wins over the cookie
@@ -121,7 +133,8 @@ class Authenticator:
         expected = secrets.csrf_token_for(secret)
         csrf_ok = bool(sent) and secrets.same(sent, conn.cookies.get(self.cookies.csrf, "")) \
             and secrets.same(sent, expected)  # fmt: skip
-        return Authenticated(found, via_cookie=True, csrf_ok=csrf_ok, session_secret=secret)
+        return Authenticated(found, via_cookie=True, csrf_ok=csrf_ok, secret=secret,
+                             kind="session")  # fmt: skip
 
     def origin_allowed(self, conn: HTTPConnection) -> bool:
         origin = conn.headers.get("origin")
@@ -131,6 +144,12 @@ class Authenticator:
         return f"{parts.scheme}://{parts.netloc}" in self.allowed_origins
 
     async def websocket(self, conn: HTTPConnection, params: dict[str, Any]) -> Authenticated:
+        found = await self._websocket(conn, params)
+        outcome = "ok" if found.kind else "rejected"
+        self._count.labels(f"websocket_{found.kind or 'none'}", outcome).inc()
+        return found
+
+    async def _websocket(self, conn: HTTPConnection, params: dict[str, Any]) -> Authenticated:
         """`connection_init` may carry {"authorization": "Bearer gpc_..."}; otherwise the
         session cookie counts, and only from an allowed Origin (cross-site websocket
         hijacking would otherwise ride on the cookie)."""

@@ -89,7 +89,8 @@ class Resources:
             password_hasher(settings),
         )
         resources = cls(settings, engine, client, hub, metrics, principals, kit, None)  # type: ignore[arg-type]
-        resources.authenticator = Authenticator(kit, resources.uow, principals, settings)
+        resources.authenticator = Authenticator(kit, resources.uow, principals, settings, metrics)
+        metrics.state.principal_cache_stats = principals.stats
         if settings.oidc_enabled:  # no I/O here: discovery happens at the first sign-in
             resources.oidc = OidcClient(
                 OidcConfig(

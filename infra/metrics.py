@@ -29,6 +29,7 @@ class _StateCollector(Collector):
         self.engine: AsyncEngine | None = None  # set when the lifespan makes the engine
         self.snapshot = ScrapeSnapshot()
         self.result_cache_stats: dict[str, int] = {}
+        self.principal_cache_stats: dict[str, int] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         if self.engine is not None:
@@ -45,6 +46,11 @@ class _StateCollector(Collector):
         for outcome, count in sorted(self.result_cache_stats.items()):
             cache.add_metric([outcome], float(count))
         yield cache
+        principals = CounterMetricFamily("gpucloud_auth_cache", "Authenticated-credential cache "
+                                         "lookups", labels=["outcome"])  # fmt: skip
+        for outcome, count in sorted(self.principal_cache_stats.items()):
+            principals.add_metric([outcome], float(count))
+        yield principals
         snap = self.snapshot
         jobs = CounterMetricFamily(
             "gpucloud_jobs", "Finished jobs, all workers", labels=["actor", "outcome"]
@@ -87,6 +93,10 @@ class Metrics:
         self.http_latency = Histogram(
             "gpucloud_http_request_duration_seconds", "HTTP request latency", ["route"],
             buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.auth_requests = Counter(
+            "gpucloud_auth_requests", "Requests by credential kind and authentication outcome",
+            ["credential", "outcome"], registry=self.registry,
         )  # fmt: skip
         self.state = _StateCollector()
         self.registry.register(self.state)
