@@ -10,11 +10,22 @@ from strawberry import Info
 
 from domain.catalog import services
 from domain.catalog.sku import SkuFilter as DomainSkuFilter
+from domain.catalog.sku import SkuSpec
 from domain.catalog.sku import SkuStatus as DomainSkuStatus
+from domain.errors import DomainError
 from domain.pagination import PageRequest
 from resolvers.access import fetch_node, recheck
-from schema.catalog import CatalogChange, CatalogChangeKind, Sku, SkuConnection, SkuFilter
+from schema.catalog import (
+    CatalogChange,
+    CatalogChangeKind,
+    CreateSkuInput,
+    Sku,
+    SkuConnection,
+    SkuFilter,
+    SkuPayload,
+)
 from schema.context import AppContext
+from schema.errors import SkuError, SkuProblem, typed_error
 from schema.relay import expect_global_id
 
 # Enough to absorb the duplicates an at-least-once relay can produce after a restart.
@@ -60,3 +71,34 @@ async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[Catalo
                 kind=CatalogChangeKind(payload["kind"]),
                 sku=None if current is None else Sku.from_domain(current),
             )
+
+
+async def create_sku(
+    info: Info[AppContext, None],
+    input: CreateSkuInput,  # noqa: A002
+) -> SkuPayload | SkuError:
+    ctx = info.context
+    try:
+        spec = SkuSpec.create(
+            name=input.name, gpu_model=input.gpu_model, gpu_count=input.gpu_count,
+            vcpus=input.vcpus, ram_gib=input.ram_gib, disk_gib=input.disk_gib,
+            region=input.region, hourly_price_minor=input.hourly_price_minor,
+            currency=input.currency,
+        )  # fmt: skip
+        created = await services.add_sku(ctx.uow(), spec, ctx.principal, ctx.meta)
+    except DomainError as exc:
+        return typed_error(exc, SkuError, SkuProblem)
+    return SkuPayload(sku=Sku.from_domain(created))
+
+
+async def retire_sku(
+    info: Info[AppContext, None],
+    id: strawberry.ID,  # noqa: A002
+) -> SkuPayload | SkuError:
+    ctx = info.context
+    try:
+        sku_id = expect_global_id(id, "Sku")
+        retired = await services.retire_sku(ctx.uow(), sku_id, ctx.principal, ctx.meta)
+    except DomainError as exc:
+        return typed_error(exc, SkuError, SkuProblem)
+    return SkuPayload(sku=Sku.from_domain(retired))

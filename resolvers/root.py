@@ -37,7 +37,7 @@ from schema.account import (
     UserResult,
 )
 from schema.audit import AuditEvent, AuditEventConnection
-from schema.catalog import CatalogChange, Sku, SkuConnection
+from schema.catalog import CatalogChange, Sku, SkuConnection, SkuResult
 from schema.errors import SkuError
 from schema.permissions import describe, guarded
 from schema.relay import Node
@@ -115,6 +115,10 @@ class Mutation:
     )
     reinstate_user: UserResult = mutation(
         admin.reinstate_user, ADMIN_WRITE, "Let a suspended account sign in again."
+    )
+    create_sku: SkuResult = mutation(catalog.create_sku, ADMIN_WRITE, "Add a SKU to the catalog.")
+    retire_sku: SkuResult = mutation(
+        catalog.retire_sku, ADMIN_WRITE, "Retire a SKU: it stays readable but cannot be ordered."
     )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from typing import Annotated
 
 import strawberry
 
 from domain.catalog.sku import Sku as DomainSku
 from domain.money import Money as DomainMoney
+from schema.errors import SkuError
 from schema.relay import Connection, Node, to_global_id
 
 
@@ -93,3 +95,24 @@ class CatalogChangeKind(Enum):
 class CatalogChange:
     kind: CatalogChangeKind
     sku: Sku | None = strawberry.field(description="The SKU as it is now; null if it is gone.")
+
+
+@strawberry.input(description="A new SKU; every field is validated and all problems reported.")
+class CreateSkuInput:
+    name: str
+    gpu_model: str
+    gpu_count: int
+    vcpus: int
+    ram_gib: int
+    disk_gib: int
+    region: str
+    hourly_price_minor: int = strawberry.field(description="Integer minor units, e.g. cents.")
+    currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
+
+
+@strawberry.type
+class SkuPayload:
+    sku: Sku
+
+
+SkuResult = Annotated[SkuPayload | SkuError, strawberry.union("SkuResult")]

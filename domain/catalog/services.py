@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from domain.audit.records import RequestMeta, audit
 from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
 from domain.errors import Conflict, NotFound, Problem
 from domain.events import DomainEvent
+from domain.identity.principal import SYSTEM, Principal
 from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork
 
 CATALOG_TOPIC = "catalog"
+CLI = RequestMeta(request_id="cli")
 
 
 def _changed(kind: str, sku: Sku) -> DomainEvent:
@@ -17,15 +20,27 @@ def _changed(kind: str, sku: Sku) -> DomainEvent:
     )
 
 
-async def add_sku(uow: UnitOfWork, spec: SkuSpec) -> Sku:
+def _view(sku: Sku) -> dict[str, object]:
+    return {"name": sku.name, "gpuModel": sku.gpu_model, "gpuCount": sku.gpu_count,
+            "region": sku.region, "hourlyPriceMinor": sku.hourly_price.amount_minor,
+            "currency": sku.hourly_price.currency, "status": str(sku.status)}  # fmt: skip
+
+
+async def add_sku(
+    uow: UnitOfWork, spec: SkuSpec, actor: Principal = SYSTEM, meta: RequestMeta = CLI
+) -> Sku:
     async with uow:
         sku = await uow.skus.add(spec)  # the unique index decides a clash, races included
         uow.record(_changed("added", sku))
+        await uow.audit.append(audit(actor, meta, "catalog.sku.added", ("sku", sku.id),
+                                     after=_view(sku)))  # fmt: skip
         await uow.commit()
         return sku
 
 
-async def retire_sku(uow: UnitOfWork, sku_id: int) -> Sku:
+async def retire_sku(
+    uow: UnitOfWork, sku_id: int, actor: Principal = SYSTEM, meta: RequestMeta = CLI
+) -> Sku:
     async with uow:
         sku = await uow.skus.get(sku_id)
         if sku is None:
@@ -36,6 +51,9 @@ async def retire_sku(uow: UnitOfWork, sku_id: int) -> Sku:
             )
         retired = await uow.skus.set_status(sku_id, SkuStatus.RETIRED)
         uow.record(_changed("retired", retired))
+        await uow.audit.append(audit(actor, meta, "catalog.sku.retired", ("sku", sku_id),
+                                     before={"status": str(sku.status)},
+                                     after={"status": str(retired.status)}))  # fmt: skip
         await uow.commit()
         return retired
 
@@ -76,6 +94,8 @@ async def seed_demo_skus(uow: UnitOfWork) -> list[Sku]:
         for raw in DEMO_SKUS:
             sku = await uow.skus.add(SkuSpec.create(**raw))  # type: ignore[arg-type]
             uow.record(_changed("added", sku))
+            await uow.audit.append(audit(SYSTEM, CLI, "catalog.sku.added", ("sku", sku.id),
+                                         after=_view(sku)))  # fmt: skip
             added.append(sku)
         await uow.commit()
         return added

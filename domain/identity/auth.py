@@ -167,6 +167,8 @@ async def log_in(uow: UnitOfWork, kit: AuthKit, email: str, password: str, meta:
             user = await uow.users.update(user.id, password_hash=await kit.hasher.hash(password))
         if replacing_session is not None:
             await uow.sessions.revoke(replacing_session, now)
+            # Cached principals of the rotated-away session must go, as on logout.
+            uow.record(credentials_changed(user.id, "session_rotated"))
         signed_in = await _start_session(uow, kit, user, meta, now)
         await uow.audit.append(
             audit(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
+from domain.audit.records import AuditEvent, AuditRecord
 from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus, name_taken
 from domain.errors import NotFound, Problem
 from domain.events import DomainEvent
@@ -28,6 +29,7 @@ class FakeDatabase:
 
     skus: dict[int, Sku] = field(default_factory=dict)
     outbox: list[DomainEvent] = field(default_factory=list)
+    audit: list[AuditRecord] = field(default_factory=list)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
@@ -95,6 +97,18 @@ class FakeSkuRepository:
         return len(self._rows)
 
 
+class FakeAuditLog:
+    """Only `append` is faked: the use cases under unit test write audit rows, they do not
+    read them (chain and queries are tested against PostgreSQL)."""
+
+    def __init__(self, rows: list[AuditRecord]) -> None:
+        self.rows = rows
+
+    async def append(self, record: AuditRecord) -> AuditEvent:
+        self.rows.append(record)
+        return AuditEvent(len(self.rows), record, b"", b"")
+
+
 class FakeUnitOfWork:
     """One transaction over a `FakeDatabase`; counts commits and rollbacks for assertions."""
 
@@ -106,6 +120,7 @@ class FakeUnitOfWork:
         self.rollbacks = 0
         self._active = False
         self._working: dict[int, Sku] = {}
+        self._audit: list[AuditRecord] = []
         self._events: list[DomainEvent] = []
 
     @property
@@ -114,8 +129,10 @@ class FakeUnitOfWork:
 
     def _begin(self) -> None:
         self._working = dict(self.db.skus)
+        self._audit = list(self.db.audit)
         self._events = []
         self.skus = FakeSkuRepository(self._working, self.db.ids)
+        self.audit = FakeAuditLog(self._audit)  # type: ignore[assignment]
 
     async def __aenter__(self) -> Self:
         assert not self._active, "unit of work entered twice"
@@ -130,7 +147,7 @@ class FakeUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         # Whatever was not committed is lost, exactly as an open SQL transaction on close.
-        if self._events or self._working != self.db.skus:
+        if self._events or self._working != self.db.skus or self._audit != self.db.audit:
             await self.rollback()
         self._active = False
 
@@ -141,6 +158,7 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         assert self._active, "commit outside `async with`"
         self.db.skus = dict(self._working)
+        self.db.audit = list(self._audit)
         self.db.outbox.extend(self._events)
         self.commits += 1
         self._begin()

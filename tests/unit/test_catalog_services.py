@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -213,3 +214,24 @@ def test_walking_every_page_yields_each_sku_once_in_order(count: int, size: int)
 
     ids, seen = asyncio.run(walk())
     assert seen == ids
+
+
+async def test_catalog_changes_are_audited_with_their_actor(db: FakeDatabase) -> None:
+    from domain.audit.records import RequestMeta
+    from domain.identity.principal import Principal
+    from domain.identity.scopes import Role
+
+    admin = Principal.for_session(5, Role.ADMIN, 9, datetime.now(UTC))
+    meta = RequestMeta(request_id="r1", client_ip="10.1.1.1")
+    sku = await services.add_sku(FakeUnitOfWork(db), make_spec(), admin, meta)
+    await services.retire_sku(FakeUnitOfWork(db), sku.id, admin, meta)
+    assert [(r.action, r.actor_user_id, r.target_id, r.request_id) for r in db.audit] == [
+        ("catalog.sku.added", 5, str(sku.id), "r1"),
+        ("catalog.sku.retired", 5, str(sku.id), "r1"),
+    ]
+    assert db.audit[1].before == {"status": "active"}
+    assert db.audit[1].after == {"status": "retired"}
+    # A refused change writes no audit row: it shares the transaction that was not committed.
+    with pytest.raises(Conflict):
+        await services.retire_sku(FakeUnitOfWork(db), sku.id, admin, meta)
+    assert len(db.audit) == 2

@@ -1,5 +1,5 @@
 """The mutation convention every area follows: a union of payload and typed error, proven on a
-small schema built from the real error types (the catalog's own mutations arrive with identity)."""
+small schema built from the real error types, independent of any area's resolvers."""
 
 from __future__ import annotations
 
