@@ -83,11 +83,11 @@ class Resources:
         await hub.start()
         principals = PrincipalCache(ttl=settings.auth_cache_seconds)
         principals.live_epoch = lambda: hub.epoch
-        kit = auth_kit(
-            settings,
-            RedisRateLimiter(client, settings.redis_namespace),
-            password_hasher(settings),
-        )
+        hasher = password_hasher(settings)
+        # Make the stand-in hash for unknown accounts now, so even the first failed login
+        # takes exactly as long as the others.
+        await hasher.verify(None, "")
+        kit = auth_kit(settings, RedisRateLimiter(client, settings.redis_namespace), hasher)
         resources = cls(settings, engine, client, hub, metrics, principals, kit, None)  # type: ignore[arg-type]
         resources.authenticator = Authenticator(kit, resources.uow, principals, settings, metrics)
         metrics.state.principal_cache_stats = principals.stats
