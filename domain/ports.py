@@ -102,7 +102,9 @@ class ApiTokenRepository(Protocol):
 
     async def touch(self, token_id: int, now: datetime) -> None: ...
 
-    async def revoke(self, token_id: int, now: datetime) -> ApiToken: ...
+    async def revoke(self, token_id: int, now: datetime) -> ApiToken | None:
+        """Revoke a live token; None when it was already revoked."""
+        ...
 
 
 class AuditLog(Protocol):
@@ -134,8 +136,8 @@ class RateLimiter(Protocol):
         """Count one attempt; None when within the limit, else seconds until it resets."""
         ...
 
-    async def blocked(self, key: str, limit: int) -> int | None:
-        """Without counting: seconds left when `key` is over `limit`, else None."""
+    async def forgive(self, key: str) -> None:
+        """Take back one counted attempt (it turned out to be a success)."""
         ...
 
 

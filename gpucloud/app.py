@@ -16,6 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.websocket_origin import normalize_origin
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -127,6 +128,13 @@ def create_app(settings: Settings) -> Starlette:
         graphql_ide="graphiql" if settings.graphiql else None,
         allow_queries_via_get=False,  # GET serves the IDE only; nothing executes on GET
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        # Strawberry refuses cross-origin websocket handshakes itself (HTTP 403): give it the
+        # origins the authenticator allows, or a configured SPA origin could never connect.
+        allowed_origins=[
+            found
+            for origin in (settings.public_url, *settings.allowed_origins)
+            if (found := normalize_origin(origin)) is not None
+        ],
     )
 
     @contextlib.asynccontextmanager

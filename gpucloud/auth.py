@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from strawberry.http.websocket_origin import normalize_origin
 
 from domain.identity import auth, secrets
 from domain.identity.kit import AuthKit, SignedIn
@@ -84,7 +84,13 @@ class Authenticator:
         self.kit, self.uow, self.cache, self.settings = kit, uow, cache, settings
         self._count = metrics.auth_requests
         self.cookies = CookieNames.for_settings(settings)
-        self.allowed_origins = {settings.public_url, *settings.allowed_origins}
+        # Normalised as Strawberry's own handshake check does (case, default ports), so the
+        # two checks agree on every origin.
+        self.allowed_origins = {
+            found
+            for origin in (settings.public_url, *settings.allowed_origins)
+            if (found := normalize_origin(origin)) is not None
+        }
 
     async def _principal(self, secret: str, kind: str) -> Principal | None:
         key = secrets.hash_secret(secret)
@@ -138,10 +144,7 @@ class Authenticator:
 
     def origin_allowed(self, conn: HTTPConnection) -> bool:
         origin = conn.headers.get("origin")
-        if origin is None:
-            return False
-        parts = urlsplit(origin)
-        return f"{parts.scheme}://{parts.netloc}" in self.allowed_origins
+        return origin is not None and normalize_origin(origin) in self.allowed_origins
 
     async def websocket(self, conn: HTTPConnection, params: dict[str, Any]) -> Authenticated:
         found = await self._websocket(conn, params)

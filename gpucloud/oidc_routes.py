@@ -60,10 +60,26 @@ def _meta(request: Request) -> RequestMeta:
     )
 
 
+async def _rate_limited(res: Resources, meta: RequestMeta) -> Response | None:
+    """Both routes count as login attempts of the client's address: the first stores state in
+    Redis, the second costs a call to the provider."""
+    limits = res.kit.limits
+    retry = await res.kit.limiter.hit(f"login:ip:{meta.client_ip}", limits.login_per_ip,
+                                      limits.login_ip_window)  # fmt: skip
+    if retry is None:
+        return None
+    message = RateLimited(retry).problems[0].message
+    return JSONResponse({"error": {"code": "RATE_LIMITED", "message": message}},
+                        status_code=429, headers={"retry-after": str(retry)})  # fmt: skip
+
+
 async def login(request: Request) -> Response:
     res: Resources = request.app.state.resources
     if res.oidc is None:
         return _fail(OidcErrorCode.OIDC_NOT_CONFIGURED, "OIDC sign-in is not enabled.", 404)
+    limited = await _rate_limited(res, _meta(request))
+    if limited is not None:
+        return limited
     try:
         start = await res.oidc.start()
     except OidcError as exc:
@@ -89,13 +105,9 @@ async def callback(request: Request) -> Response:
     meta = _meta(request)
     if res.oidc is None:
         return _fail(OidcErrorCode.OIDC_NOT_CONFIGURED, "OIDC sign-in is not enabled.", 404)
-    limits = res.kit.limits
-    retry = await res.kit.limiter.hit(f"login:ip:{meta.client_ip}", limits.login_per_ip,
-                                      limits.login_ip_window)  # fmt: skip
-    if retry is not None:
-        exc = RateLimited(retry)
-        return JSONResponse({"error": {"code": "RATE_LIMITED", "message": exc.problems[0].message}},
-                            status_code=429, headers={"retry-after": str(retry)})  # fmt: skip
+    limited = await _rate_limited(res, meta)
+    if limited is not None:
+        return limited
     try:
         response = await _complete(request, res, meta)
     except OidcError as exc:
@@ -110,14 +122,9 @@ async def _complete(request: Request, res: Resources, meta: RequestMeta) -> Resp
     assert res.oidc is not None
     params = request.query_params
     state, code = params.get("state", ""), params.get("code", "")
-    record = await _take_state(res, state) if state else None
     binder = request.cookies.get(BINDER_COOKIE, "")
-    expected = None if record is None else str(record.get("binder", ""))
-    if (
-        record is None
-        or not binder
-        or not same(hashlib.sha256(binder.encode()).hexdigest(), expected or "")
-    ):
+    record = await _take_state(res, state, binder) if state and binder else None
+    if record is None:
         log.warning("oidc.state_rejected", known=record is not None, binder=bool(binder))
         raise OidcError(OidcErrorCode.OIDC_STATE_INVALID,
                         "This sign-in link is not valid here; start again.")  # fmt: skip
@@ -129,15 +136,22 @@ async def _complete(request: Request, res: Resources, meta: RequestMeta) -> Resp
     signed_in = await sign_in_with_oidc(
         res.uow(), res.kit, issuer=identity.issuer, subject=identity.subject,
         email=identity.email, email_verified=identity.email_verified, meta=meta,
+        replacing_session=(await res.authenticator.http(request)).principal.session_id,
     )  # fmt: skip
     response = RedirectResponse(str(record["returnTo"]), status_code=303)
     ResponseCookies(response, res.authenticator.cookies, res.settings).set(signed_in)
     return response
 
 
-async def _take_state(res: Resources, state: str) -> dict[str, Any] | None:
-    raw = await res.redis.getdel(_key(res, state))  # once only: a replayed callback fails
+async def _take_state(res: Resources, state: str, binder: str) -> dict[str, Any] | None:
+    """The login's record, consumed, only for the browser holding its binder. A request
+    without the binder does not consume it, so a leaked state cannot spoil the real login."""
+    key = _key(res, state)
+    raw = await res.redis.get(key)
     if raw is None:
         return None
     found: dict[str, Any] = orjson.loads(raw)
-    return found
+    if not same(hashlib.sha256(binder.encode()).hexdigest(), str(found.get("binder", ""))):
+        return None
+    # Once only: of two callbacks racing with the same state, one gets it.
+    return found if await res.redis.delete(key) == 1 else None

@@ -15,22 +15,22 @@ return {count, ttl}
 """
 
 
+_FORGIVE = """
+if (tonumber(redis.call('GET', KEYS[1]) or '0')) > 0 then redis.call('DECR', KEYS[1]) end
+"""
+
+
 class RedisRateLimiter:
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self._client = client
         self._prefix = f"{namespace}:rl:"
         self._hit = client.register_script(_HIT)
+        self._forgive = client.register_script(_FORGIVE)
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
         count, ttl = await self._hit(keys=[self._prefix + key], args=[window_seconds])
         return None if int(count) <= limit else max(int(ttl), 1)
 
-    async def blocked(self, key: str, limit: int) -> int | None:
-        full = self._prefix + key
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.get(full)
-            pipe.ttl(full)
-            count, ttl = await pipe.execute()
-        if count is None or int(count) < limit:
-            return None
-        return max(int(ttl), 1)
+    async def forgive(self, key: str) -> None:
+        # Never below zero, and never a counter without an expiry.
+        await self._forgive(keys=[self._prefix + key])

@@ -175,7 +175,13 @@ def _origins(value: str) -> tuple[str, ...]:
         if not item:
             continue
         parts = urlsplit(item)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.username is not None
+        ):
             raise ValueError(f"{item!r} is not an origin like https://app.example.com")
         found.append(item)
     return tuple(found)

@@ -15,6 +15,7 @@ import strawberry
 
 from domain.catalog.sku import SkuErrorCode as DomainSkuErrorCode
 from domain.errors import DomainError
+from domain.identity.errors import AccessDenied
 
 E = TypeVar("E")
 P = TypeVar("P")
@@ -45,7 +46,10 @@ class SkuError(Error):
 
 def typed_error(exc: DomainError, error_type: type[E], problem_type: type[P]) -> E:
     """Map a domain error to the area's union member: the first problem on top, all of them in
-    `problems`, so a client can show every mistake of a form at once."""
+    `problems`, so a client can show every mistake of a form at once. An access refusal is not
+    a problem with the input: it stays a GraphQL error with its access code."""
+    if isinstance(exc, AccessDenied):
+        raise exc
     problems = [problem_type(code=p.code, message=p.message, field=p.field) for p in exc.problems]  # type: ignore[call-arg]
     first = exc.problems[0]
     return error_type(code=first.code, message=first.message, field=first.field, problems=problems)  # type: ignore[call-arg]

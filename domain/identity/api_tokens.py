@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from domain.audit.records import RequestMeta, audit
 from domain.errors import Conflict, NotFound, Problem
 from domain.identity import secrets
-from domain.identity.errors import AccountErrorCode
+from domain.identity.errors import AccessCode, AccessDenied, AccountErrorCode
 from domain.identity.kit import credentials_changed
-from domain.identity.principal import Principal, owns_or_admin
+from domain.identity.principal import Principal, may_change, owns_or_admin
 from domain.identity.scopes import Scope
 from domain.identity.tokens import SHOWN_PREFIX, ApiToken, TokenSpec
 from domain.pagination import Page, PageRequest
@@ -55,11 +55,14 @@ async def revoke_api_token(uow: UnitOfWork, principal: Principal, token_id: int,
         token = await uow.api_tokens.get(token_id)
         if token is None or not owns_or_admin(principal, token.user_id):
             raise NotFound(Problem(AccountErrorCode.NOT_FOUND, "No such API token.", "id"))
-        if token.revoked_at is not None:
+        if not may_change(principal, token.user_id):
+            raise AccessDenied(AccessCode.FORBIDDEN, "Revoking others' tokens takes admin:write.")
+        # Only a live token is revoked: of two revocations racing, one finds nothing to do.
+        revoked = await uow.api_tokens.revoke(token_id, now)
+        if revoked is None:
             raise Conflict(
                 Problem(AccountErrorCode.ALREADY_REVOKED, "This token is already revoked.", "id")
             )
-        revoked = await uow.api_tokens.revoke(token_id, now)
         await uow.audit.append(
             audit(
                 principal,

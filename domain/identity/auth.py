@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from domain.audit.records import RequestMeta, audit
 from domain.errors import Conflict, DomainError, InvalidInput, Problem, ProblemCollector
 from domain.identity import secrets
-from domain.identity.accounts import User, check_email, check_password, normalize_email
+from domain.identity.accounts import (
+    MAX_PASSWORD,
+    User,
+    check_email,
+    check_password,
+    normalize_email,
+)
 from domain.identity.errors import AccountErrorCode
 from domain.identity.kit import AuthKit, SignedIn, credentials_changed
 from domain.identity.principal import ANONYMOUS, Principal
@@ -100,22 +106,25 @@ async def sign_up(uow: UnitOfWork, kit: AuthKit, email: str, password: str,
         return signed_in
 
 
-async def _check_login_limits(kit: AuthKit, email: str, meta: RequestMeta) -> None:
+async def _claim_attempt(kit: AuthKit, email: str, meta: RequestMeta | None) -> None:
+    """Count the attempt before the password is checked, and forgive it on success: counted
+    afterwards, many guesses sent at once would all pass a check that none had yet failed."""
     limits = kit.limits
-    retry = await kit.limiter.hit(
-        f"login:ip:{meta.client_ip}", limits.login_per_ip, limits.login_ip_window
-    )
+    retry = None
+    if meta is not None:
+        retry = await kit.limiter.hit(
+            f"login:ip:{meta.client_ip}", limits.login_per_ip, limits.login_ip_window
+        )
     if retry is None:
-        retry = await kit.limiter.blocked(f"login:fail:{email}", limits.login_failures_per_account)
+        retry = await kit.limiter.hit(
+            f"login:fail:{email}", limits.login_failures_per_account, limits.login_account_window
+        )
     if retry is not None:
         raise RateLimited(retry)
 
 
-async def _count_failure(kit: AuthKit, email: str) -> None:
-    limits = kit.limits
-    await kit.limiter.hit(
-        f"login:fail:{email}", limits.login_failures_per_account, limits.login_account_window
-    )
+async def _forgive(kit: AuthKit, email: str) -> None:
+    await kit.limiter.forgive(f"login:fail:{email}")
 
 
 async def log_in(uow: UnitOfWork, kit: AuthKit, email: str, password: str, meta: RequestMeta,
@@ -126,12 +135,14 @@ async def log_in(uow: UnitOfWork, kit: AuthKit, email: str, password: str, meta:
     (one Argon2 verification, one failure count, one audit row) and the same answer.
     """
     clean = normalize_email(email)
-    await _check_login_limits(kit, clean, meta)
-    if len(password) > 1024:
-        password = password[:1024]  # never hand Argon2 an unbounded input
+    await _claim_attempt(kit, clean, meta)
     async with uow:
         user = await uow.users.get_by_email(clean)
-    ok = await kit.hasher.verify(None if user is None else user.password_hash, password)
+    # An over-long password cannot be right (sign-up refuses them); it still costs one Argon2
+    # verification of bounded input, like any other failure.
+    too_long = len(password) > MAX_PASSWORD
+    stored = None if user is None or too_long else user.password_hash
+    ok = await kit.hasher.verify(stored, password[:MAX_PASSWORD]) and not too_long
     now = _now()
     async with uow:
         if not ok or user is None:
@@ -146,8 +157,8 @@ async def log_in(uow: UnitOfWork, kit: AuthKit, email: str, password: str, meta:
                 )
             )
             await uow.commit()
-            await _count_failure(kit, clean)
             raise InvalidInput(_BAD_CREDENTIALS)
+        await _forgive(kit, clean)
         if not user.active:
             await uow.audit.append(
                 audit(
@@ -228,16 +239,11 @@ async def change_password(uow: UnitOfWork, kit: AuthKit, principal: Principal, c
     async with uow:
         user = await uow.users.get(principal.user_id)
     assert user is not None
-    retry = await kit.limiter.blocked(
-        f"login:fail:{user.email}", kit.limits.login_failures_per_account
-    )
-    if retry is not None:
-        raise RateLimited(retry)
+    await _claim_attempt(kit, user.email, None)
     # An account made through OIDC has no password yet and may set one with its session.
-    if user.password_hash is not None and not await kit.hasher.verify(
-        user.password_hash, current[:1024]
+    if user.password_hash is not None and (
+        len(current) > MAX_PASSWORD or not await kit.hasher.verify(user.password_hash, current)
     ):
-        await _count_failure(kit, user.email)
         async with uow:
             await uow.audit.append(
                 audit(principal, meta, "auth.password_change.failed", ("user", user.id))
@@ -248,6 +254,7 @@ async def change_password(uow: UnitOfWork, kit: AuthKit, principal: Principal, c
                 AccountErrorCode.WRONG_PASSWORD, "The current password is wrong.", "currentPassword"
             )
         )
+    await _forgive(kit, user.email)
     hashed = await kit.hasher.hash(new)
     now = _now()
     async with uow:

@@ -10,40 +10,64 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from domain.audit.records import RequestMeta, audit
-from domain.identity.accounts import normalize_email
+from domain.errors import ProblemCollector
+from domain.identity.accounts import User, check_email
 from domain.identity.auth import _as, _start_session
 from domain.identity.errors import OidcError, OidcErrorCode
-from domain.identity.kit import AuthKit, SignedIn
+from domain.identity.kit import AuthKit, SignedIn, credentials_changed
 from domain.identity.principal import ANONYMOUS
 from domain.identity.scopes import Role
 from domain.ports import UnitOfWork
 
+_MESSAGES = {
+    OidcErrorCode.OIDC_EMAIL_UNVERIFIED: "The provider did not confirm your email address.",
+    OidcErrorCode.OIDC_ACCOUNT_SUSPENDED: "This account is suspended.",
+}
+
+
+async def _refuse(uow: UnitOfWork, meta: RequestMeta, code: OidcErrorCode, user: User | None,
+                  now: datetime, **detail: str) -> OidcError:  # fmt: skip
+    await uow.audit.append(
+        audit(
+            ANONYMOUS,
+            meta,
+            "auth.login.failed",
+            None if user is None else ("user", user.id),
+            after={"method": "oidc", "reason": str(code), **detail},
+            now=now,
+        )
+    )
+    await uow.commit()
+    return OidcError(code, _MESSAGES.get(code, "The sign-in was refused."))
+
+
+def _usable_email(email: str | None, verified: bool) -> str | None:
+    """The provider's email when it vouches for it and it is a well-formed address."""
+    if email is None or not verified:
+        return None
+    problems = ProblemCollector()
+    clean = check_email(email, problems)
+    return None if problems.problems else clean
+
 
 async def sign_in_with_oidc(uow: UnitOfWork, kit: AuthKit, *, issuer: str, subject: str,
-                            email: str | None, email_verified: bool,
-                            meta: RequestMeta) -> SignedIn:  # fmt: skip
+                            email: str | None, email_verified: bool, meta: RequestMeta,
+                            replacing_session: int | None = None) -> SignedIn:  # fmt: skip
     now = datetime.now(UTC)
-    clean = None if email is None else normalize_email(email)
+    identity = {"issuer": issuer, "subject": subject}
     async with uow:
         user = await uow.users.find_by_identity(issuer, subject)
-        identity = {"issuer": issuer, "subject": subject}
         if user is None:
-            if clean is None or not email_verified:
-                await uow.audit.append(
-                    audit(
-                        ANONYMOUS,
-                        meta,
-                        "auth.login.failed",
-                        after={**identity, "reason": "email_unverified"},
-                        now=now,
-                    )
-                )
-                await uow.commit()
-                raise OidcError(
-                    OidcErrorCode.OIDC_EMAIL_UNVERIFIED,
-                    "The provider did not confirm your email address.",
-                )
+            clean = _usable_email(email, email_verified)
+            if clean is None:
+                raise await _refuse(uow, meta, OidcErrorCode.OIDC_EMAIL_UNVERIFIED, None, now,
+                                    **identity)  # fmt: skip
             user = await uow.users.get_by_email(clean)
+            if user is not None and not user.active:
+                # No link to a suspended account: reinstating it must not bring along an
+                # identity nobody approved while it was suspended.
+                raise await _refuse(uow, meta, OidcErrorCode.OIDC_ACCOUNT_SUSPENDED, user, now,
+                                    **identity)  # fmt: skip
             if user is None:
                 user = await uow.users.add(clean, None, Role.USER)
                 await uow.audit.append(
@@ -63,18 +87,11 @@ async def sign_in_with_oidc(uow: UnitOfWork, kit: AuthKit, *, issuer: str, subje
                 )
             )
         if not user.active:
-            await uow.audit.append(
-                audit(
-                    ANONYMOUS,
-                    meta,
-                    "auth.login.failed",
-                    ("user", user.id),
-                    after={**identity, "reason": "suspended"},
-                    now=now,
-                )
-            )
-            await uow.commit()
-            raise OidcError(OidcErrorCode.OIDC_ACCOUNT_SUSPENDED, "This account is suspended.")
+            raise await _refuse(uow, meta, OidcErrorCode.OIDC_ACCOUNT_SUSPENDED, user, now,
+                                **identity)  # fmt: skip
+        if replacing_session is not None:  # rotate, as a password login does
+            await uow.sessions.revoke(replacing_session, now)
+            uow.record(credentials_changed(user.id, "session_rotated"))
         signed_in = await _start_session(uow, kit, user, meta, now)
         await uow.audit.append(
             audit(

@@ -110,3 +110,10 @@ def owns_or_admin(principal: Principal, owner_id: int) -> bool:
     if principal.user_id is not None and principal.user_id == owner_id:
         return True
     return principal.is_admin and Scope.ADMIN_READ in principal.scopes
+
+
+def may_change(principal: Principal, owner_id: int) -> bool:
+    """Changing someone else's object takes an administrator holding `admin:write`."""
+    if principal.user_id is not None and principal.user_id == owner_id:
+        return True
+    return principal.is_admin and Scope.ADMIN_WRITE in principal.scopes

@@ -9,9 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.errors import NotFound, Problem
 from domain.identity.accounts import User
-from domain.identity.errors import AccountErrorCode
 from domain.identity.scopes import Scope
 from domain.identity.tokens import ApiToken, TokenSpec
 from domain.pagination import Page, PageRequest
@@ -87,14 +85,12 @@ class SqlApiTokenRepository:
             update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=now)
         )
 
-    async def revoke(self, token_id: int, now: datetime) -> ApiToken:
+    async def revoke(self, token_id: int, now: datetime) -> ApiToken | None:
         stmt = (
             update(api_tokens)
-            .where(api_tokens.c.id == token_id)
+            .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
             .values(revoked_at=now)
             .returning(*_COLUMNS)
         )
         row = (await self._conn.execute(stmt)).first()
-        if row is None:
-            raise NotFound(Problem(AccountErrorCode.NOT_FOUND, "No such API token.", "id"))
-        return _to_token(row)
+        return None if row is None else _to_token(row)
