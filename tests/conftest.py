@@ -22,7 +22,6 @@ from infra.db.uow import SqlUnitOfWork
 from infra.settings import Settings, load_settings
 from tests.support.servers import ServerUrls, create_database, drop_database, running_servers
 
-
 CLEARED_TABLES = ("skus", "outbox", "audit_events", "api_tokens", "sessions", "user_identities",
                   "users")  # fmt: skip
 

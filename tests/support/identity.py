@@ -104,10 +104,10 @@ class Accounts:
 
 
 async def promote(app: Any, email: str) -> None:
+    from domain.audit.records import RequestMeta
     from domain.identity import admin
     from domain.identity.principal import SYSTEM
     from domain.identity.scopes import Role
-    from domain.audit.records import RequestMeta
 
     res = app.state.resources
     async with res.uow() as tx:
@@ -125,7 +125,9 @@ def sync_sign_up_with_token(base_url: str, scopes: Sequence[str] = ALL_USER_SCOP
         expires = (datetime.now(UTC) + timedelta(days=1)).isoformat()
         made = client.post(
             "/graphql",
-            json=body(CREATE_TOKEN, {"name": "stack", "scopes": list(scopes), "expiresAt": expires}),
+            json=body(
+                CREATE_TOKEN, {"name": "stack", "scopes": list(scopes), "expiresAt": expires}
+            ),
             headers={"x-csrf-token": csrf},
         )
         return made.json()["data"]["createApiToken"]["secret"]  # type: ignore[no-any-return]
