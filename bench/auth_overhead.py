@@ -6,7 +6,8 @@ Fresh database (bench/common.py). Two `gpucloud serve` subprocesses on it, defau
 GPUCLOUD_AUTH_CACHE_SECONDS: 5 (the default) and 0. One account is signed up over GraphQL and
 mints an API token; every variant is checked to get the anonymous answer, and the credentials
 to be recognised (`viewer`). In-process, it counts SQL per request and principal-cache hits for
-each variant. Then one closed-loop load generator (bench/graphql_read.py's, plus the credential
+each variant, and times one request straight into the ASGI app per variant (interleaved
+batches, best of). Then one closed-loop load generator (bench/graphql_read.py's, plus the credential
 header) drives the six targets in alternating rounds, each after a warm-up; it prints median
 req/s, server CPU per request, and the paired per-round ratios bearer/anonymous and
 cookie/anonymous (target >= 0.9). Also: the Argon2 parameters in force, one hash and one verify

@@ -8,6 +8,7 @@ without custom headers, are checked against the allowed Origins instead.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from infra.metrics import Metrics
 from infra.settings import Settings
 
 CSRF_HEADER = "x-csrf-token"
+_RETRY = object()  # a shared lookup that waiters must not trust: they look up for themselves
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Authenticator:
                  metrics: Metrics) -> None:  # fmt: skip
         self.kit, self.uow, self.cache, self.settings = kit, uow, cache, settings
         self._count = metrics.auth_requests
+        self._inflight: dict[bytes, asyncio.Future[Principal | object | None]] = {}
         self.cookies = CookieNames.for_settings(settings)
         # Normalised as Strawberry's own handshake check does (case, default ports), so the
         # two checks agree on every origin.
@@ -97,7 +100,32 @@ class Authenticator:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        # One lookup per credential at a time: when an entry expires under load, the other
+        # requests with the same credential wait for it instead of all querying.
+        pending = self._inflight.get(key)
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            if shared is None or isinstance(shared, Principal):
+                return shared
+            return await self._principal(secret, kind)  # stale: one of us looks up again
+        leader: asyncio.Future[Principal | object | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._inflight[key] = leader
         generation = self.cache.generation
+        result: Principal | object | None = _RETRY
+        try:
+            found = await self._lookup(secret, kind, key, generation)
+            # Shared only if no identity change arrived meanwhile (the answer may be stale).
+            result = found if generation == self.cache.generation else _RETRY
+            return found
+        finally:
+            del self._inflight[key]
+            leader.set_result(result)
+
+    async def _lookup(
+        self, secret: str, kind: str, key: bytes, generation: int
+    ) -> Principal | None:
         if kind == "token":
             found = await auth.authenticate_token(self.uow(), secret)
         else:
@@ -136,9 +164,11 @@ class Authenticator:
         if found is None:
             return Authenticated(rejected=True)
         sent = conn.headers.get(CSRF_HEADER, "")
-        expected = secrets.csrf_token_for(secret)
-        csrf_ok = bool(sent) and secrets.same(sent, conn.cookies.get(self.cookies.csrf, "")) \
-            and secrets.same(sent, expected)  # fmt: skip
+        csrf_ok = (
+            bool(sent)
+            and secrets.same(sent, conn.cookies.get(self.cookies.csrf, ""))
+            and secrets.same(sent, secrets.csrf_token_for(secret))
+        )
         return Authenticated(found, via_cookie=True, csrf_ok=csrf_ok, secret=secret,
                              kind="session")  # fmt: skip
 

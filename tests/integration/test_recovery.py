@@ -74,7 +74,8 @@ async def test_postgres_restart(settings, state_dir) -> None:  # type: ignore[no
     url = pg.start()
     try:
         await asyncio.to_thread(migrate.upgrade, url)
-        app = create_app(dataclasses.replace(settings, database_url=url))
+        # No result cache: this test is about the database answering, not about cached pages.
+        app = create_app(dataclasses.replace(settings, database_url=url, result_cache_seconds=0))
         async with (
             LifespanManager(app),
             AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as c,
