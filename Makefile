@@ -45,6 +45,7 @@ ci: test lint typecheck contracts schema-check
 
 bench: install
 	$(PY) -m bench.graphql_read
+	$(PY) -m bench.auth_overhead
 
 # Re-pin after changing dependencies in pyproject.toml (needs `uv` on PATH).
 lock:
