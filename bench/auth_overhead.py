@@ -42,8 +42,8 @@ VIEWER = "query Viewer { viewer { id email } }"
 VARIANTS = ("anonymous", "bearer", "cookie")
 CACHE_ON, CACHE_OFF = "auth cache 5 s", "auth cache 0"
 CONFIGS = {CACHE_ON: "5", CACHE_OFF: "0"}
-# logIn is limited per address (GPUCLOUD_LOGIN_LIMIT_PER_IP, 30 a minute by default) and every
-# request here comes from 127.0.0.1: warm-up plus measured logins stay under it.
+# Each logIn costs an Argon2 verification (~0.1 s of CPU): keep the measured count modest. The
+# bench servers raise the login limits, which would otherwise stop these at 30 a minute.
 LOGIN_WARMUP = 2
 LOGIN_LIMIT = 30
 
@@ -363,6 +363,39 @@ async def login_latency(server: Server, creds: Credentials, n: int) -> list[floa
     return times
 
 
+async def failed_login_latency(
+    server: Server, creds: Credentials, n: int
+) -> dict[str, list[float]]:
+    """Wrong password for a real account vs an email nobody has, interleaved: the answers must
+    be the same and take about as long (no way to learn which accounts exist)."""
+    import uuid
+
+    import httpx
+
+    from tests.support.identity import LOG_IN
+
+    times: dict[str, list[float]] = {"wrong password": [], "unknown email": []}
+    answers = set()
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{server.port}", timeout=30) as client:
+        for i in range(n + 1):
+            for kind in times:
+                email = (
+                    creds.email if kind == "wrong password" else f"nobody-{uuid.uuid4().hex}@x.io"
+                )
+                body = graphql_body(LOG_IN, {"email": email, "password": "not the password 1"})
+                started = time.perf_counter()
+                got = await client.post("/graphql", content=body,
+                                        headers={"content-type": "application/json"})  # fmt: skip
+                elapsed = time.perf_counter() - started
+                payload = got.json()["data"]["logIn"]
+                answers.add((payload["code"], payload["message"]))
+                if i > 0:  # the first pair warms up
+                    times[kind].append(elapsed)
+    if len(answers) != 1:
+        raise RuntimeError(f"failed logins answered differently: {answers}")
+    return times
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -459,7 +492,11 @@ async def run(args: argparse.Namespace) -> int:
         await argon2_report(db.env, args.hash_runs)
 
         serve = [sys.executable, "-m", "gpucloud", "serve"]
-        info = {"GPUCLOUD_LOG_LEVEL": "info", "GPUCLOUD_LOG_FORMAT": "json"}
+        # Login limits raised only so the login timings below are not cut short; they are not
+        # on the measured read path.
+        info = {"GPUCLOUD_LOG_LEVEL": "info", "GPUCLOUD_LOG_FORMAT": "json",
+                "GPUCLOUD_LOGIN_LIMIT_PER_IP": "1000",
+                "GPUCLOUD_LOGIN_FAILURES_PER_ACCOUNT": "1000"}  # fmt: skip
         servers: list[Server] = []
         try:
             for name, seconds in CONFIGS.items():
@@ -505,6 +542,15 @@ async def run(args: argparse.Namespace) -> int:
             print(f"  p50 {1000 * nearest_rank(times, 0.5):.1f} ms, p95 "
                   f"{1000 * nearest_rank(times, 0.95):.1f} ms (nearest rank), min "
                   f"{1000 * min(times):.1f}, max {1000 * max(times):.1f}")  # fmt: skip
+            failed = await failed_login_latency(servers[1], creds, args.logins)
+            print("\nfailed logIn latency (interleaved, same answer INVALID_CREDENTIALS for both):")
+            medians = {}
+            for kind, values in failed.items():
+                medians[kind] = nearest_rank(values, 0.5)
+                print(f"  {kind:<15} p50 {1000 * medians[kind]:.1f} ms, p95 "
+                      f"{1000 * nearest_rank(values, 0.95):.1f} ms")  # fmt: skip
+            ratio = medians["unknown email"] / medians["wrong password"]
+            print(f"  ratio unknown/wrong p50: {ratio:.2f} (1.00 = indistinguishable)")
         finally:
             for server in servers:
                 stop_server(server)

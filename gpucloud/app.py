@@ -64,7 +64,7 @@ class GraphQLView(GraphQL[AppContext, None]):
             found = await res.authenticator.http(request)
             context.principal = found.principal
             context.via_cookie, context.csrf_ok = found.via_cookie, found.csrf_ok
-            context.credential_rejected = found.rejected
+            context.credential_refusal = found.rejected
             context.cookies = ResponseCookies(response, res.authenticator.cookies, res.settings)
         return context
 

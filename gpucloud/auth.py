@@ -18,6 +18,7 @@ from starlette.responses import Response
 from strawberry.http.websocket_origin import normalize_origin
 
 from domain.identity import auth, secrets
+from domain.identity.errors import Refusal
 from domain.identity.kit import AuthKit, SignedIn
 from domain.identity.principal import ANONYMOUS, Principal
 from gpucloud.principal_cache import PrincipalCache
@@ -46,7 +47,7 @@ class Authenticated:
     principal: Principal = ANONYMOUS
     via_cookie: bool = False
     csrf_ok: bool = False
-    rejected: bool = False  # a credential was presented and refused
+    rejected: Refusal | None = None  # a credential was presented and refused: why
     secret: str | None = None
     kind: str | None = None  # "token" or "session": how to check the secret again later
 
@@ -95,7 +96,7 @@ class Authenticator:
             if (found := normalize_origin(origin)) is not None
         }
 
-    async def _principal(self, secret: str, kind: str) -> Principal | None:
+    async def _principal(self, secret: str, kind: str) -> Principal | Refusal:
         key = secrets.hash_secret(secret)
         cached = self.cache.get(key)
         if cached is not None:
@@ -105,15 +106,15 @@ class Authenticator:
         pending = self._inflight.get(key)
         if pending is not None:
             shared = await asyncio.shield(pending)
-            if shared is None or isinstance(shared, Principal):
+            if isinstance(shared, (Principal, Refusal)):
                 return shared
             return await self._principal(secret, kind)  # stale: one of us looks up again
-        leader: asyncio.Future[Principal | object | None] = (
+        leader: asyncio.Future[Principal | Refusal | object] = (
             asyncio.get_running_loop().create_future()
         )
         self._inflight[key] = leader
         generation = self.cache.generation
-        result: Principal | object | None = _RETRY
+        result: Principal | Refusal | object = _RETRY
         try:
             found = await self._lookup(secret, kind, key, generation)
             # Shared only if no identity change arrived meanwhile (the answer may be stale).
@@ -125,22 +126,22 @@ class Authenticator:
 
     async def _lookup(
         self, secret: str, kind: str, key: bytes, generation: int
-    ) -> Principal | None:
+    ) -> Principal | Refusal:
         if kind == "token":
             found = await auth.authenticate_token(self.uow(), secret)
         else:
             found = await auth.authenticate_session(self.uow(), self.kit, secret)
-        if found is not None:
+        if isinstance(found, Principal):  # refusals are not cached: they are rare and cheap
             self.cache.put(key, found, generation)
         return found
 
     async def bearer(self, value: str) -> Authenticated:
         scheme, _, secret = value.strip().partition(" ")
-        found = None
-        if scheme.lower() == "bearer" and secret.strip():
-            found = await self._principal(secret.strip(), "token")
-        if found is None:
-            return Authenticated(rejected=True)
+        if scheme.lower() != "bearer" or not secret.strip():
+            return Authenticated(rejected=Refusal.INVALID)
+        found = await self._principal(secret.strip(), "token")
+        if isinstance(found, Refusal):
+            return Authenticated(rejected=found)
         return Authenticated(found, secret=secret.strip(), kind="token")
 
     async def http(self, conn: HTTPConnection) -> Authenticated:
@@ -161,8 +162,8 @@ class Authenticator:
         if not secret:
             return Authenticated()
         found = await self._principal(secret, "session")
-        if found is None:
-            return Authenticated(rejected=True)
+        if isinstance(found, Refusal):
+            return Authenticated(rejected=found)
         sent = conn.headers.get(CSRF_HEADER, "")
         csrf_ok = (
             bool(sent)
@@ -191,10 +192,10 @@ class Authenticator:
             return await self.bearer(value)
         secret = conn.cookies.get(self.cookies.session)
         if not secret or not self.origin_allowed(conn):
-            return Authenticated(rejected=bool(secret))
+            return Authenticated(rejected=Refusal.INVALID if secret else None)
         found = await self._principal(secret, "session")
-        if found is None:
-            return Authenticated(rejected=True)
+        if isinstance(found, Refusal):
+            return Authenticated(rejected=found)
         return Authenticated(found, secret=secret, kind="session")
 
     async def still_valid(self, found: Authenticated) -> bool:
@@ -202,4 +203,4 @@ class Authenticator:
         expired or suspended); cheap, through the principal cache."""
         if found.secret is None or found.kind is None:
             return False
-        return await self._principal(found.secret, found.kind) is not None
+        return isinstance(await self._principal(found.secret, found.kind), Principal)

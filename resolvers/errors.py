@@ -11,6 +11,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
 from domain.errors import DomainError, ServiceUnavailable
+from domain.identity.errors import AccessDenied
 
 log = structlog.get_logger("gpucloud.graphql")
 
@@ -30,6 +31,8 @@ def shape_error(error: GraphQLError) -> GraphQLError:
     if isinstance(original, DomainError):
         problem = original.problems[0]
         extensions: dict[str, object] = {"code": str(problem.code), "field": problem.field}
+        if isinstance(original, AccessDenied) and original.reason is not None:
+            extensions["reason"] = str(original.reason)
         if isinstance(original, ServiceUnavailable):
             extensions["requestId"] = _request_id()
         return _copy(error, problem.message, extensions)

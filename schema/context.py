@@ -11,6 +11,7 @@ from strawberry.dataloader import DataLoader
 from domain.audit.records import AuditEvent, RequestMeta
 from domain.catalog.sku import Sku
 from domain.identity.accounts import User
+from domain.identity.errors import Refusal
 from domain.identity.kit import AuthKit, SignedIn
 from domain.identity.principal import ANONYMOUS, Principal
 from domain.identity.tokens import ApiToken
@@ -47,7 +48,8 @@ class AppContext:
     cookies: SessionCookies | None = None
     via_cookie: bool = False  # authenticated by session cookie: mutations need the CSRF header
     csrf_ok: bool = False
-    credential_rejected: bool = False  # a credential was sent but is invalid, expired or revoked
+    # A credential was sent but refused, and why (INVALID, EXPIRED, REVOKED, SUSPENDED).
+    credential_refusal: Refusal | None = None
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
     # For long-lived websocket operations: does the connection's credential still stand?
     still_authorized: Callable[[], Awaitable[bool]] | None = None

@@ -26,11 +26,12 @@ class Access(BasePermission):
         try:
             check_access(principal, self.requirement)
         except AccessDenied as denied:
-            rejected = getattr(info.context, "credential_rejected", False)
-            if denied.code is AccessCode.UNAUTHENTICATED and rejected:
+            refusal = getattr(info.context, "credential_refusal", None)
+            if denied.code is AccessCode.UNAUTHENTICATED and refusal is not None:
                 raise AccessDenied(
                     AccessCode.UNAUTHENTICATED,
                     "The credential sent is invalid, expired or revoked; sign in again.",
+                    reason=refusal,  # extensions.reason: which of those, for its holder
                 ) from None
             raise
         return True

@@ -19,7 +19,7 @@ from domain.identity.accounts import (
     check_password,
     normalize_email,
 )
-from domain.identity.errors import AccountErrorCode
+from domain.identity.errors import AccountErrorCode, Refusal
 from domain.identity.kit import AuthKit, SignedIn, credentials_changed
 from domain.identity.principal import ANONYMOUS, Principal
 from domain.identity.scopes import Role
@@ -277,19 +277,23 @@ async def change_password(uow: UnitOfWork, kit: AuthKit, principal: Principal, c
 
 
 async def authenticate_session(uow: UnitOfWork, kit: AuthKit, secret: str,
-                               now: datetime | None = None) -> Principal | None:  # fmt: skip
-    """The principal a session cookie stands for, or None when it is unknown, revoked, idle
-    too long, past its absolute expiry, or its account is suspended."""
+                               now: datetime | None = None) -> Principal | Refusal:  # fmt: skip
+    """The principal a session cookie stands for, or why not: unknown, revoked (logged out),
+    expired (idle too long or past its absolute expiry), or its account is suspended."""
     if not secret.startswith(secrets.SESSION_PREFIX):
-        return None
+        return Refusal.INVALID
     now = now or _now()
     async with uow:
         found = await uow.sessions.find(secrets.hash_secret(secret))
         if found is None:
-            return None
+            return Refusal.INVALID
         session, user = found
-        if not session.live(now, kit.sessions) or not user.active:
-            return None
+        if session.revoked_at is not None:
+            return Refusal.REVOKED
+        if not session.live(now, kit.sessions):
+            return Refusal.EXPIRED
+        if not user.active:
+            return Refusal.SUSPENDED
         if now - session.last_seen_at >= kit.sessions.touch_every:
             await uow.sessions.touch(session.id, now)
             session = replace(session, last_seen_at=now)
@@ -299,18 +303,23 @@ async def authenticate_session(uow: UnitOfWork, kit: AuthKit, secret: str,
 
 
 async def authenticate_token(uow: UnitOfWork, secret: str, now: datetime | None = None,
-                             touch_every_seconds: float = 60.0) -> Principal | None:  # fmt: skip
-    """The principal an API token stands for; records when it was last used (to the minute)."""
+                             touch_every_seconds: float = 60.0) -> Principal | Refusal:  # fmt: skip
+    """The principal an API token stands for, or why not; records when it was last used (to
+    the minute)."""
     if not secret.startswith(secrets.TOKEN_PREFIX):
-        return None
+        return Refusal.INVALID
     now = now or _now()
     async with uow:
         found = await uow.api_tokens.find(secrets.hash_secret(secret))
         if found is None:
-            return None
+            return Refusal.INVALID
         token, user = found
-        if token.revoked_at is not None or now >= token.expires_at or not user.active:
-            return None
+        if token.revoked_at is not None:
+            return Refusal.REVOKED
+        if now >= token.expires_at:
+            return Refusal.EXPIRED
+        if not user.active:
+            return Refusal.SUSPENDED
         last = token.last_used_at
         if last is None or (now - last).total_seconds() >= touch_every_seconds:
             await uow.api_tokens.touch(token.id, now)

@@ -38,9 +38,20 @@ class AccessCode(StrEnum):
     CSRF_FAILED = "CSRF_FAILED"
 
 
+class Refusal(StrEnum):
+    """Why a presented credential did not authenticate. Told only to whoever presented it: a
+    guessed secret is INVALID, and only the holder of a real one learns more."""
+
+    INVALID = "INVALID"
+    EXPIRED = "EXPIRED"
+    REVOKED = "REVOKED"
+    SUSPENDED = "SUSPENDED"
+
+
 class AccessDenied(DomainError):
-    def __init__(self, code: AccessCode, message: str) -> None:
+    def __init__(self, code: AccessCode, message: str, reason: Refusal | None = None) -> None:
         self.code = code
+        self.reason = reason
         super().__init__(Problem(code, message))
 
 
