@@ -21,7 +21,7 @@ from domain.identity.accounts import (
 )
 from domain.identity.errors import AccountErrorCode, Refusal
 from domain.identity.kit import AuthKit, SignedIn, credentials_changed
-from domain.identity.principal import ANONYMOUS, Principal
+from domain.identity.principal import ANONYMOUS, Principal, PrincipalKind
 from domain.identity.scopes import Role
 from domain.ports import PasswordHasher, UnitOfWork
 
@@ -43,7 +43,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _start_session(uow: UnitOfWork, kit: AuthKit, user: User, meta: RequestMeta,
+async def start_session(uow: UnitOfWork, kit: AuthKit, user: User, meta: RequestMeta,
                          now: datetime) -> SignedIn:  # fmt: skip
     secret = secrets.new_secret(secrets.SESSION_PREFIX)
     expires = now + kit.sessions.absolute
@@ -52,9 +52,9 @@ async def _start_session(uow: UnitOfWork, kit: AuthKit, user: User, meta: Reques
     return SignedIn(user, session.id, secret, secrets.csrf_token_for(secret), expires)
 
 
-def _as(user: User) -> Principal:
+def acting_as(user: User) -> Principal:
     """The actor of an audit row written while a user signs in (no session exists yet)."""
-    return Principal.for_session(user.id, user.role, 0, _now())
+    return Principal(PrincipalKind.SESSION, user.id, user.role)
 
 
 async def create_user(
@@ -96,10 +96,15 @@ async def sign_up(uow: UnitOfWork, kit: AuthKit, email: str, password: str,
     now = _now()
     async with uow:
         user = await uow.users.add(clean, hashed, Role.USER)  # unique index decides races
-        signed_in = await _start_session(uow, kit, user, meta, now)
+        signed_in = await start_session(uow, kit, user, meta, now)
         await uow.audit.append(
             audit(
-                _as(user), meta, "auth.signup", ("user", user.id), after=user.public_view(), now=now
+                acting_as(user),
+                meta,
+                "auth.signup",
+                ("user", user.id),
+                after=user.public_view(),
+                now=now,
             )
         )
         await uow.commit()
@@ -180,10 +185,10 @@ async def log_in(uow: UnitOfWork, kit: AuthKit, email: str, password: str, meta:
             await uow.sessions.revoke(replacing_session, now)
             # Cached principals of the rotated-away session must go, as on logout.
             uow.record(credentials_changed(user.id, "session_rotated"))
-        signed_in = await _start_session(uow, kit, user, meta, now)
+        signed_in = await start_session(uow, kit, user, meta, now)
         await uow.audit.append(
             audit(
-                _as(user),
+                acting_as(user),
                 meta,
                 "auth.login.succeeded",
                 ("user", user.id),
@@ -260,7 +265,7 @@ async def change_password(uow: UnitOfWork, kit: AuthKit, principal: Principal, c
     async with uow:
         user = await uow.users.update(user.id, password_hash=hashed)
         await uow.sessions.revoke_all(user.id, now)
-        signed_in = await _start_session(uow, kit, user, meta, now)
+        signed_in = await start_session(uow, kit, user, meta, now)
         await uow.audit.append(
             audit(
                 principal,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from domain.audit.records import RequestMeta, audit
 from domain.errors import ProblemCollector
 from domain.identity.accounts import User, check_email
-from domain.identity.auth import _as, _start_session
+from domain.identity.auth import acting_as, start_session
 from domain.identity.errors import OidcError, OidcErrorCode
 from domain.identity.kit import AuthKit, SignedIn, credentials_changed
 from domain.identity.principal import ANONYMOUS
@@ -72,7 +72,7 @@ async def sign_in_with_oidc(uow: UnitOfWork, kit: AuthKit, *, issuer: str, subje
                 user = await uow.users.add(clean, None, Role.USER)
                 await uow.audit.append(
                     audit(
-                        _as(user),
+                        acting_as(user),
                         meta,
                         "auth.signup",
                         ("user", user.id),
@@ -83,7 +83,12 @@ async def sign_in_with_oidc(uow: UnitOfWork, kit: AuthKit, *, issuer: str, subje
             await uow.users.link_identity(user.id, issuer, subject)
             await uow.audit.append(
                 audit(
-                    _as(user), meta, "auth.oidc.linked", ("user", user.id), after=identity, now=now
+                    acting_as(user),
+                    meta,
+                    "auth.oidc.linked",
+                    ("user", user.id),
+                    after=identity,
+                    now=now,
                 )
             )
         if not user.active:
@@ -92,10 +97,10 @@ async def sign_in_with_oidc(uow: UnitOfWork, kit: AuthKit, *, issuer: str, subje
         if replacing_session is not None:  # rotate, as a password login does
             await uow.sessions.revoke(replacing_session, now)
             uow.record(credentials_changed(user.id, "session_rotated"))
-        signed_in = await _start_session(uow, kit, user, meta, now)
+        signed_in = await start_session(uow, kit, user, meta, now)
         await uow.audit.append(
             audit(
-                _as(user),
+                acting_as(user),
                 meta,
                 "auth.login.succeeded",
                 ("user", user.id),
