@@ -32,7 +32,8 @@ from typing import Any
 
 from bench import common
 from bench.common import HOST, graphql_body
-from bench.graphql_read import Sample, Server, counted_app, exchange, start_server, stop_server
+from bench.graphql_read import Sample, Server, counted_app, encode, start_server, stop_server
+from bench.graphql_read import drive as drive_into
 
 QUERY = (
     "query AuthBench { skus(first: 20) { edges { node { id name gpuModel "
@@ -67,43 +68,9 @@ class Credentials:
         return {}
 
 
-# --- the load generator (bench/graphql_read.py's, with extra headers) ------------------------
-
-
-def encode(port: int, body: bytes, headers: dict[str, str]) -> bytes:
-    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    head = (
-        f"POST /graphql HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Accept: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
 async def drive(server: Server, request: bytes, seconds: float, concurrency: int) -> Sample:
-    """Closed loop over `concurrency` keep-alive connections for `seconds`."""
     sample = Sample()
-    conns = [await asyncio.open_connection(HOST, server.port) for _ in range(concurrency)]
-    started, cpu0, server_cpu0 = time.perf_counter(), time.process_time(), server.cpu_seconds()
-    deadline = started + seconds
-
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while time.perf_counter() < deadline:
-            sent = time.perf_counter()
-            status, _ = await exchange(reader, writer, request)
-            sample.latencies.append(time.perf_counter() - sent)
-            sample.errors += status != 200
-
-    clients = asyncio.gather(*(client(r, w) for r, w in conns))
-    try:
-        await asyncio.wait_for(clients, seconds + 30)  # bounded even if the server stops answering
-    finally:
-        if clients.done() and not clients.cancelled():
-            clients.exception()  # cancelled by --time-limit: retrieved, so asyncio does not log it
-        for _, writer in conns:
-            writer.close()
-    sample.seconds = time.perf_counter() - started
-    sample.generator_cpu = time.process_time() - cpu0
-    sample.server_cpu = server.cpu_seconds() - server_cpu0
+    await drive_into(server, request, seconds, concurrency, sample)
     return sample
 
 
@@ -241,30 +208,6 @@ async def check(servers: list[Server], creds: Credentials) -> bool:
     return ok
 
 
-async def asgi_post(app: Any, body: bytes, headers: dict[str, str]) -> None:
-    """One request straight into the ASGI app: no HTTP client, no sockets in the timing."""
-    raw = [(b"host", b"bench"), (b"content-type", b"application/json"),
-           (b"content-length", str(len(body)).encode())]  # fmt: skip
-    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/graphql", "raw_path": b"/graphql", "query_string": b"",
-        "root_path": "", "client": (HOST, 40000), "server": (HOST, 80), "headers": raw,
-    }  # fmt: skip
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop() if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        status = message.get("status", status)
-
-    await app(scope, receive, send)
-    assert status == 200, status
-
-
 async def interleaved_ms(
     app: Any, body: bytes, creds: Credentials, batches: int, size: int
 ) -> dict[str, float]:
@@ -273,7 +216,7 @@ async def interleaved_ms(
     all of them alike and the minimum is each one's undisturbed cost."""
     for variant in VARIANTS:
         for _ in range(20):
-            await asgi_post(app, body, creds.headers(variant))
+            await common.asgi_post(app, body, creds.headers(variant))
     best = dict.fromkeys(VARIANTS, float("inf"))
     for batch in range(batches):
         shift = batch % len(VARIANTS)
@@ -281,7 +224,7 @@ async def interleaved_ms(
             headers = creds.headers(variant)
             started = time.perf_counter()
             for _ in range(size):
-                await asgi_post(app, body, headers)
+                await common.asgi_post(app, body, headers)
             best[variant] = min(best[variant], (time.perf_counter() - started) / size)
     return {v: 1000 * t for v, t in best.items()}
 

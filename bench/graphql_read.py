@@ -104,10 +104,11 @@ def stop_server(server: Server) -> None:
 # with the server and PostgreSQL for CPU, so it must cost as little per request as possible.
 
 
-def encode(port: int, body: bytes) -> bytes:
+def encode(port: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST /graphql HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Accept: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -147,11 +148,11 @@ class Sample:
 
 
 async def drive(
-    server: Server, body: bytes, seconds: float, concurrency: int, sample: Sample
+    server: Server, request: bytes, seconds: float, concurrency: int, sample: Sample
 ) -> None:
-    """Closed loop: `concurrency` keep-alive connections, each sending its next request as soon
-    as the previous answer is in, until `seconds` have passed; adds what it saw to `sample`."""
-    request = encode(server.port, body)
+    """Closed loop: `concurrency` keep-alive connections, each sending `request` (from
+    `encode`) as soon as the previous answer is in, until `seconds` have passed; adds what it
+    saw to `sample`."""
     conns = [await asyncio.open_connection(HOST, server.port) for _ in range(concurrency)]
     started, cpu0, server_cpu0 = time.perf_counter(), time.process_time(), server.cpu_seconds()
     deadline = started + seconds
@@ -163,10 +164,12 @@ async def drive(
             sample.latencies.append(time.perf_counter() - sent)
             sample.errors += status != 200
 
+    clients = asyncio.gather(*(client(r, w) for r, w in conns))
     try:
-        # Bounded even if the server stops answering.
-        await asyncio.wait_for(asyncio.gather(*(client(r, w) for r, w in conns)), seconds + 30)
+        await asyncio.wait_for(clients, seconds + 30)  # bounded even if the server stops answering
     finally:
+        if clients.done() and not clients.cancelled():
+            clients.exception()  # cancelled by a time limit: retrieved, so asyncio does not log it
         for _, writer in conns:
             writer.close()
     sample.seconds += time.perf_counter() - started
@@ -323,9 +326,10 @@ async def run(args: argparse.Namespace) -> int:
             results = {s.name: Sample() for s in servers}
             for round_no in range(args.rounds):
                 for server in servers if round_no % 2 == 0 else servers[::-1]:
-                    await drive(server, body, args.warmup, args.concurrency, Sample())
+                    request = encode(server.port, body)
+                    await drive(server, request, args.warmup, args.concurrency, Sample())
                     seconds = args.duration / args.rounds
-                    await drive(server, body, seconds, args.concurrency, results[server.name])
+                    await drive(server, request, seconds, args.concurrency, results[server.name])
             print_table(results)
             base = results["baseline"].rps or float("nan")
             print(f"ratio {CACHE_ON} / baseline throughput: {results[CACHE_ON].rps / base:.2f} "

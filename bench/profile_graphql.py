@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from bench.common import HOST, QUERY, ROOT, bench_database, graphql_body, run_main, running_app
+from bench.common import QUERY, ROOT, asgi_post, bench_database, graphql_body, run_main, running_app
 
 
 def _package(filename: str) -> str:
@@ -80,29 +80,6 @@ async def _best_ms(once: Callable[[], Awaitable[None]], runs: int) -> float:
     return 1000 * best
 
 
-async def _asgi_post(app: Any, body: bytes) -> None:
-    """One request straight into the ASGI app: no HTTP client in the profile."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/graphql", "raw_path": b"/graphql", "query_string": b"",
-        "root_path": "", "client": (HOST, 40000), "server": (HOST, 80),
-        "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-    }  # fmt: skip
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop() if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        status = message.get("status", status)
-
-    await app(scope, receive, send)
-    assert status == 200, status
-
-
 async def profile(env: dict[str, str], runs: int) -> None:
     from starlette.routing import Route
 
@@ -136,10 +113,10 @@ async def profile(env: dict[str, str], runs: int) -> None:
             await services.list_skus(res.uow(), SkuFilter(), PageRequest(50, None))
 
         async def call_app() -> None:
-            await _asgi_post(app, body)
+            await asgi_post(app, body)
 
         async def call_cached_app() -> None:
-            await _asgi_post(cached_app, body)
+            await asgi_post(cached_app, body)
 
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("ASGI app (middleware + view + execute), cache off", call_app),
