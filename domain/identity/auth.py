@@ -43,13 +43,46 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def start_session(uow: UnitOfWork, kit: AuthKit, user: User, meta: RequestMeta,
+async def _start_session(uow: UnitOfWork, kit: AuthKit, user: User, meta: RequestMeta,
                          now: datetime) -> SignedIn:  # fmt: skip
     secret = secrets.new_secret(secrets.SESSION_PREFIX)
     expires = now + kit.sessions.absolute
     session = await uow.sessions.add(user.id, secrets.hash_secret(secret), expires,
                                      meta.client_ip, meta.user_agent)  # fmt: skip
     return SignedIn(user, session.id, secret, secrets.csrf_token_for(secret), expires)
+
+
+async def login_failed(uow: UnitOfWork, meta: RequestMeta, user: User | None, now: datetime,
+                       **after: object) -> None:  # fmt: skip
+    """Audit a refused login in the caller's transaction and commit it: the refusal is raised
+    afterwards, and its row must stay."""
+    target = None if user is None else ("user", user.id)
+    await uow.audit.append(audit(ANONYMOUS, meta, "auth.login.failed", target, after=after,
+                                 now=now))  # fmt: skip
+    await uow.commit()
+
+
+async def open_session(uow: UnitOfWork, kit: AuthKit, user: User, meta: RequestMeta,
+                       now: datetime, *, replacing_session: int | None,
+                       **detail: object) -> SignedIn:  # fmt: skip
+    """A successful login, in the caller's transaction: end the browser's previous session
+    (rotation), start a new one, audit it. The caller commits."""
+    if replacing_session is not None:
+        await uow.sessions.revoke(replacing_session, now)
+        # Cached principals of the rotated-away session must go, as on logout.
+        uow.record(credentials_changed(user.id, "session_rotated"))
+    signed_in = await _start_session(uow, kit, user, meta, now)
+    await uow.audit.append(
+        audit(
+            acting_as(user),
+            meta,
+            "auth.login.succeeded",
+            ("user", user.id),
+            after={**detail, "sessionId": signed_in.session_id},
+            now=now,
+        )
+    )
+    return signed_in
 
 
 def acting_as(user: User) -> Principal:
@@ -96,7 +129,7 @@ async def sign_up(uow: UnitOfWork, kit: AuthKit, email: str, password: str,
     now = _now()
     async with uow:
         user = await uow.users.add(clean, hashed, Role.USER)  # unique index decides races
-        signed_in = await start_session(uow, kit, user, meta, now)
+        signed_in = await _start_session(uow, kit, user, meta, now)
         await uow.audit.append(
             audit(
                 acting_as(user),
@@ -149,53 +182,23 @@ async def log_in(uow: UnitOfWork, kit: AuthKit, email: str, password: str, meta:
     stored = None if user is None or too_long else user.password_hash
     ok = await kit.hasher.verify(stored, password[:MAX_PASSWORD]) and not too_long
     now = _now()
+    if not ok or user is None:
+        async with uow:
+            await login_failed(uow, meta, user, now, email=clean, reason="credentials")
+        raise InvalidInput(_BAD_CREDENTIALS)
+    await _forgive(kit, clean)
+    if not user.active:
+        async with uow:
+            await login_failed(uow, meta, user, now, email=clean, reason="suspended")
+        raise Conflict(Problem(AccountErrorCode.ACCOUNT_SUSPENDED, "This account is suspended."))
+    rehashed = None
+    if user.password_hash and kit.hasher.needs_rehash(user.password_hash):
+        rehashed = await kit.hasher.hash(password)  # slow: before the transaction
     async with uow:
-        if not ok or user is None:
-            await uow.audit.append(
-                audit(
-                    ANONYMOUS,
-                    meta,
-                    "auth.login.failed",
-                    None if user is None else ("user", user.id),
-                    after={"email": clean, "reason": "credentials"},
-                    now=now,
-                )
-            )
-            await uow.commit()
-            raise InvalidInput(_BAD_CREDENTIALS)
-        await _forgive(kit, clean)
-        if not user.active:
-            await uow.audit.append(
-                audit(
-                    ANONYMOUS,
-                    meta,
-                    "auth.login.failed",
-                    ("user", user.id),
-                    after={"email": clean, "reason": "suspended"},
-                    now=now,
-                )
-            )
-            await uow.commit()
-            raise Conflict(
-                Problem(AccountErrorCode.ACCOUNT_SUSPENDED, "This account is suspended.")
-            )
-        if user.password_hash and kit.hasher.needs_rehash(user.password_hash):
-            user = await uow.users.update(user.id, password_hash=await kit.hasher.hash(password))
-        if replacing_session is not None:
-            await uow.sessions.revoke(replacing_session, now)
-            # Cached principals of the rotated-away session must go, as on logout.
-            uow.record(credentials_changed(user.id, "session_rotated"))
-        signed_in = await start_session(uow, kit, user, meta, now)
-        await uow.audit.append(
-            audit(
-                acting_as(user),
-                meta,
-                "auth.login.succeeded",
-                ("user", user.id),
-                after={"method": "password", "sessionId": signed_in.session_id},
-                now=now,
-            )
-        )
+        if rehashed is not None:
+            user = await uow.users.update(user.id, password_hash=rehashed)
+        signed_in = await open_session(uow, kit, user, meta, now,
+                                       replacing_session=replacing_session, method="password")  # fmt: skip
         await uow.commit()
         return signed_in
 
@@ -265,7 +268,7 @@ async def change_password(uow: UnitOfWork, kit: AuthKit, principal: Principal, c
     async with uow:
         user = await uow.users.update(user.id, password_hash=hashed)
         await uow.sessions.revoke_all(user.id, now)
-        signed_in = await start_session(uow, kit, user, meta, now)
+        signed_in = await _start_session(uow, kit, user, meta, now)
         await uow.audit.append(
             audit(
                 principal,

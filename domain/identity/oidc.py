@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 from domain.audit.records import RequestMeta, audit
 from domain.errors import ProblemCollector
 from domain.identity.accounts import User, check_email
-from domain.identity.auth import acting_as, start_session
+from domain.identity.auth import acting_as, login_failed, open_session
 from domain.identity.errors import OidcError, OidcErrorCode
-from domain.identity.kit import AuthKit, SignedIn, credentials_changed
-from domain.identity.principal import ANONYMOUS
+from domain.identity.kit import AuthKit, SignedIn
 from domain.identity.scopes import Role
 from domain.ports import UnitOfWork
 
@@ -27,17 +26,7 @@ _MESSAGES = {
 
 async def _refuse(uow: UnitOfWork, meta: RequestMeta, code: OidcErrorCode, user: User | None,
                   now: datetime, **detail: str) -> OidcError:  # fmt: skip
-    await uow.audit.append(
-        audit(
-            ANONYMOUS,
-            meta,
-            "auth.login.failed",
-            None if user is None else ("user", user.id),
-            after={"method": "oidc", "reason": str(code), **detail},
-            now=now,
-        )
-    )
-    await uow.commit()
+    await login_failed(uow, meta, user, now, method="oidc", reason=str(code), **detail)
     return OidcError(code, _MESSAGES.get(code, "The sign-in was refused."))
 
 
@@ -94,20 +83,9 @@ async def sign_in_with_oidc(uow: UnitOfWork, kit: AuthKit, *, issuer: str, subje
         if not user.active:
             raise await _refuse(uow, meta, OidcErrorCode.OIDC_ACCOUNT_SUSPENDED, user, now,
                                 **identity)  # fmt: skip
-        if replacing_session is not None:  # rotate, as a password login does
-            await uow.sessions.revoke(replacing_session, now)
-            uow.record(credentials_changed(user.id, "session_rotated"))
-        signed_in = await start_session(uow, kit, user, meta, now)
-        await uow.audit.append(
-            audit(
-                acting_as(user),
-                meta,
-                "auth.login.succeeded",
-                ("user", user.id),
-                after={"method": "oidc", "sessionId": signed_in.session_id, **identity},
-                now=now,
-            )
-        )
+        signed_in = await open_session(uow, kit, user, meta, now,
+                                       replacing_session=replacing_session, method="oidc",
+                                       **identity)  # fmt: skip
         await uow.commit()
         return signed_in
 
@@ -116,8 +94,4 @@ async def oidc_refused(uow: UnitOfWork, meta: RequestMeta, code: OidcErrorCode) 
     """Audit a sign-in that failed before any account was known (bad state, a provider error,
     a forged or tampered ID token)."""
     async with uow:
-        await uow.audit.append(
-            audit(ANONYMOUS, meta, "auth.login.failed", after={"method": "oidc",
-                                                                "reason": str(code)})
-        )  # fmt: skip
-        await uow.commit()
+        await login_failed(uow, meta, None, datetime.now(UTC), method="oidc", reason=str(code))
