@@ -39,7 +39,7 @@ from schema.account import (
 from schema.audit import AuditEvent, AuditEventConnection
 from schema.catalog import CatalogChange, Sku, SkuConnection, SkuResult
 from schema.errors import SkuError
-from schema.permissions import describe, guarded
+from schema.permissions import declared
 from schema.relay import Node
 
 ACCOUNT_READ = Requirement(Scope.ACCOUNT_READ)
@@ -50,19 +50,11 @@ ADMIN_WRITE = Requirement(Scope.ADMIN_WRITE, admin=True)
 
 
 def field(resolver: Any, requirement: Requirement, description: str) -> Any:
-    return strawberry.field(
-        resolver=resolver,
-        description=describe(description, requirement),
-        extensions=guarded(requirement),
-    )
+    return strawberry.field(resolver=resolver, **declared(requirement, description))
 
 
 def mutation(resolver: Any, requirement: Requirement, description: str) -> Any:
-    return strawberry.mutation(
-        resolver=resolver,
-        description=describe(description, requirement),
-        extensions=guarded(requirement),
-    )
+    return strawberry.mutation(resolver=resolver, **declared(requirement, description))
 
 
 @strawberry.type
@@ -125,8 +117,7 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(  # type: ignore[untyped-decorator]
-        description=describe("SKUs added or retired, as they happen.", SIGNED_IN),
-        extensions=guarded(SIGNED_IN),
+        **declared(SIGNED_IN, "SKUs added or retired, as they happen."),
     )
     async def catalog_changed(self, info: strawberry.Info) -> AsyncGenerator[CatalogChange, None]:
         async for change in catalog.catalog_changed(info):

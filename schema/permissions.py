@@ -1,6 +1,6 @@
 """Access declared on fields: one permission class, one check (domain.identity.principal).
 
-Every root field states its requirement with `guarded(...)`, public ones included, so a test
+Every root field states its requirement with `declared(...)`, public ones included, so a test
 can walk the schema and prove each is enforced, and the requirement is appended to the field's
 description for clients who learn the API by introspection.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from strawberry import Info
-from strawberry.extensions.field_extension import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 
 from domain.identity.errors import AccessCode, AccessDenied
@@ -37,12 +36,15 @@ class Access(BasePermission):
         return True
 
 
-def guarded(requirement: Requirement) -> list[FieldExtension]:
-    return [PermissionExtension(permissions=[Access(requirement)], use_directives=False)]
-
-
-def describe(text: str, requirement: Requirement) -> str:
-    return f"{text} {requirement.summary}"
+def declared(requirement: Requirement, description: str) -> dict[str, Any]:
+    """Keyword arguments for `strawberry.field`, `.mutation` or `.subscription`: the permission
+    that enforces `requirement`, and a description that states it."""
+    return {
+        "description": f"{description} {requirement.summary}",
+        "extensions": [
+            PermissionExtension(permissions=[Access(requirement)], use_directives=False)
+        ],
+    }
 
 
 def requirement_of(extensions: list[Any]) -> Requirement | None:
