@@ -13,33 +13,26 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import structlog
-
 from domain.identity.principal import Principal
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass
 class PrincipalCache:
     ttl: float = 5.0
     maxsize: int = 10_000
-    live_epoch: object = None  # callable returning the event stream's epoch, or None if down
+    # The event stream's epoch, or None while it is down (then nothing is cached).
+    live_epoch: Callable[[], int | None] = lambda: None
     generation: int = 0
     stats: dict[str, int] = field(default_factory=lambda: {"hit": 0, "miss": 0})
-    _entries: OrderedDict[bytes, tuple[Principal, float, object]] = field(
-        default_factory=OrderedDict
-    )
-
-    def _epoch(self) -> object:
-        return None if self.live_epoch is None else self.live_epoch()  # type: ignore[operator]
+    _entries: OrderedDict[bytes, tuple[Principal, float, int]] = field(default_factory=OrderedDict)
 
     def get(self, key: bytes) -> Principal | None:
         entry = self._entries.get(key)
-        if entry is None or entry[1] < time.monotonic() or entry[2] != self._epoch():
+        if entry is None or entry[1] < time.monotonic() or entry[2] != self.live_epoch():
             if entry is not None:
                 del self._entries[key]
             self.stats["miss"] += 1
@@ -48,7 +41,7 @@ class PrincipalCache:
         return entry[0]
 
     def put(self, key: bytes, principal: Principal, generation: int) -> None:
-        epoch = self._epoch()
+        epoch = self.live_epoch()
         if epoch is None or generation != self.generation or self.ttl <= 0:
             return  # an identity change arrived while we looked it up: do not keep it
         deadline = time.monotonic() + self.ttl

@@ -283,7 +283,6 @@ def load_settings(
         oidc_client_id=r.get("GPUCLOUD_OIDC_CLIENT_ID", "", str),
         oidc_client_secret=r.get("GPUCLOUD_OIDC_CLIENT_SECRET", "", str, secret=True),
     )
-    port = settings.port
     public = r.get(
         "GPUCLOUD_PUBLIC_URL", "", _origin_url, what="an origin like https://gpu.example.com"
     )
@@ -295,5 +294,5 @@ def load_settings(
     if r.problems:
         raise SettingsError(r.problems)
     # Where browsers reach us: the OIDC callback and the default allowed websocket origin.
-    public = public or f"http://{settings.host}:{port}"
+    public = public or f"http://{settings.host}:{settings.port}"
     return replace(settings, public_url=public)
