@@ -20,11 +20,10 @@ from strawberry.http.websocket_origin import normalize_origin
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
-from domain.audit.records import RequestMeta
 from domain.catalog.services import CATALOG_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
 from gpucloud import health, oidc_routes
-from gpucloud.auth import ResponseCookies
+from gpucloud.auth import ResponseCookies, request_meta
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import Resources
 from infra.metrics import Metrics
@@ -45,18 +44,13 @@ class GraphQLView(GraphQL[AppContext, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> AppContext:
         res: Resources = request.app.state.resources
         request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
-        client = request.client
         context = AppContext(
             request_id=request_id,
             uow=res.uow,
             events=res.hub,
             loaders=make_loaders(res.uow),
             auth=res.kit,
-            meta=RequestMeta(
-                request_id=request_id,
-                client_ip=None if client is None else client.host,
-                user_agent=request.headers.get("user-agent"),
-            ),
+            meta=request_meta(request, request_id),
             request=request,
             response=response,
         )

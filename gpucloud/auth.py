@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from strawberry.http.websocket_origin import normalize_origin
 
+from domain.audit.records import RequestMeta
 from domain.identity import auth, secrets
 from domain.identity.errors import Refusal
 from domain.identity.kit import AuthKit, SignedIn
@@ -27,6 +28,16 @@ from infra.settings import Settings
 
 CSRF_HEADER = "x-csrf-token"
 _RETRY = object()  # a shared lookup that waiters must not trust: they look up for themselves
+
+
+def request_meta(conn: HTTPConnection, request_id: str | None) -> RequestMeta:
+    """Where a request came from, as audit rows record it."""
+    client = conn.client
+    return RequestMeta(
+        request_id=request_id,
+        client_ip=None if client is None else client.host,
+        user_agent=conn.headers.get("user-agent"),
+    )
 
 
 @dataclass(frozen=True)

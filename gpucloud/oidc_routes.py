@@ -22,7 +22,7 @@ from domain.identity.auth import RateLimited
 from domain.identity.errors import OidcError, OidcErrorCode
 from domain.identity.oidc import oidc_refused, sign_in_with_oidc
 from domain.identity.secrets import same
-from gpucloud.auth import ResponseCookies
+from gpucloud.auth import ResponseCookies, request_meta
 from gpucloud.resources import Resources
 
 log = structlog.get_logger(__name__)
@@ -52,12 +52,7 @@ def _key(res: Resources, state: str) -> str:
 
 
 def _meta(request: Request) -> RequestMeta:
-    client = request.client
-    return RequestMeta(
-        request_id=request.scope.get("state", {}).get("request_id"),
-        client_ip=None if client is None else client.host,
-        user_agent=request.headers.get("user-agent"),
-    )
+    return request_meta(request, request.scope.get("state", {}).get("request_id"))
 
 
 async def _rate_limited(res: Resources, meta: RequestMeta) -> Response | None:

@@ -24,8 +24,8 @@ class CsrfGuard(SchemaExtension):
         context = ctx.context
         if (
             ctx.operation_type is OperationType.MUTATION
-            and getattr(context, "via_cookie", False)
-            and not getattr(context, "csrf_ok", False)
+            and context.via_cookie
+            and not context.csrf_ok
         ):
             log.warning("auth.csrf_refused", operation=ctx.operation_name)
             ctx.result = ExecutionResult(

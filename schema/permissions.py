@@ -25,7 +25,7 @@ class Access(BasePermission):
         try:
             check_access(principal, self.requirement)
         except AccessDenied as denied:
-            refusal = getattr(info.context, "credential_refusal", None)
+            refusal = info.context.credential_refusal
             if denied.code is AccessCode.UNAUTHENTICATED and refusal is not None:
                 raise AccessDenied(
                     AccessCode.UNAUTHENTICATED,
