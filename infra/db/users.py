@@ -20,14 +20,15 @@ from infra.db.paging import keyset_page
 from infra.db.tables import user_identities, users
 
 
-def to_user(row: Any) -> User:
+def to_user(row: Any, prefix: str = "") -> User:
+    m = row._mapping
     return User(
-        id=row.id,
-        email=row.email,
-        role=Role(row.role),
-        status=AccountStatus(row.status),
-        created_at=row.created_at,
-        password_hash=row.password_hash,
+        id=m[prefix + "id"],
+        email=m[prefix + "email"],
+        role=Role(m[prefix + "role"]),
+        status=AccountStatus(m[prefix + "status"]),
+        created_at=m[prefix + "created_at"],
+        password_hash=m[prefix + "password_hash"],
     )
 
 
@@ -36,14 +37,7 @@ JOINED_USER = [c.label(f"u_{c.name}") for c in users.c]
 
 
 def joined_user(row: Any) -> User:
-    return User(
-        id=row.u_id,
-        email=row.u_email,
-        role=Role(row.u_role),
-        status=AccountStatus(row.u_status),
-        created_at=row.u_created_at,
-        password_hash=row.u_password_hash,
-    )
+    return to_user(row, "u_")
 
 
 class SqlUserRepository:
