@@ -13,6 +13,7 @@ from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus,
 from domain.errors import NotFound, Problem
 from domain.money import Money
 from domain.pagination import Page, PageRequest
+from infra.db.paging import keyset_page
 from infra.db.tables import skus
 
 
@@ -77,22 +78,14 @@ class SqlSkuRepository:
         return None if row is None else _to_sku(row)
 
     async def list(self, sku_filter: SkuFilter, page: PageRequest) -> Page[Sku]:
-        stmt = select(skus).order_by(skus.c.id).limit(page.first + 1)
+        stmt = select(skus)
         if sku_filter.status is not None:
             stmt = stmt.where(skus.c.status == sku_filter.status.value)
         if sku_filter.gpu_model is not None:
             stmt = stmt.where(skus.c.gpu_model == sku_filter.gpu_model.strip().upper())
         if sku_filter.region is not None:
             stmt = stmt.where(skus.c.region == sku_filter.region)
-        if page.after_key is not None:
-            stmt = stmt.where(skus.c.id > page.after_key)
-        rows = (await self._conn.execute(stmt)).all()
-        items = [(row.id, _to_sku(row)) for row in rows[: page.first]]
-        return Page(
-            items,
-            has_next_page=len(rows) > page.first,
-            has_previous_page=page.after_key is not None,
-        )
+        return await keyset_page(self._conn, stmt, skus.c.id, page, _to_sku)
 
     async def set_status(self, sku_id: int, status: SkuStatus) -> Sku:
         retired_at = func.now() if status is SkuStatus.RETIRED else None
