@@ -25,7 +25,7 @@ from domain.identity.kit import IDENTITY_TOPIC
 from gpucloud import health, oidc_routes
 from gpucloud.auth import ResponseCookies, request_meta
 from gpucloud.middleware import RequestContext
-from gpucloud.resources import Resources
+from gpucloud.resources import OIDC_CALLBACK_PATH, Resources
 from infra.metrics import Metrics
 from infra.settings import Settings
 from resolvers.errors import shape_error
@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/auth/oidc/login", oidc_routes.login, methods=["GET"]),
-            Route(oidc_routes.CALLBACK_PATH, oidc_routes.callback, methods=["GET"]),
+            Route(OIDC_CALLBACK_PATH, oidc_routes.callback, methods=["GET"]),
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
             Route("/metrics", health.metrics),

@@ -29,7 +29,6 @@ log = structlog.get_logger(__name__)
 
 STATE_TTL_SECONDS = 600
 BINDER_COOKIE = "gpucloud_oidc"
-CALLBACK_PATH = "/auth/oidc/callback"
 _AUDITED_HERE = frozenset(
     {OidcErrorCode.OIDC_STATE_INVALID, OidcErrorCode.OIDC_PROVIDER_ERROR,
      OidcErrorCode.OIDC_TOKEN_INVALID}

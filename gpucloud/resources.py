@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis.asyncio as aioredis
@@ -50,6 +50,9 @@ def password_hasher(settings: Settings) -> Argon2Hasher:
     )
 
 
+OIDC_CALLBACK_PATH = "/auth/oidc/callback"  # registered with the provider under PUBLIC_URL
+
+
 @dataclass
 class Resources:
     settings: Settings
@@ -59,8 +62,23 @@ class Resources:
     metrics: Metrics
     principals: PrincipalCache
     kit: AuthKit
-    authenticator: Authenticator
-    oidc: OidcClient | None = None
+    authenticator: Authenticator = field(init=False)
+    oidc: OidcClient | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.authenticator = Authenticator(
+            self.kit, self.uow, self.principals, self.settings, self.metrics
+        )
+        self.metrics.state.principal_cache_stats = self.principals.stats
+        if self.settings.oidc_enabled:  # no I/O here: discovery happens at the first sign-in
+            self.oidc = OidcClient(
+                OidcConfig(
+                    issuer=self.settings.oidc_issuer,
+                    client_id=self.settings.oidc_client_id,
+                    client_secret=self.settings.oidc_client_secret,
+                    redirect_uri=self.settings.public_url + OIDC_CALLBACK_PATH,
+                )
+            )
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, on_commit=self._committed)
@@ -88,19 +106,7 @@ class Resources:
         # takes exactly as long as the others.
         await hasher.verify(None, "")
         kit = auth_kit(settings, RedisRateLimiter(client, settings.redis_namespace), hasher)
-        resources = cls(settings, engine, client, hub, metrics, principals, kit, None)  # type: ignore[arg-type]
-        resources.authenticator = Authenticator(kit, resources.uow, principals, settings, metrics)
-        metrics.state.principal_cache_stats = principals.stats
-        if settings.oidc_enabled:  # no I/O here: discovery happens at the first sign-in
-            resources.oidc = OidcClient(
-                OidcConfig(
-                    issuer=settings.oidc_issuer,
-                    client_id=settings.oidc_client_id,
-                    client_secret=settings.oidc_client_secret,
-                    redirect_uri=f"{settings.public_url}/auth/oidc/callback",
-                )
-            )
-        return resources
+        return cls(settings, engine, client, hub, metrics, principals, kit)
 
     async def close(self) -> None:
         if self.oidc is not None:
