@@ -16,6 +16,13 @@ from domain.identity.accounts import AccountStatus, User
 from domain.identity.scopes import Role
 from domain.identity.sessions import Session
 from domain.identity.tokens import ApiToken, TokenSpec
+from domain.payments.gateway import (
+    GatewayBalanceTransaction,
+    GatewayCheckout,
+    GatewayEvent,
+    GatewayIntent,
+    GatewayRefund,
+)
 from domain.pagination import Page, PageRequest
 
 
@@ -177,3 +184,40 @@ class EventStream(Protocol):
     def subscribe(
         self, topic: str
     ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
+
+
+class PaymentGateway(Protocol):
+    """Stripe, as the domain needs it. Every POST carries an idempotency key of ours, so a retry
+    after a timeout cannot do a thing twice. Failures raise `GatewayUnavailable` (outcome
+    unknown) or `GatewayRejected` (not done)."""
+
+    async def create_payment_intent(
+        self, amount: int, currency: str, *, idempotency_key: str, metadata: dict[str, str]
+    ) -> GatewayIntent: ...
+
+    async def create_checkout_session(
+        self, amount: int, currency: str, *, idempotency_key: str, metadata: dict[str, str],
+        success_url: str, cancel_url: str,
+    ) -> GatewayCheckout: ...  # fmt: skip
+
+    async def retrieve_payment_intent(self, intent_id: str) -> GatewayIntent: ...
+
+    async def create_refund(
+        self, payment_intent: str, amount: int, *, idempotency_key: str, metadata: dict[str, str]
+    ) -> GatewayRefund: ...
+
+    async def find_refund(self, payment_intent: str, refund_ref: str) -> GatewayRefund | None:
+        """The refund of `payment_intent` whose metadata `gpucloud_refund` is `refund_ref`."""
+        ...
+
+    async def retrieve_refund(self, refund_id: str) -> GatewayRefund: ...
+
+    async def payment_intents_since(self, since: datetime) -> Sequence[GatewayIntent]: ...
+
+    async def refunds_since(self, since: datetime) -> Sequence[GatewayRefund]: ...
+
+    async def balance_transactions_since(
+        self, since: datetime
+    ) -> Sequence[GatewayBalanceTransaction]: ...
+
+    async def events_since(self, since: datetime) -> Sequence[GatewayEvent]: ...
