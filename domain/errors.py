@@ -64,3 +64,8 @@ class ServiceUnavailable(DomainError):
         super().__init__(
             Problem("SERVICE_UNAVAILABLE", f"The {service} is unavailable; try again shortly.")
         )
+
+
+class Contention(Exception):
+    """The database gave up on a transaction because of a concurrent one (deadlock or
+    serialization failure). Nothing was committed; the whole transaction may be run again."""

@@ -12,10 +12,15 @@ from typing import Any, Protocol, Self
 from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.catalog.sku import Sku, SkuFilter, SkuSpec, SkuStatus
 from domain.events import DomainEvent
+from domain.idempotency import IdempotencyRecord
 from domain.identity.accounts import AccountStatus, User
 from domain.identity.scopes import Role
 from domain.identity.sessions import Session
 from domain.identity.tokens import ApiToken, TokenSpec
+from domain.ledger.accounts import Account, AccountKey, Balance
+from domain.ledger.holds import Hold
+from domain.ledger.transfers import Entry, Transfer, TransferCode, TransferSpec
+from domain.pagination import Page, PageRequest
 from domain.payments.gateway import (
     GatewayBalanceTransaction,
     GatewayCheckout,
@@ -23,7 +28,6 @@ from domain.payments.gateway import (
     GatewayIntent,
     GatewayRefund,
 )
-from domain.pagination import Page, PageRequest
 
 
 class SkuRepository(Protocol):
@@ -148,6 +152,105 @@ class RateLimiter(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class NewHold:
+    wallet_id: int
+    counterparty_id: int
+    currency: str
+    amount: int
+    code: TransferCode
+    reference: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerCheck:
+    """What `verify` found: each item names an account or transfer that is wrong."""
+
+    accounts_checked: int
+    transfers_checked: int
+    problems: list[str]
+
+
+@dataclass(frozen=True)
+class MonthTotal:
+    """Posted movements of one wallet in one month, summed by flow and reference."""
+
+    month: str  # YYYY-MM
+    currency: str
+    code: TransferCode
+    reference: str | None
+    amount: int  # signed from the wallet's side: credits positive
+
+
+class LedgerRepository(Protocol):
+    async def accounts(self, keys: Sequence[AccountKey]) -> dict[AccountKey, Account]:
+        """The accounts, created on first use (with their balance rows)."""
+        ...
+
+    async def find_account(self, key: AccountKey) -> Account | None: ...
+
+    async def accounts_by_id(self, account_ids: Sequence[int]) -> dict[int, Account]: ...
+
+    async def wallets_of(self, user_id: int) -> Sequence[Account]: ...
+
+    async def lock_guarded(self, account_ids: Sequence[int]) -> dict[int, Balance]:
+        """Lock, in ascending id order, the balances of those accounts that may not be
+        overdrawn, and return them; the others are not locked and not returned."""
+        ...
+
+    async def balances(self, account_ids: Sequence[int]) -> dict[int, Balance]: ...
+
+    async def write(self, specs: Sequence[TransferSpec]) -> list[Transfer]:
+        """Insert the transfers and apply their effects to the balances. Raises
+        `InsufficientFunds` if the database's no-overdraft constraint refuses."""
+        ...
+
+    async def add_hold(self, hold: NewHold) -> Hold: ...
+
+    async def holds(self, hold_ids: Sequence[int], *, for_update: bool = False) -> dict[int, Hold]:
+        """With `for_update`, rows are locked in ascending id order."""
+        ...
+
+    async def save_holds(self, holds: Sequence[Hold]) -> None: ...
+
+    async def claim_expired_holds(self, now: datetime, limit: int) -> Sequence[Hold]:
+        """Open holds past their expiry, locked with SKIP LOCKED so two workers share them."""
+        ...
+
+    async def spent_since(self, account_id: int, since: datetime) -> int:
+        """Usage reserved or charged from the account since `since` (holds at their full
+        amount, so captures are not counted twice)."""
+        ...
+
+    async def transfer(self, transfer_id: int) -> Transfer | None: ...
+
+    async def reversal_of(self, transfer_id: int) -> Transfer | None: ...
+
+    async def transfers_for(self, reference: str) -> Sequence[Transfer]: ...
+
+    async def entries(self, account_ids: Sequence[int], page: PageRequest) -> Page[Entry]:
+        """Both sides' postings on these accounts, newest first."""
+        ...
+
+    async def month_totals(
+        self, account_ids: Sequence[int], months: int
+    ) -> Sequence[MonthTotal]: ...
+
+    async def set_spend_limit(self, account_id: int, limit: int | None) -> Account: ...
+
+    async def verify(self) -> LedgerCheck: ...
+
+
+class IdempotencyStore(Protocol):
+    async def recall(self, owner_id: int, key: str) -> IdempotencyRecord | None: ...
+
+    async def remember(self, record: IdempotencyRecord) -> IdempotencyRecord:
+        """Store the record, or return the one already stored under that owner and key (a
+        concurrent first request wins; the caller then rolls back its own work)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Use cases call `commit`; leaving the block without it rolls back.
 
@@ -160,6 +263,8 @@ class UnitOfWork(Protocol):
     sessions: SessionRepository
     api_tokens: ApiTokenRepository
     audit: AuditLog
+    ledger: LedgerRepository
+    idempotency: IdempotencyStore
 
     async def __aenter__(self) -> Self: ...
 

@@ -9,11 +9,13 @@ from typing import Self
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
-from domain.errors import ServiceUnavailable
+from domain.errors import Contention, ServiceUnavailable
 from domain.events import DomainEvent
 from domain.ports import (
     ApiTokenRepository,
     AuditLog,
+    IdempotencyStore,
+    LedgerRepository,
     SessionRepository,
     SkuRepository,
     UserRepository,
@@ -21,11 +23,19 @@ from domain.ports import (
 from infra.db import outbox
 from infra.db.api_tokens import SqlApiTokenRepository
 from infra.db.audit import SqlAuditLog
+from infra.db.idempotency import SqlIdempotencyStore
+from infra.db.ledger import SqlLedgerRepository
 from infra.db.sessions import SqlSessionRepository
 from infra.db.skus import SqlSkuRepository
 from infra.db.users import SqlUserRepository
 
 _LOST = (OSError, TimeoutError, InterfaceError)
+# Deadlock and serialization failure: the database aborted us for a concurrent transaction.
+_CONTENTION = frozenset({"40P01", "40001"})
+
+
+def _contended(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _CONTENTION
 
 
 def _lost(exc: BaseException) -> bool:
@@ -39,6 +49,8 @@ class SqlUnitOfWork:
     sessions: SessionRepository
     api_tokens: ApiTokenRepository
     audit: AuditLog
+    ledger: LedgerRepository
+    idempotency: IdempotencyStore
 
     def __init__(
         self, engine: AsyncEngine, on_commit: Callable[[list[DomainEvent]], None] | None = None
@@ -66,6 +78,8 @@ class SqlUnitOfWork:
         self.sessions = SqlSessionRepository(self._conn)
         self.api_tokens = SqlApiTokenRepository(self._conn)
         self.audit = SqlAuditLog(self._conn)
+        self.ledger = SqlLedgerRepository(self._conn)
+        self.idempotency = SqlIdempotencyStore(self._conn)
         return self
 
     async def __aexit__(
@@ -88,6 +102,8 @@ class SqlUnitOfWork:
         if outage:
             # The connection died mid-transaction: nothing was committed, and the caller may retry.
             raise ServiceUnavailable("database") from exc
+        if exc is not None and _contended(exc):
+            raise Contention(str(exc.__class__.__name__)) from exc
 
     def record(self, event: DomainEvent) -> None:
         self._events.append(event)

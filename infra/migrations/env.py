@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
+import infra.db.money_tables  # noqa: F401  (registers the money tables on `metadata`)
 from infra.db.engine import make_engine
 from infra.db.tables import metadata
 

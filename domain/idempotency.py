@@ -1,0 +1,45 @@
+"""Client idempotency keys: a repeat returns the first result; the same key with a different
+request is refused, so a retried mutation can never move money twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from domain.errors import Conflict, InvalidInput, Problem
+
+MAX_KEY = 255
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    owner_id: int
+    key: str
+    operation: str
+    request_hash: bytes
+    result_type: str
+    result_id: int
+
+
+def request_hash(operation: str, request: dict[str, Any]) -> bytes:
+    body = json.dumps({"op": operation, "request": request}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).digest()
+
+
+def check_key(key: str) -> str:
+    if not 1 <= len(key) <= MAX_KEY or not key.isprintable() or key != key.strip():
+        raise InvalidInput(Problem("INVALID_IDEMPOTENCY_KEY",
+                                   f"An idempotency key is 1 to {MAX_KEY} printable characters "
+                                   "without surrounding spaces.", "idempotencyKey"))  # fmt: skip
+    return key
+
+
+def replayed(record: IdempotencyRecord, operation: str, digest: bytes) -> int:
+    """The first result's id, if this is the same request again; else a refusal."""
+    if record.operation != operation or record.request_hash != digest:
+        raise Conflict(Problem("IDEMPOTENCY_KEY_REUSED",
+                               "This idempotency key was used for a different request.",
+                               "idempotencyKey"))  # fmt: skip
+    return record.result_id

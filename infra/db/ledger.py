@@ -1,0 +1,332 @@
+"""The ledger repository: accounts, the balance projection, transfers and holds.
+
+Writes are set-based (one statement per table however many transfers), so a metering tick over
+thousands of holds costs a handful of round trips.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, text, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.ledger.accounts import Account, AccountKey, AccountKind, Balance
+from domain.ledger.errors import InsufficientFunds
+from domain.ledger.holds import Hold, HoldStatus
+from domain.ledger.transfers import Entry, Phase, Transfer, TransferCode, TransferSpec
+from domain.pagination import Page, PageRequest
+from domain.ports import LedgerCheck, MonthTotal, NewHold
+from infra.db import ledger_verify
+from infra.db.money_tables import (
+    PLATFORM_SHARDS,
+    ledger_accounts,
+    ledger_balances,
+    ledger_holds,
+    ledger_transfers,
+)
+from infra.db.paging import keyset_page
+
+_SUMS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+
+
+def _account(row: Any) -> Account:
+    key = AccountKey(AccountKind(row.kind), row.currency, row.user_id)
+    return Account(row.id, key, row.hourly_spend_limit)
+
+
+def _hold(row: Any) -> Hold:
+    return Hold(id=row.id, wallet_id=row.wallet_id, counterparty_id=row.counterparty_id,
+                currency=row.currency, amount=row.amount, captured=row.captured,
+                code=TransferCode(row.code), reference=row.reference,
+                status=HoldStatus(row.status), expires_at=row.expires_at,
+                created_at=row.created_at, resolved_at=row.resolved_at,
+                version=row.version)  # fmt: skip
+
+
+def _transfer(row: Any) -> Transfer:
+    spec = TransferSpec(debit=row.debit_account_id, credit=row.credit_account_id,
+                        amount=row.amount, currency=row.currency, code=TransferCode(row.code),
+                        phase=Phase(row.phase), hold_id=row.hold_id,
+                        reverses_id=row.reverses_id, reference=row.reference,
+                        memo=row.memo)  # fmt: skip
+    return Transfer(row.id, spec, row.created_at)
+
+
+def _shard(spec: TransferSpec) -> int:
+    # A hold's pending sums must come off the same platform row they went on, so every
+    # transfer of one hold uses one shard; the rest spread at random.
+    if spec.hold_id is not None:
+        return spec.hold_id % PLATFORM_SHARDS
+    return random.randrange(PLATFORM_SHARDS)  # noqa: S311  (load spreading, not a secret)
+
+
+def _is_overdraft(exc: IntegrityError) -> bool:
+    return "ck_ledger_balances_no_overdraft" in str(exc.orig)
+
+
+_INSERT_TRANSFERS = text("""
+    INSERT INTO ledger_transfers (debit_account_id, credit_account_id, amount, currency, code,
+                                  phase, hold_id, reverses_id, reference, memo)
+    SELECT * FROM unnest(CAST(:debit AS bigint[]), CAST(:credit AS bigint[]),
+                         CAST(:amount AS bigint[]), CAST(:currency AS text[]),
+                         CAST(:code AS text[]), CAST(:phase AS text[]), CAST(:hold AS bigint[]),
+                         CAST(:reverses AS bigint[]), CAST(:reference AS text[]),
+                         CAST(:memo AS text[]))
+    RETURNING id, created_at
+""")
+
+_APPLY_EFFECTS = text("""
+    UPDATE ledger_balances b
+       SET debits_posted = b.debits_posted + d.dp, credits_posted = b.credits_posted + d.cp,
+           debits_pending = b.debits_pending + d.dpe, credits_pending = b.credits_pending + d.cpe
+      FROM unnest(CAST(:account AS bigint[]), CAST(:shard AS smallint[]), CAST(:dp AS bigint[]),
+                  CAST(:cp AS bigint[]), CAST(:dpe AS bigint[]), CAST(:cpe AS bigint[]))
+           AS d(account_id, shard, dp, cp, dpe, cpe)
+     WHERE b.account_id = d.account_id AND b.shard = d.shard
+""")
+
+_SAVE_HOLDS = text("""
+    UPDATE ledger_holds h
+       SET amount = d.amount, captured = d.captured, status = d.status,
+           expires_at = d.expires_at, resolved_at = d.resolved_at, version = d.version
+      FROM unnest(CAST(:id AS bigint[]), CAST(:amount AS bigint[]), CAST(:captured AS bigint[]),
+                  CAST(:status AS text[]), CAST(:expires_at AS timestamptz[]),
+                  CAST(:resolved_at AS timestamptz[]), CAST(:version AS int[]))
+           AS d(id, amount, captured, status, expires_at, resolved_at, version)
+     WHERE h.id = d.id
+""")
+
+
+class SqlLedgerRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        # Accounts known to be single-row (wallets), learnt when they were locked or loaded.
+        self._guarded: set[int] = set()
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    async def accounts(self, keys: Sequence[AccountKey]) -> dict[AccountKey, Account]:
+        found = await self._find(keys)
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            await self._create(missing)
+            found.update(await self._find(missing))
+        return found
+
+    async def _find(self, keys: Sequence[AccountKey]) -> dict[AccountKey, Account]:
+        if not keys:
+            return {}
+        wanted = [(str(k.kind), k.currency, k.user_id or 0) for k in keys]
+        stmt = select(ledger_accounts).where(
+            tuple_(
+                ledger_accounts.c.kind,
+                ledger_accounts.c.currency,
+                func.coalesce(ledger_accounts.c.user_id, 0),
+            ).in_(wanted)
+        )
+        accounts = [_account(row) for row in await self._conn.execute(stmt)]
+        self._guarded.update(a.id for a in accounts if a.key.must_not_overdraw)
+        return {a.key: a for a in accounts}
+
+    async def _create(self, keys: Sequence[AccountKey]) -> None:
+        for key in sorted(keys, key=lambda k: (k.kind, k.currency, k.user_id or 0)):
+            # A concurrent creator wins the unique index; ours then does nothing.
+            row = (await self._conn.execute(text("""
+                INSERT INTO ledger_accounts (kind, currency, user_id) VALUES (:k, :c, :u)
+                ON CONFLICT (kind, currency, coalesce(user_id, 0)) DO NOTHING RETURNING id
+            """), {"k": str(key.kind), "c": key.currency, "u": key.user_id})).first()  # fmt: skip
+            if row is None:
+                continue
+            shards = [0] if key.must_not_overdraw else list(range(PLATFORM_SHARDS))
+            await self._conn.execute(insert(ledger_balances), [
+                {"account_id": row.id, "shard": s, "guarded": key.must_not_overdraw}
+                for s in shards
+            ])  # fmt: skip
+
+    async def find_account(self, key: AccountKey) -> Account | None:
+        return (await self._find([key])).get(key)
+
+    async def accounts_by_id(self, account_ids: Sequence[int]) -> dict[int, Account]:
+        stmt = select(ledger_accounts).where(ledger_accounts.c.id.in_(list(account_ids)))
+        return {row.id: _account(row) for row in await self._conn.execute(stmt)}
+
+    async def wallets_of(self, user_id: int) -> Sequence[Account]:
+        stmt = (
+            select(ledger_accounts)
+            .where(ledger_accounts.c.user_id == user_id, ledger_accounts.c.kind == "wallet")
+            .order_by(ledger_accounts.c.currency)
+        )
+        return [_account(row) for row in await self._conn.execute(stmt)]
+
+    async def set_spend_limit(self, account_id: int, limit: int | None) -> Account:
+        stmt = (
+            ledger_accounts.update()
+            .where(ledger_accounts.c.id == account_id)
+            .values(hourly_spend_limit=limit)
+            .returning(*ledger_accounts.c)
+        )
+        return _account((await self._conn.execute(stmt)).one())
+
+    # -- balances and transfers ----------------------------------------------------------------
+
+    async def lock_guarded(self, account_ids: Sequence[int]) -> dict[int, Balance]:
+        stmt = (
+            select(ledger_balances)
+            .where(
+                ledger_balances.c.account_id.in_(sorted(set(account_ids))),
+                ledger_balances.c.guarded,
+            )
+            .order_by(ledger_balances.c.account_id)
+            .with_for_update()
+        )
+        rows = (await self._conn.execute(stmt)).all()
+        self._guarded.update(row.account_id for row in rows)
+        return {row.account_id: Balance(*(getattr(row, s) for s in _SUMS)) for row in rows}
+
+    async def balances(self, account_ids: Sequence[int]) -> dict[int, Balance]:
+        sums = [func.sum(ledger_balances.c[s]) for s in _SUMS]
+        stmt = (
+            select(ledger_balances.c.account_id, *sums)
+            .where(ledger_balances.c.account_id.in_(list(account_ids)))
+            .group_by(ledger_balances.c.account_id)
+        )
+        return {
+            row[0]: Balance(*(int(v) for v in row[1:])) for row in await self._conn.execute(stmt)
+        }
+
+    async def write(self, specs: Sequence[TransferSpec]) -> list[Transfer]:
+        if not specs:
+            return []
+        effects: dict[tuple[int, int], Balance] = defaultdict(Balance)
+        for spec in specs:
+            shard = _shard(spec)
+            for account_id, change in spec.effects():
+                at = (account_id, 0 if account_id in self._guarded else shard)
+                effects[at] = effects[at] + change
+        columns = {
+            "debit": [s.debit for s in specs], "credit": [s.credit for s in specs],
+            "amount": [s.amount for s in specs], "currency": [s.currency for s in specs],
+            "code": [str(s.code) for s in specs], "phase": [str(s.phase) for s in specs],
+            "hold": [s.hold_id for s in specs], "reverses": [s.reverses_id for s in specs],
+            "reference": [s.reference for s in specs], "memo": [s.memo for s in specs],
+        }  # fmt: skip
+        keys = sorted(effects)
+        try:
+            rows = (await self._conn.execute(_INSERT_TRANSFERS, columns)).all()
+            result = await self._conn.execute(_APPLY_EFFECTS, {
+                "account": [k[0] for k in keys], "shard": [k[1] for k in keys],
+                **{name: [getattr(effects[k], s) for k in keys]
+                   for name, s in zip(("dp", "cp", "dpe", "cpe"), _SUMS, strict=True)},
+            })  # fmt: skip
+        except IntegrityError as exc:
+            if _is_overdraft(exc):
+                raise InsufficientFunds() from exc
+            raise
+        if result.rowcount != len(keys):
+            raise RuntimeError("a ledger balance row is missing")
+        # Identity values follow the order of the rows inserted.
+        ordered = sorted(rows, key=lambda r: r.id)
+        return [Transfer(row.id, spec, row.created_at)
+                for row, spec in zip(ordered, specs, strict=True)]  # fmt: skip
+
+    async def transfer(self, transfer_id: int) -> Transfer | None:
+        row = (await self._conn.execute(
+            select(ledger_transfers).where(ledger_transfers.c.id == transfer_id))).first()  # fmt: skip
+        return _transfer(row) if row else None
+
+    async def reversal_of(self, transfer_id: int) -> Transfer | None:
+        row = (await self._conn.execute(
+            select(ledger_transfers).where(ledger_transfers.c.reverses_id == transfer_id))).first()  # fmt: skip
+        return _transfer(row) if row else None
+
+    async def transfers_for(self, reference: str) -> Sequence[Transfer]:
+        stmt = (
+            select(ledger_transfers)
+            .where(ledger_transfers.c.reference == reference)
+            .order_by(ledger_transfers.c.id)
+        )
+        return [_transfer(row) for row in await self._conn.execute(stmt)]
+
+    async def spent_since(self, account_id: int, since: datetime) -> int:
+        t = ledger_transfers.c
+        stmt = select(func.coalesce(func.sum(t.amount), 0)).where(
+            t.debit_account_id == account_id, t.code == "usage",
+            t.phase.in_(("pending", "posted")), t.created_at >= since,
+        )  # fmt: skip
+        return int((await self._conn.execute(stmt)).scalar_one())
+
+    async def entries(self, account_ids: Sequence[int], page: PageRequest) -> Page[Entry]:
+        ids = list(account_ids)
+        t = ledger_transfers.c
+        stmt = select(ledger_transfers).where(
+            or_(t.debit_account_id.in_(ids), t.credit_account_id.in_(ids))
+        )
+
+        def entry(row: Any) -> Entry:
+            mine = row.credit_account_id if row.credit_account_id in ids else row.debit_account_id
+            return Entry(_transfer(row), mine)
+
+        return await keyset_page(self._conn, stmt, t.id, page, entry, descending=True)
+
+    async def month_totals(self, account_ids: Sequence[int], months: int) -> Sequence[MonthTotal]:
+        rows = await self._conn.execute(text("""
+            SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, currency, code,
+                   reference,
+                   sum(CASE WHEN credit_account_id = ANY(:ids) THEN amount ELSE -amount END)
+                       AS amount
+              FROM ledger_transfers
+             WHERE (debit_account_id = ANY(:ids) OR credit_account_id = ANY(:ids))
+               AND phase IN ('posted', 'post_pending')
+               AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC')
+                                 AT TIME ZONE 'UTC' - make_interval(months => :back)
+             GROUP BY 1, 2, 3, 4
+             ORDER BY 1 DESC, 2, 3, 4
+        """), {"ids": list(account_ids), "back": months - 1})  # fmt: skip
+        return [MonthTotal(r.month, r.currency, TransferCode(r.code), r.reference, int(r.amount))
+                for r in rows]  # fmt: skip
+
+    # -- holds ----------------------------------------------------------------------------------
+
+    async def add_hold(self, hold: NewHold) -> Hold:
+        stmt = insert(ledger_holds).values(
+            wallet_id=hold.wallet_id, counterparty_id=hold.counterparty_id,
+            currency=hold.currency, amount=hold.amount, code=str(hold.code),
+            reference=hold.reference, expires_at=hold.expires_at,
+        ).returning(*ledger_holds.c)  # fmt: skip
+        return _hold((await self._conn.execute(stmt)).one())
+
+    async def holds(self, hold_ids: Sequence[int], *, for_update: bool = False) -> dict[int, Hold]:
+        stmt = select(ledger_holds).where(ledger_holds.c.id.in_(list(hold_ids)))
+        if for_update:
+            stmt = stmt.order_by(ledger_holds.c.id).with_for_update()
+        return {row.id: _hold(row) for row in await self._conn.execute(stmt)}
+
+    async def save_holds(self, holds: Sequence[Hold]) -> None:
+        if not holds:
+            return
+        await self._conn.execute(_SAVE_HOLDS, {
+            "id": [h.id for h in holds], "amount": [h.amount for h in holds],
+            "captured": [h.captured for h in holds], "status": [str(h.status) for h in holds],
+            "expires_at": [h.expires_at for h in holds],
+            "resolved_at": [h.resolved_at for h in holds], "version": [h.version for h in holds],
+        })  # fmt: skip
+
+    async def claim_expired_holds(self, now: datetime, limit: int) -> Sequence[Hold]:
+        h = ledger_holds.c
+        stmt = (
+            select(ledger_holds)
+            .where(and_(h.status == "open", h.expires_at <= now))
+            .order_by(h.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [_hold(row) for row in await self._conn.execute(stmt)]
+
+    async def verify(self) -> LedgerCheck:
+        return await ledger_verify.verify(self._conn)
