@@ -21,6 +21,9 @@ from domain.ledger.accounts import Account, AccountKey, Balance
 from domain.ledger.holds import Hold
 from domain.ledger.transfers import Entry, Transfer, TransferCode, TransferSpec
 from domain.pagination import Page, PageRequest
+from domain.payments.findings import Finding, ReconciliationIssue
+from domain.payments.payments import Payment
+from domain.payments.refunds import Refund
 from domain.payments.gateway import (
     GatewayBalanceTransaction,
     GatewayCheckout,
@@ -251,6 +254,72 @@ class IdempotencyStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class NewRefund:
+    payment_id: int
+    user_id: int
+    amount: int
+    currency: str
+    reason: str
+    hold_id: int
+    requested_by: int | None
+
+
+class PaymentRepository(Protocol):
+    async def add(self, user_id: int, amount: int, currency: str) -> Payment: ...
+
+    async def get(self, payment_id: int, *, for_update: bool = False) -> Payment | None: ...
+
+    async def get_many(self, payment_ids: Sequence[int]) -> dict[int, Payment]: ...
+
+    async def by_intent(self, intent_id: str, *, for_update: bool = False) -> Payment | None: ...
+
+    async def save(self, payment: Payment) -> Payment:
+        """Store the changed fields; `updated_at` is set to now."""
+        ...
+
+    async def of_user(self, user_id: int, page: PageRequest) -> Page[Payment]: ...
+
+    async def since(self, since: datetime) -> Sequence[Payment]: ...
+
+    async def add_refund(self, refund: NewRefund) -> Refund: ...
+
+    async def refund(self, refund_id: int, *, for_update: bool = False) -> Refund | None: ...
+
+    async def refunds_by_id(self, refund_ids: Sequence[int]) -> dict[int, Refund]: ...
+
+    async def refund_by_stripe_id(
+        self, stripe_refund_id: str, *, for_update: bool = False
+    ) -> Refund | None: ...
+
+    async def save_refund(self, refund: Refund) -> Refund: ...
+
+    async def refunds_of_user(self, user_id: int, page: PageRequest) -> Page[Refund]: ...
+
+    async def refunds_of_payment(self, payment_id: int) -> Sequence[Refund]: ...
+
+    async def claim_unsettled_refunds(self, older_than: datetime, limit: int) -> Sequence[Refund]:
+        """Pending or submitted refunds not touched since `older_than`, locked SKIP LOCKED."""
+        ...
+
+    async def refunds_since(self, since: datetime) -> Sequence[Refund]: ...
+
+
+class StripeRecords(Protocol):
+    async def record_event(self, event_id: str, event_type: str, created: datetime,
+                           outcome: str) -> bool:  # fmt: skip
+        """Remember an applied event; False when it was already there (apply nothing then)."""
+        ...
+
+    async def known_events(self, event_ids: Sequence[str]) -> set[str]: ...
+
+    async def flag(self, finding: Finding) -> bool:
+        """Record a finding once; False when the same kind was already flagged for the object."""
+        ...
+
+    async def issues(self, page: PageRequest) -> Page[ReconciliationIssue]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Use cases call `commit`; leaving the block without it rolls back.
 
@@ -265,6 +334,8 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     ledger: LedgerRepository
     idempotency: IdempotencyStore
+    payments: PaymentRepository
+    stripe: StripeRecords
 
     async def __aenter__(self) -> Self: ...
 

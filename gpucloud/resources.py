@@ -12,7 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.events import DomainEvent
 from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
 from domain.identity.sessions import SessionPolicy
+from domain.ledger.policy import LedgerPolicy
+from domain.payments.topups import TopUpPolicy
+from domain.ports import PaymentGateway
 from gpucloud.auth import Authenticator
+from gpucloud.payments import ledger_policy, make_gateway, topup_policy
 from gpucloud.principal_cache import PrincipalCache
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
@@ -64,8 +68,15 @@ class Resources:
     kit: AuthKit
     authenticator: Authenticator = field(init=False)
     oidc: OidcClient | None = field(init=False, default=None)
+    gateway: PaymentGateway = field(init=False)
+    topups: TopUpPolicy = field(init=False)
+    ledger_policy: LedgerPolicy = field(init=False)
 
     def __post_init__(self) -> None:
+        self._stripe = make_gateway(self.settings)  # no I/O: the HTTP client connects lazily
+        self.gateway = self._stripe
+        self.topups = topup_policy(self.settings)
+        self.ledger_policy = ledger_policy(self.settings)
         self.authenticator = Authenticator(
             self.kit, self.uow, self.principals, self.settings, self.metrics
         )
@@ -111,5 +122,6 @@ class Resources:
     async def close(self) -> None:
         if self.oidc is not None:
             await self.oidc.aclose()
+        await self._stripe.aclose()
         await self.hub.stop()
         await asyncio.gather(self.redis.aclose(), self.engine.dispose(), return_exceptions=True)

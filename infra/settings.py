@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from infra.payment_settings import PaymentSettings, currencies, secrets_list
+
 T = TypeVar("T")
 
 
@@ -59,6 +61,7 @@ class Settings:
     oidc_issuer: str
     oidc_client_id: str
     oidc_client_secret: str
+    payments: PaymentSettings
 
     @property
     def oidc_enabled(self) -> bool:
@@ -194,6 +197,46 @@ def _origin_url(value: str) -> str:
 SERVICES = ("DATABASE_URL", "REDIS_URL")
 
 
+def _payments(r: _Reader) -> PaymentSettings:
+    minor = _int_between(1, 10**12)
+    return PaymentSettings(
+        stripe_secret_key=r.get("STRIPE_SECRET_KEY", "", str, secret=True),
+        stripe_api_base=r.get("STRIPE_API_BASE", "", _url("http", "https"), what="a URL"),
+        stripe_webhook_secrets=r.get(
+            "STRIPE_WEBHOOK_SECRETS", (), secrets_list, secret=True, what="webhook secrets"
+        ),  # fmt: skip
+        stripe_webhook_tolerance_seconds=r.get(
+            "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, _int_between(1, 3600), what="seconds"
+        ),
+        stripe_timeout_seconds=r.get(
+            "STRIPE_TIMEOUT_SECONDS", 10.0, _positive_float, what="a number of seconds"
+        ),
+        checkout_success_url=r.get(
+            "GPUCLOUD_CHECKOUT_SUCCESS_URL", "", _url("http", "https"), what="a URL"
+        ),
+        checkout_cancel_url=r.get(
+            "GPUCLOUD_CHECKOUT_CANCEL_URL", "", _url("http", "https"), what="a URL"
+        ),
+        topup_currencies=r.get(
+            "GPUCLOUD_TOPUP_CURRENCIES", ("USD",), currencies, what="currency codes"
+        ),
+        topup_min_minor=r.get("GPUCLOUD_TOPUP_MIN_MINOR", 500, minor, what="minor units"),
+        topup_max_minor=r.get("GPUCLOUD_TOPUP_MAX_MINOR", 1_000_000, minor, what="minor units"),
+        spend_limit_per_hour_minor=r.get(
+            "GPUCLOUD_SPEND_LIMIT_PER_HOUR_MINOR", 100_000, minor, what="minor units"
+        ),
+        money_tick_seconds=r.get(
+            "GPUCLOUD_MONEY_TICK_SECONDS", 30.0, _positive_float, what="a number of seconds"
+        ),
+        reconcile_interval_seconds=r.get(
+            "GPUCLOUD_RECONCILE_INTERVAL_SECONDS", 3600.0, _positive_float, what="seconds"
+        ),
+        reconcile_window_hours=r.get(
+            "GPUCLOUD_RECONCILE_WINDOW_HOURS", 72, _int_between(1, 24 * 90), what="hours"
+        ),
+    )
+
+
 def load_settings(
     env: Mapping[str, str] | None = None, *, needs: tuple[str, ...] = SERVICES
 ) -> Settings:
@@ -282,6 +325,7 @@ def load_settings(
         ),
         oidc_client_id=r.get("GPUCLOUD_OIDC_CLIENT_ID", "", str),
         oidc_client_secret=r.get("GPUCLOUD_OIDC_CLIENT_SECRET", "", str, secret=True),
+        payments=_payments(r),
     )
     public = r.get(
         "GPUCLOUD_PUBLIC_URL", "", _origin_url, what="an origin like https://gpu.example.com"

@@ -16,8 +16,10 @@ from domain.ports import (
     AuditLog,
     IdempotencyStore,
     LedgerRepository,
+    PaymentRepository,
     SessionRepository,
     SkuRepository,
+    StripeRecords,
     UserRepository,
 )
 from infra.db import outbox
@@ -25,8 +27,10 @@ from infra.db.api_tokens import SqlApiTokenRepository
 from infra.db.audit import SqlAuditLog
 from infra.db.idempotency import SqlIdempotencyStore
 from infra.db.ledger import SqlLedgerRepository
+from infra.db.payments import SqlPaymentRepository
 from infra.db.sessions import SqlSessionRepository
 from infra.db.skus import SqlSkuRepository
+from infra.db.stripe_records import SqlStripeRecords
 from infra.db.users import SqlUserRepository
 
 _LOST = (OSError, TimeoutError, InterfaceError)
@@ -51,6 +55,8 @@ class SqlUnitOfWork:
     audit: AuditLog
     ledger: LedgerRepository
     idempotency: IdempotencyStore
+    payments: PaymentRepository
+    stripe: StripeRecords
 
     def __init__(
         self, engine: AsyncEngine, on_commit: Callable[[list[DomainEvent]], None] | None = None
@@ -80,6 +86,8 @@ class SqlUnitOfWork:
         self.audit = SqlAuditLog(self._conn)
         self.ledger = SqlLedgerRepository(self._conn)
         self.idempotency = SqlIdempotencyStore(self._conn)
+        self.payments = SqlPaymentRepository(self._conn)
+        self.stripe = SqlStripeRecords(self._conn)
         return self
 
     async def __aexit__(
