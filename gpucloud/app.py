@@ -26,6 +26,7 @@ from gpucloud import health, oidc_routes
 from gpucloud.auth import ResponseCookies, request_meta
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import OIDC_CALLBACK_PATH, Resources
+from gpucloud.stripe_webhook import stripe_webhook
 from infra.metrics import Metrics
 from infra.settings import Settings
 from resolvers.errors import shape_error
@@ -164,6 +165,7 @@ def create_app(settings: Settings) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/auth/oidc/login", oidc_routes.login, methods=["GET"]),
             Route(OIDC_CALLBACK_PATH, oidc_routes.callback, methods=["GET"]),
+            Route("/stripe/webhook", stripe_webhook, methods=["POST"]),
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
             Route("/metrics", health.metrics),

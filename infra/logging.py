@@ -47,3 +47,5 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # The Stripe SDK logs request forms and response bodies (client secrets) at DEBUG.
+    logging.getLogger("stripe").setLevel(max(root.level, logging.INFO))

@@ -98,5 +98,9 @@ class Metrics:
             "gpucloud_auth_requests", "Requests by credential kind and authentication outcome",
             ["credential", "outcome"], registry=self.registry,
         )  # fmt: skip
+        self.stripe_webhooks = Counter(
+            "gpucloud_stripe_webhooks", "Stripe webhook deliveries by outcome",
+            ["outcome"], registry=self.registry,
+        )  # fmt: skip
         self.state = _StateCollector()
         self.registry.register(self.state)

@@ -204,7 +204,7 @@ def _payments(r: _Reader) -> PaymentSettings:
         stripe_api_base=r.get("STRIPE_API_BASE", "", _url("http", "https"), what="a URL"),
         stripe_webhook_secrets=r.get(
             "STRIPE_WEBHOOK_SECRETS", (), secrets_list, secret=True, what="webhook secrets"
-        ),  # fmt: skip
+        ),
         stripe_webhook_tolerance_seconds=r.get(
             "STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, _int_between(1, 3600), what="seconds"
         ),

@@ -20,10 +20,19 @@ from infra import migrate
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.settings import Settings, load_settings
+from tests.support.localstripe import LocalStripe
 from tests.support.servers import ServerUrls, create_database, drop_database, running_servers
 
-CLEARED_TABLES = ("skus", "outbox", "audit_events", "api_tokens", "sessions", "user_identities",
-                  "users")  # fmt: skip
+# Webhook secrets the app accepts in tests: the current one and one being rotated out.
+WEBHOOK_SECRET = "whsec_test_current"
+OLD_WEBHOOK_SECRET = "whsec_test_previous"
+
+pytest_plugins = ["tests.support.localstripe"]  # the session-wide `localstripe` fixture
+
+CLEARED_TABLES = ("reconciliation_issues", "stripe_events", "refunds", "payments",
+                  "idempotency_keys", "ledger_transfers", "ledger_holds", "ledger_balances",
+                  "ledger_accounts", "skus", "outbox", "audit_events", "api_tokens", "sessions",
+                  "user_identities", "users")  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +73,9 @@ def redis_namespace(servers: ServerUrls) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def service_env(database_url: str, servers: ServerUrls, redis_namespace: str) -> dict[str, str]:
+def service_env(
+    database_url: str, servers: ServerUrls, redis_namespace: str, localstripe: LocalStripe
+) -> dict[str, str]:
     """Environment for child processes (CLI, serve, worker) pointed at this run's servers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")}
     env.update(
@@ -84,6 +95,10 @@ def service_env(database_url: str, servers: ServerUrls, redis_namespace: str) ->
         GPUCLOUD_LOGIN_FAILURES_PER_ACCOUNT="10000",
         GPUCLOUD_SIGNUP_LIMIT_PER_IP="100000",
         PYTHONUNBUFFERED="1",
+        STRIPE_SECRET_KEY=localstripe.api_key,
+        STRIPE_API_BASE=localstripe.url,
+        STRIPE_WEBHOOK_SECRETS=f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        STRIPE_TIMEOUT_SECONDS="5",
     )
     return env
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.ledger.accounts import Account, AccountKey, AccountKind, Balance
-from domain.ledger.errors import InsufficientFunds
+from domain.ledger.errors import InsufficientFunds, LedgerErrorCode, conflict
 from domain.ledger.holds import Hold, HoldStatus
 from domain.ledger.transfers import Entry, Phase, Transfer, TransferCode, TransferSpec
 from domain.pagination import Page, PageRequest
@@ -70,6 +70,10 @@ def _is_overdraft(exc: IntegrityError) -> bool:
     return "ck_ledger_balances_no_overdraft" in str(exc.orig)
 
 
+def _is_second_reversal(exc: IntegrityError) -> bool:
+    return "uq_ledger_transfers_reverses_id" in str(exc.orig)
+
+
 _INSERT_TRANSFERS = text("""
     INSERT INTO ledger_transfers (debit_account_id, credit_account_id, amount, currency, code,
                                   phase, hold_id, reverses_id, reference, memo)
@@ -106,8 +110,10 @@ _SAVE_HOLDS = text("""
 class SqlLedgerRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-        # Accounts known to be single-row (wallets), learnt when they were locked or loaded.
+        # Accounts known to be single-row (wallets) or sharded (platform), learnt when they
+        # were locked or loaded; `write` looks up any it does not know yet.
         self._guarded: set[int] = set()
+        self._unguarded: set[int] = set()
 
     # -- accounts ---------------------------------------------------------------------------
 
@@ -132,6 +138,7 @@ class SqlLedgerRepository:
         )
         accounts = [_account(row) for row in await self._conn.execute(stmt)]
         self._guarded.update(a.id for a in accounts if a.key.must_not_overdraw)
+        self._unguarded.update(a.id for a in accounts if not a.key.must_not_overdraw)
         return {a.key: a for a in accounts}
 
     async def _create(self, keys: Sequence[AccountKey]) -> None:
@@ -187,6 +194,8 @@ class SqlLedgerRepository:
         )
         rows = (await self._conn.execute(stmt)).all()
         self._guarded.update(row.account_id for row in rows)
+        # Asked for and not returned: sharded (or absent, which the write's foreign keys refuse).
+        self._unguarded.update(set(account_ids) - {row.account_id for row in rows})
         return {row.account_id: Balance(*(getattr(row, s) for s in _SUMS)) for row in rows}
 
     async def balances(self, account_ids: Sequence[int]) -> dict[int, Balance]:
@@ -203,6 +212,7 @@ class SqlLedgerRepository:
     async def write(self, specs: Sequence[TransferSpec]) -> list[Transfer]:
         if not specs:
             return []
+        await self._learn_guarded({a for s in specs for a in (s.debit, s.credit)})
         effects: dict[tuple[int, int], Balance] = defaultdict(Balance)
         for spec in specs:
             shard = _shard(spec)
@@ -227,6 +237,9 @@ class SqlLedgerRepository:
         except IntegrityError as exc:
             if _is_overdraft(exc):
                 raise InsufficientFunds() from exc
+            if _is_second_reversal(exc):  # a concurrent reversal of the same transfer won
+                raise conflict(LedgerErrorCode.ALREADY_REVERSED,
+                               "The transfer is already reversed.", "transferId") from exc  # fmt: skip
             raise
         if result.rowcount != len(keys):
             raise RuntimeError("a ledger balance row is missing")
@@ -234,6 +247,18 @@ class SqlLedgerRepository:
         ordered = sorted(rows, key=lambda r: r.id)
         return [Transfer(row.id, spec, row.created_at)
                 for row, spec in zip(ordered, specs, strict=True)]  # fmt: skip
+
+    async def _learn_guarded(self, account_ids: set[int]) -> None:
+        """Which of these accounts have one guarded balance row, for those not seen yet (a
+        caller that writes without locking or loading first would otherwise aim a wallet's
+        change at a platform shard that it does not have)."""
+        unknown = sorted(account_ids - self._guarded - self._unguarded)
+        if not unknown:
+            return
+        b = ledger_balances.c
+        stmt = select(b.account_id, b.guarded).where(b.account_id.in_(unknown), b.shard == 0)
+        for row in await self._conn.execute(stmt):
+            (self._guarded if row.guarded else self._unguarded).add(row.account_id)
 
     async def transfer(self, transfer_id: int) -> Transfer | None:
         row = (await self._conn.execute(

@@ -8,7 +8,7 @@ made with the caller's idempotency key. Messages never carry the API key.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -36,7 +36,14 @@ RETRYABLE_4XX = frozenset({409, 429})
 
 
 class StripeGateway:
-    def __init__(self, api_key: str, api_base: str | None, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str | None,
+        timeout_seconds: float,
+        *,
+        stand_in: bool | None = None,
+    ) -> None:
         self._http = stripe.HTTPXClient(timeout=timeout_seconds)
         self._client = stripe.StripeClient(
             api_key,
@@ -44,29 +51,23 @@ class StripeGateway:
             http_client=self._http,
             max_network_retries=0,
         )
-        # Real Stripe filters lists by `created` itself. localstripe (the only other base we
-        # point at) refuses the parameter on every list but events, so there we page through
-        # all and filter here; results are filtered here in both cases.
-        self._server_filters_created = api_base is None
+        # localstripe speaks an older dialect (see `_card_only`, `_list_params`). By default any
+        # base but Stripe's is taken to be localstripe; tests of the real dialect say otherwise.
+        self._stand_in = api_base is not None if stand_in is None else stand_in
 
     async def aclose(self) -> None:
-        await self._http.close_async()
+        await self._http.close_async()  # type: ignore[no-untyped-call]  # untyped in the SDK
 
     # -- payments ---------------------------------------------------------------------
 
     async def create_payment_intent(
         self, amount: int, currency: str, *, idempotency_key: str, metadata: dict[str, str]
     ) -> GatewayIntent:
+        params: Any = {"amount": amount, "currency": currency.lower(), "metadata": metadata}
+        params.update(self._card_only())
         with _translated("create payment intent"):
-            # Only parameters localstripe's PaymentIntent knows; real Stripe takes them too.
             intent = await self._client.v1.payment_intents.create_async(
-                {
-                    "amount": amount,
-                    "currency": currency.lower(),
-                    "metadata": metadata,
-                    "payment_method_types": ["card"],
-                },
-                options={"idempotency_key": idempotency_key},
+                params, options={"idempotency_key": idempotency_key}
             )
         return _intent(intent.to_dict())
 
@@ -162,9 +163,23 @@ class StripeGateway:
             )
             return await _collect(page, since, _event)
 
-    def _list_params(self, since: datetime) -> dict[str, Any]:
+    # -- where localstripe differs from the Stripe API version the SDK pins ------------------
+
+    def _card_only(self) -> dict[str, list[str]]:
+        # The SDK pins API version 2026-10-28.endive, where Stripe answers 400
+        # (payment_method_types_no_longer_supported) to `payment_method_types` and wants
+        # `allowed_payment_method_types`; localstripe knows only the old name and refuses the
+        # new one.
+        if self._stand_in:
+            return {"payment_method_types": ["card"]}
+        return {"allowed_payment_method_types": ["card"]}
+
+    def _list_params(self, since: datetime) -> Any:
+        # Stripe filters lists by `created` itself; localstripe refuses the filter on every
+        # list but events, so there we page through everything. `_collect` filters either way.
+        # (Any: each resource has its own TypedDict, and all of them take these keys.)
         params: dict[str, Any] = {"limit": PAGE_SIZE}
-        if self._server_filters_created:
+        if not self._stand_in:
             params["created"] = {"gte": _epoch(since)}
         return params
 
@@ -202,7 +217,7 @@ def _gateway_error(exc: stripe.StripeError, action: str) -> GatewayError:
 # -- paging -------------------------------------------------------------------------------
 
 
-async def _all(page: Any) -> AsyncIterator[dict[str, Any]]:
+async def _all(page: Any) -> AsyncGenerator[dict[str, Any], None]:
     async for item in page.auto_paging_iter():
         yield item.to_dict()
 
