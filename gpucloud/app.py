@@ -51,6 +51,7 @@ class GraphQLView(GraphQL[AppContext, None]):
             events=res.hub,
             loaders=make_loaders(res.uow),
             auth=res.kit,
+            money=res.money,
             meta=request_meta(request, request_id),
             request=request,
             response=response,

@@ -12,9 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.events import DomainEvent
 from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
 from domain.identity.sessions import SessionPolicy
-from domain.ledger.policy import LedgerPolicy
-from domain.payments.topups import TopUpPolicy
-from domain.ports import PaymentGateway
+from domain.payments.kit import MoneyKit
 from gpucloud.auth import Authenticator
 from gpucloud.payments import ledger_policy, make_gateway, topup_policy
 from gpucloud.principal_cache import PrincipalCache
@@ -68,15 +66,13 @@ class Resources:
     kit: AuthKit
     authenticator: Authenticator = field(init=False)
     oidc: OidcClient | None = field(init=False, default=None)
-    gateway: PaymentGateway = field(init=False)
-    topups: TopUpPolicy = field(init=False)
-    ledger_policy: LedgerPolicy = field(init=False)
+    money: MoneyKit = field(init=False)
 
     def __post_init__(self) -> None:
         self._stripe = make_gateway(self.settings)  # no I/O: the HTTP client connects lazily
-        self.gateway = self._stripe
-        self.topups = topup_policy(self.settings)
-        self.ledger_policy = ledger_policy(self.settings)
+        self.money = MoneyKit(
+            self._stripe, topup_policy(self.settings), ledger_policy(self.settings)
+        )
         self.authenticator = Authenticator(
             self.kit, self.uow, self.principals, self.settings, self.metrics
         )

@@ -15,6 +15,7 @@ from domain.identity.errors import Refusal
 from domain.identity.kit import AuthKit, SignedIn
 from domain.identity.principal import ANONYMOUS, Principal
 from domain.identity.tokens import ApiToken
+from domain.payments.kit import MoneyKit
 from domain.ports import EventStream, UnitOfWork
 
 
@@ -43,6 +44,7 @@ class AppContext:
     events: EventStream
     loaders: Loaders
     auth: AuthKit | None = None
+    money: MoneyKit | None = None
     principal: Principal = ANONYMOUS
     meta: RequestMeta = field(default_factory=RequestMeta)
     cookies: SessionCookies | None = None
