@@ -73,7 +73,7 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gpucloud import admin_cli, sku_cli
+    from gpucloud import admin_cli, money_cli, sku_cli
 
     parser = argparse.ArgumentParser(prog="gpucloud", description="GPU cloud backend.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sku_cli.add_parser(sub)
     admin_cli.add_parsers(sub)
+    money_cli.add_parsers(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
 from domain.identity.sessions import SessionPolicy
 from domain.payments.kit import MoneyKit
 from gpucloud.auth import Authenticator
-from gpucloud.payments import ledger_policy, make_gateway, topup_policy
+from gpucloud.payments import ledger_policy, topup_policy
 from gpucloud.principal_cache import PrincipalCache
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
@@ -24,6 +24,7 @@ from infra.passwords import Argon2Hasher, Argon2Params
 from infra.pubsub import EventHub
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import Settings
+from infra.stripe.factory import make_gateway
 
 
 def auth_kit(settings: Settings, limiter: RedisRateLimiter, hasher: Argon2Hasher) -> AuthKit:
@@ -69,7 +70,9 @@ class Resources:
     money: MoneyKit = field(init=False)
 
     def __post_init__(self) -> None:
-        self._stripe = make_gateway(self.settings)  # no I/O: the HTTP client connects lazily
+        self._stripe = make_gateway(
+            self.settings.payments
+        )  # no I/O: the HTTP client connects lazily
         self.money = MoneyKit(
             self._stripe, topup_policy(self.settings), ledger_policy(self.settings)
         )

@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -20,12 +21,14 @@ from infra import migrate
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.settings import Settings, load_settings
-from tests.support.localstripe import LocalStripe
 from tests.support.servers import ServerUrls, create_database, drop_database, running_servers
 
 # Webhook secrets the app accepts in tests: the current one and one being rotated out.
 WEBHOOK_SECRET = "whsec_test_current"
 OLD_WEBHOOK_SECRET = "whsec_test_previous"
+
+if TYPE_CHECKING:
+    from tests.support.localstripe import LocalStripe
 
 pytest_plugins = ["tests.support.localstripe"]  # the session-wide `localstripe` fixture
 
