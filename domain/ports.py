@@ -22,8 +22,6 @@ from domain.ledger.holds import Hold
 from domain.ledger.transfers import Entry, Transfer, TransferCode, TransferSpec
 from domain.pagination import Page, PageRequest
 from domain.payments.findings import Finding, ReconciliationIssue
-from domain.payments.payments import Payment
-from domain.payments.refunds import Refund
 from domain.payments.gateway import (
     GatewayBalanceTransaction,
     GatewayCheckout,
@@ -31,6 +29,8 @@ from domain.payments.gateway import (
     GatewayIntent,
     GatewayRefund,
 )
+from domain.payments.payments import Payment
+from domain.payments.refunds import Refund
 
 
 class SkuRepository(Protocol):
@@ -310,6 +310,8 @@ class StripeRecords(Protocol):
                            outcome: str) -> bool:  # fmt: skip
         """Remember an applied event; False when it was already there (apply nothing then)."""
         ...
+
+    async def note_outcome(self, event_id: str, outcome: str) -> None: ...
 
     async def known_events(self, event_ids: Sequence[str]) -> set[str]: ...
 

@@ -43,6 +43,7 @@ async def apply_event(uow: UnitOfWork, event: GatewayEvent) -> str:
             if not await uow.stripe.record_event(event.id, event.type, event.created, "received"):
                 return "duplicate"
             outcome = await _apply(uow, event)
+            await uow.stripe.note_outcome(event.id, outcome)
             await uow.commit()
             return outcome
 
@@ -78,21 +79,14 @@ async def _on_intent(uow: UnitOfWork, obj: dict[str, Any], to: PaymentStatus) ->
     payment = await _payment_for(uow, obj, intent_id)
     if payment is None:
         return await _unknown(uow, obj, intent_id)
-    currency = str(obj.get("currency", "")).upper()
-    received = obj.get("amount_received") or obj.get("amount")
-    if to is PaymentStatus.SUCCEEDED and currency != payment.currency:
-        await uow.stripe.flag(Finding(IssueKind.AMOUNT_MISMATCH, str(intent_id),
-                                      "Stripe collected another currency; nothing was credited.",
-                                      payment_id=payment.id, expected=payment.currency,
-                                      actual=currency))  # fmt: skip
-        return "flagged"
-    if to is PaymentStatus.SUCCEEDED and received != payment.amount:
-        await uow.stripe.flag(Finding(IssueKind.AMOUNT_MISMATCH, str(intent_id),
-                                      "Stripe collected a different amount; that amount was "
-                                      "credited.", payment_id=payment.id,
-                                      expected=str(payment.amount), actual=str(received)))  # fmt: skip
+    received = None
+    if to is PaymentStatus.SUCCEEDED:  # a failed or processing intent has received nothing
+        received = await _received(uow, payment, str(intent_id), obj.get("currency"),
+                                   obj.get("amount_received") or obj.get("amount"))  # fmt: skip
+        if received is None:
+            return "flagged"
     error = obj.get("last_payment_error") or {}
-    moved = await move_payment(uow, payment, to, received=received if isinstance(received, int) else None,
+    moved = await move_payment(uow, payment, to, received=received,
                                failure=error.get("message") if isinstance(error, dict) else None)  # fmt: skip
     return "applied" if moved else "stale"
 
@@ -106,8 +100,34 @@ async def _on_checkout(uow: UnitOfWork, event_type: str, obj: dict[str, Any]) ->
         to = PaymentStatus.FAILED
     else:
         to = PaymentStatus.SUCCEEDED if paid else PaymentStatus.PROCESSING
-    moved = await move_payment(uow, payment, to, received=obj.get("amount_total"))
+    received = None
+    if to is PaymentStatus.SUCCEEDED:
+        received = await _received(uow, payment, str(obj.get("id")), obj.get("currency"),
+                                   obj.get("amount_total"))  # fmt: skip
+        if received is None:
+            return "flagged"
+    moved = await move_payment(uow, payment, to, received=received)
     return "applied" if moved else "stale"
+
+
+async def _received(
+    uow: UnitOfWork, payment: Payment, object_id: str, currency: object, amount: object
+) -> int | None:
+    """What Stripe says it collected, checked against what we asked for: a different amount is
+    credited and flagged; another currency (or no amount at all) is flagged and not credited."""
+    if str(currency or "").upper() != payment.currency or not isinstance(amount, int):
+        await uow.stripe.flag(Finding(IssueKind.AMOUNT_MISMATCH, object_id,
+                                      "Stripe reports another currency or no amount; nothing "
+                                      "was credited.", payment_id=payment.id,
+                                      expected=f"{payment.amount} {payment.currency}",
+                                      actual=f"{amount} {currency}"))  # fmt: skip
+        return None
+    if amount != payment.amount:
+        await uow.stripe.flag(Finding(IssueKind.AMOUNT_MISMATCH, object_id,
+                                      "Stripe collected a different amount; that amount was "
+                                      "credited.", payment_id=payment.id,
+                                      expected=str(payment.amount), actual=str(amount)))  # fmt: skip
+    return amount
 
 
 async def _on_refund(uow: UnitOfWork, obj: dict[str, Any]) -> str:

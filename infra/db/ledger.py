@@ -88,7 +88,7 @@ _INSERT_TRANSFERS = text("""
 _APPLY_EFFECTS = text("""
     UPDATE ledger_balances b
        SET debits_posted = b.debits_posted + d.dp, credits_posted = b.credits_posted + d.cp,
-           debits_pending = b.debits_pending + greatest(d.dpe, 0), credits_pending = b.credits_pending + d.cpe
+           debits_pending = b.debits_pending + d.dpe, credits_pending = b.credits_pending + d.cpe
       FROM unnest(CAST(:account AS bigint[]), CAST(:shard AS smallint[]), CAST(:dp AS bigint[]),
                   CAST(:cp AS bigint[]), CAST(:dpe AS bigint[]), CAST(:cpe AS bigint[]))
            AS d(account_id, shard, dp, cp, dpe, cpe)

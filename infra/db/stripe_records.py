@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,6 +37,11 @@ class SqlStripeRecords:
             .returning(stripe_events.c.id)
         )
         return (await self._conn.execute(stmt)).first() is not None
+
+    async def note_outcome(self, event_id: str, outcome: str) -> None:
+        await self._conn.execute(
+            update(stripe_events).where(stripe_events.c.id == event_id).values(outcome=outcome)
+        )
 
     async def known_events(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.payment_settings import PaymentSettings
 from infra.settings import Settings, SettingsError, load_settings
 
 DB = "postgresql://app:hunter2@db.internal:5432/gpucloud"
@@ -53,7 +54,40 @@ def test_defaults() -> None:
         oidc_issuer="",
         oidc_client_id="",
         oidc_client_secret="",
+        payments=PaymentSettings(
+            stripe_secret_key="",
+            stripe_api_base="",
+            stripe_webhook_secrets=(),
+            stripe_webhook_tolerance_seconds=300,
+            stripe_timeout_seconds=10.0,
+            checkout_success_url="",
+            checkout_cancel_url="",
+            topup_currencies=("USD",),
+            topup_min_minor=500,
+            topup_max_minor=1_000_000,
+            spend_limit_per_hour_minor=100_000,
+            money_tick_seconds=30.0,
+            reconcile_interval_seconds=3600.0,
+            reconcile_window_hours=72,
+        ),
     )
+    assert not load_settings(BASE).payments.stripe_enabled
+
+
+def test_money_settings_are_parsed_and_checked() -> None:
+    settings = load_settings({**BASE, "STRIPE_SECRET_KEY": "sk_test_x",
+                              "STRIPE_WEBHOOK_SECRETS": "whsec_new, whsec_old",
+                              "GPUCLOUD_TOPUP_CURRENCIES": "usd,EUR"})  # fmt: skip
+    assert settings.payments.stripe_enabled
+    assert settings.payments.stripe_webhook_secrets == ("whsec_new", "whsec_old")
+    assert settings.payments.topup_currencies == ("USD", "EUR")
+    error = error_of({**BASE, "STRIPE_WEBHOOK_SECRETS": "not-a-secret",
+                      "GPUCLOUD_TOPUP_CURRENCIES": "XXX", "STRIPE_API_BASE": "ftp://x"})  # fmt: skip
+    text = str(error)
+    assert "STRIPE_WEBHOOK_SECRETS: expected webhook secrets, got <secret>" in text
+    assert "not-a-secret" not in text  # a secret's value is never echoed
+    assert "GPUCLOUD_TOPUP_CURRENCIES: expected currency codes, got 'XXX'" in text
+    assert "STRIPE_API_BASE: expected a URL" in text
 
 
 def test_values_are_parsed() -> None:
