@@ -20,6 +20,7 @@ from domain.identity.principal import PUBLIC, Principal, Requirement, check_acce
 from domain.identity.scopes import Scope
 from schema.account import ApiToken, User
 from schema.audit import AuditEvent
+from schema.billing import Payment, Refund
 from schema.catalog import Sku
 from schema.context import AppContext, Loaders
 
@@ -33,6 +34,7 @@ class NodeType:
 
 
 ADMIN_READ = Requirement(Scope.ADMIN_READ, admin=True)
+BILLING_READ = Requirement(Scope.BILLING_READ)
 
 NODE_TYPES: dict[str, NodeType] = {
     "Sku": NodeType(PUBLIC, lambda ld, k: ld.sku.load(k), lambda p, o: True, Sku.from_domain),
@@ -53,6 +55,18 @@ NODE_TYPES: dict[str, NodeType] = {
         lambda ld, k: ld.audit_event.load(k),
         lambda p, event: p.is_admin,
         AuditEvent.from_domain,
+    ),
+    "Payment": NodeType(
+        BILLING_READ,
+        lambda ld, k: ld.payment.load(k),
+        lambda p, payment: owns_or_admin(p, payment.user_id),
+        Payment.from_domain,
+    ),
+    "Refund": NodeType(
+        BILLING_READ,
+        lambda ld, k: ld.refund.load(k),
+        lambda p, refund: owns_or_admin(p, refund.user_id),
+        Refund.from_domain,
     ),
 }
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from domain.errors import DomainError
 from domain.ports import UnitOfWork
+from resolvers import billing
 from schema.context import Loaders
 
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
@@ -24,10 +27,36 @@ def _loader(
     return DataLoader(load_fn=load)
 
 
+def _each(
+    uow: Callable[[], UnitOfWork], read: Callable[[UnitOfWork, K], Awaitable[T]]
+) -> DataLoader[K, T]:
+    """For reads with no batched form: each distinct key of a request is read once (in its own
+    transaction, by a domain use case), and a key refused with a domain error fails alone."""
+
+    async def load(keys: list[K]) -> list[T | BaseException]:
+        found: list[T | BaseException] = []
+        for key in keys:
+            try:
+                found.append(await read(uow(), key))
+            except DomainError as exc:
+                found.append(exc)
+        return found
+
+    return DataLoader(load_fn=load)
+
+
 def make_loaders(uow: Callable[[], UnitOfWork]) -> Loaders:
     return Loaders(
         sku=_loader(uow, lambda tx, ids: tx.skus.get_many(ids)),
         user=_loader(uow, lambda tx, ids: tx.users.get_many(ids)),
         api_token=_loader(uow, lambda tx, ids: tx.api_tokens.get_many(ids)),
         audit_event=_loader(uow, lambda tx, ids: tx.audit.get_many(ids)),
+        payment=_loader(uow, lambda tx, ids: tx.payments.get_many(ids)),
+        refund=_loader(uow, lambda tx, ids: tx.payments.refunds_by_id(ids)),
+        wallet=_each(uow, billing.wallet),
+        wallets=_each(uow, billing.wallets),
+        ledger_entries=_each(uow, billing.ledger_entries),
+        payments_of=_each(uow, billing.payments),
+        refunds_of=_each(uow, billing.refunds),
+        statements=_each(uow, billing.statements),
     )

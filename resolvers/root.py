@@ -21,7 +21,7 @@ from strawberry.types import ExecutionContext
 
 from domain.identity.principal import PUBLIC, SIGNED_IN, Requirement
 from domain.identity.scopes import Scope
-from resolvers import account, admin, api_tokens, catalog, node
+from resolvers import account, admin, api_tokens, billing, catalog, node
 from resolvers.access import ADMIN_READ
 from resolvers.errors import ErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
@@ -37,6 +37,15 @@ from schema.account import (
     UserResult,
 )
 from schema.audit import AuditEvent, AuditEventConnection
+from schema.billing import (
+    CreditResult,
+    Payment,
+    ReconciliationIssueConnection,
+    Refund,
+    RefundResult,
+    SpendLimitResult,
+    TopUpResult,
+)
 from schema.catalog import CatalogChange, Sku, SkuConnection, SkuResult
 from schema.errors import SkuError
 from schema.permissions import declared
@@ -47,6 +56,7 @@ ACCOUNT_WRITE = Requirement(Scope.ACCOUNT_WRITE)
 OWN_CREDENTIALS = Requirement(Scope.ACCOUNT_WRITE, session_only=True)
 SESSION = Requirement(session_only=True)
 ADMIN_WRITE = Requirement(Scope.ADMIN_WRITE, admin=True)
+BILLING_WRITE = Requirement(Scope.BILLING_WRITE)
 
 
 def field(resolver: Any, requirement: Requirement, description: str) -> Any:
@@ -69,6 +79,11 @@ class Query:
     users: UserConnection = field(admin.users, ADMIN_READ, "Every account.")
     audit_events: AuditEventConnection = field(
         admin.audit_events, ADMIN_READ, "The audit log, newest first."
+    )
+    reconciliation_issues: ReconciliationIssueConnection = field(
+        billing.reconciliation_issues,
+        ADMIN_READ,
+        "Where Stripe and our records disagree, newest first.",
     )
 
 
@@ -111,6 +126,23 @@ class Mutation:
     create_sku: SkuResult = mutation(catalog.create_sku, ADMIN_WRITE, "Add a SKU to the catalog.")
     retire_sku: SkuResult = mutation(
         catalog.retire_sku, ADMIN_WRITE, "Retire a SKU: it stays readable but cannot be ordered."
+    )
+    create_top_up: TopUpResult = mutation(
+        billing.create_top_up,
+        BILLING_WRITE,
+        "Start adding money to your wallet by card; the wallet is credited when Stripe reports "
+        "the payment succeeded.",
+    )
+    refund_payment: RefundResult = mutation(
+        billing.refund_payment,
+        ADMIN_WRITE,
+        "Send part or all of a payment back to its card; the amount leaves the wallet.",
+    )
+    grant_credit: CreditResult = mutation(
+        billing.grant_credit, ADMIN_WRITE, "Credit a user's wallet, with a reason (audited)."
+    )
+    set_spend_limit: SpendLimitResult = mutation(
+        billing.set_spend_limit, ADMIN_WRITE, "Set or clear a wallet's hourly spend limit."
     )
 
 
@@ -161,6 +193,6 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Sku, SkuError, User, ApiToken, AuditEvent],
+        types=[Sku, SkuError, User, ApiToken, AuditEvent, Payment, Refund],
         extensions=extensions,
     )

@@ -1,20 +1,38 @@
-"""Account types: users, API tokens, roles, scopes and the account area's errors."""
+"""Account types: users, API tokens, roles, scopes and the account area's errors.
+
+A user's money hangs off User (wallet, ledgerEntries, payments, refunds, statements): those
+fields ask for `billing:read` and the owner or an administrator (`owned`), and read through the
+request's loaders, which the billing resolvers fill.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 
 from domain.identity.accounts import AccountStatus as DomainAccountStatus
 from domain.identity.accounts import User as DomainUser
 from domain.identity.errors import AccountErrorCode as DomainAccountErrorCode
+from domain.identity.principal import Requirement
 from domain.identity.scopes import Role as DomainRole
 from domain.identity.scopes import Scope as DomainScope
 from domain.identity.tokens import ApiToken as DomainApiToken
 from domain.identity.tokens import TokenStatus as DomainTokenStatus
+from domain.pagination import PageRequest
+from schema.billing import (
+    LedgerEntry,
+    LedgerEntryConnection,
+    Payment,
+    PaymentConnection,
+    Refund,
+    RefundConnection,
+    Statement,
+    Wallet,
+)
 from schema.errors import Error
+from schema.permissions import owned
 from schema.relay import Connection, Node, to_global_id
 
 Scope = strawberry.enum(DomainScope, description="Read or write access to one area.")
@@ -26,6 +44,56 @@ AccountErrorCode = strawberry.enum(
 )
 
 
+BILLING_READ = Requirement(DomainScope.BILLING_READ)
+
+
+def _billing(resolver: Any, description: str) -> Any:
+    return strawberry.field(
+        resolver=resolver, **owned(BILLING_READ, lambda user: user.key, description)
+    )
+
+
+# The billing fields of User: each reads through the request's loaders (filled by
+# resolvers.billing) and maps to billing types.
+
+
+async def _wallet(root: User, info: strawberry.Info, currency: str = "USD") -> Wallet | None:
+    return Wallet.from_domain(await info.context.loaders.wallet.load((root.key, currency)))
+
+
+async def _wallets(root: User, info: strawberry.Info) -> list[Wallet] | None:
+    return [Wallet.from_domain(w) for w in await info.context.loaders.wallets.load(root.key)]
+
+
+async def _ledger_entries(
+    root: User, info: strawberry.Info, first: int | None = 20, after: str | None = None
+) -> LedgerEntryConnection | None:
+    key = (root.key, PageRequest.parse(first, after))
+    page = await info.context.loaders.ledger_entries.load(key)
+    return LedgerEntryConnection.from_page(page, LedgerEntry.from_domain)
+
+
+async def _payments(
+    root: User, info: strawberry.Info, first: int | None = 20, after: str | None = None
+) -> PaymentConnection | None:
+    page = await info.context.loaders.payments_of.load((root.key, PageRequest.parse(first, after)))
+    return PaymentConnection.from_page(page, Payment.from_domain)
+
+
+async def _refunds(
+    root: User, info: strawberry.Info, first: int | None = 20, after: str | None = None
+) -> RefundConnection | None:
+    page = await info.context.loaders.refunds_of.load((root.key, PageRequest.parse(first, after)))
+    return RefundConnection.from_page(page, Refund.from_domain)
+
+
+async def _statements(
+    root: User, info: strawberry.Info, months: int = 12
+) -> list[Statement] | None:
+    found = await info.context.loaders.statements.load((root.key, months))
+    return [Statement.from_domain(s) for s in found]
+
+
 @strawberry.type(description="A person's account.")
 class User(Node):
     email: str
@@ -34,6 +102,17 @@ class User(Node):
     created_at: datetime
     has_password: bool = strawberry.field(
         description="False for accounts that only sign in through OIDC."
+    )
+    key: strawberry.Private[int]  # the database id, for the billing fields; not exposed
+    wallet: Wallet | None = _billing(_wallet, "The wallet in one currency; zero when never used.")
+    wallets: list[Wallet] | None = _billing(_wallets, "Every wallet in use, one per currency.")
+    ledger_entries: LedgerEntryConnection | None = _billing(
+        _ledger_entries, "Every movement on the wallets, newest first."
+    )
+    payments: PaymentConnection | None = _billing(_payments, "Top-up payments, newest first.")
+    refunds: RefundConnection | None = _billing(_refunds, "Refunds of the payments, newest first.")
+    statements: list[Statement] | None = _billing(
+        _statements, "Monthly statements, newest month first."
     )
 
     @classmethod
@@ -45,6 +124,7 @@ class User(Node):
             status=user.status,
             created_at=user.created_at,
             has_password=user.password_hash is not None,
+            key=user.id,
         )
 
 

@@ -15,7 +15,12 @@ from domain.identity.errors import Refusal
 from domain.identity.kit import AuthKit, SignedIn
 from domain.identity.principal import ANONYMOUS, Principal
 from domain.identity.tokens import ApiToken
+from domain.ledger.services import Statement, WalletView
+from domain.ledger.transfers import Entry
+from domain.pagination import Page, PageRequest
 from domain.payments.kit import MoneyKit
+from domain.payments.payments import Payment
+from domain.payments.refunds import Refund
 from domain.ports import EventStream, UnitOfWork
 
 
@@ -27,6 +32,16 @@ class Loaders:
     user: DataLoader[int, User | None]
     api_token: DataLoader[int, ApiToken | None]
     audit_event: DataLoader[int, AuditEvent | None]
+    payment: DataLoader[int, Payment | None]
+    refund: DataLoader[int, Refund | None]
+    # A user's money, keyed by (user id, the field's arguments); the billing fields of User read
+    # through these, so a field asked twice in one request is read once.
+    wallet: DataLoader[tuple[int, str], WalletView]
+    wallets: DataLoader[int, list[WalletView]]
+    ledger_entries: DataLoader[tuple[int, PageRequest], Page[Entry]]
+    payments_of: DataLoader[tuple[int, PageRequest], Page[Payment]]
+    refunds_of: DataLoader[tuple[int, PageRequest], Page[Refund]]
+    statements: DataLoader[tuple[int, int], list[Statement]]
 
 
 class SessionCookies(Protocol):

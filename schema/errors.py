@@ -14,7 +14,7 @@ from typing import TypeVar
 import strawberry
 
 from domain.catalog.sku import SkuErrorCode as DomainSkuErrorCode
-from domain.errors import DomainError
+from domain.errors import DomainError, ServiceUnavailable
 from domain.identity.errors import AccessDenied
 
 E = TypeVar("E")
@@ -46,9 +46,10 @@ class SkuError(Error):
 
 def typed_error(exc: DomainError, error_type: type[E], problem_type: type[P]) -> E:
     """Map a domain error to the area's union member: the first problem on top, all of them in
-    `problems`, so a client can show every mistake of a form at once. An access refusal is not
-    a problem with the input: it stays a GraphQL error with its access code."""
-    if isinstance(exc, AccessDenied):
+    `problems`, so a client can show every mistake of a form at once. An access refusal, or a
+    backing service that is down, is not a problem with the input: it stays a GraphQL error with
+    its own code (and, for SERVICE_UNAVAILABLE, the request id), not a value of the area's enum."""
+    if isinstance(exc, (AccessDenied, ServiceUnavailable)):
         raise exc
     problems = [problem_type(code=p.code, message=p.message, field=p.field) for p in exc.problems]  # type: ignore[call-arg]
     first = exc.problems[0]

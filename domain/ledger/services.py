@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from domain.audit.records import RequestMeta, audit
-from domain.errors import NotFound, Problem
+from domain.errors import InvalidInput, NotFound, Problem
 from domain.idempotency import IdempotencyRecord, check_key, replayed, request_hash
 from domain.identity.principal import Principal
 from domain.ledger import book
@@ -24,6 +24,7 @@ from domain.ports import LedgerCheck, UnitOfWork
 from domain.retry import retrying
 
 MAX_REASON = 500
+MAX_STATEMENT_MONTHS = 36
 CREDIT_OPERATION = "grantCredit"
 
 
@@ -40,7 +41,9 @@ class WalletView:
 
 
 async def wallet_view(uow: UnitOfWork, user_id: int, currency: str) -> WalletView:
-    """A user's wallet in one currency; an unused wallet reads as zero, and is not created."""
+    """A user's wallet in one currency; an unused wallet reads as zero, and is not created.
+    An unknown currency is refused rather than read as an empty wallet."""
+    book.check_amount(1, currency)
     async with uow:
         account = await uow.ledger.find_account(wallet(user_id, currency))
         if account is None:
@@ -94,6 +97,9 @@ class Statement:
 
 async def statements(uow: UnitOfWork, user_id: int, months: int) -> list[Statement]:
     """Monthly statements, newest month first, for the last `months` months."""
+    if isinstance(months, bool) or not 1 <= months <= MAX_STATEMENT_MONTHS:
+        raise InvalidInput(Problem("INVALID_MONTHS",
+                                   f"months is 1 to {MAX_STATEMENT_MONTHS}.", "months"))  # fmt: skip
     async with uow:
         accounts = await uow.ledger.wallets_of(user_id)
         totals = await uow.ledger.month_totals([a.id for a in accounts], months) if accounts else []

@@ -50,6 +50,7 @@ from resolvers.root import Mutation, Query, Subscription, build_schema
 from schema.permissions import Access, requirement_of
 from schema.relay import to_global_id
 from tests.api.helpers import add_skus, codes, gql
+from tests.support.billing import paid_top_up, refund
 from tests.support.identity import (
     ALL_USER_SCOPES,
     LOG_IN,
@@ -371,7 +372,7 @@ AUDIT_OF = """query Events($actor: ID!) {
   auditEvents(first: 5, filter: {actorUserId: $actor}) { edges { node { id action } } } }"""
 
 
-async def _world(accounts: Accounts, uow: Any) -> World:
+async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
     a = await accounts.sign_up()
     a_token = await a.token(ALL_USER_SCOPES, name="walk-target")
     listed = await a.gql(API_TOKENS)
@@ -387,15 +388,20 @@ async def _world(accounts: Accounts, uow: Any) -> World:
     edges = events["data"]["auditEvents"]["edges"]
     assert edges, events
     (sku,) = await add_skus(uow, 1, name="walk")
+    payment = await paid_top_up(a, uow, localstripe, await accounts.client())
+    refunded = await refund(admin, payment, 100)
+    assert refunded["__typename"] == "RefundPayload", refunded
     ids = {
         "User": a.user_id,
         "ApiToken": target["id"],
         "AuditEvent": edges[0]["node"]["id"],
         "Sku": to_global_id("Sku", sku.id),
+        "Payment": payment,
+        "Refund": refunded["refund"]["id"],
     }
     assert set(ids) >= set(NODE_TYPES), f"give the walk an object of each node type: {NODE_TYPES}"
     b = await accounts.sign_up()
-    markers = [a.email, a.user_id, target["id"], target["prefix"]]
+    markers = [a.email, a.user_id, target["id"], target["prefix"], payment, ids["Refund"]]
     return World(accounts, a, a_token, ids, markers, b, admin)
 
 
@@ -493,8 +499,10 @@ async def _check_a_unchanged(world: World) -> list[str]:
     return problems
 
 
-async def test_walk_every_root_field_refuses_whoever_must_be_refused(accounts, uow) -> None:
-    world = await _world(accounts, uow)
+async def test_walk_every_root_field_refuses_whoever_must_be_refused(
+    accounts, uow, localstripe
+) -> None:
+    world = await _world(accounts, uow, localstripe)
     cases, problems = build_cases(world.ids)
 
     # The walk is not vacuous: every root field gave at least one operation, and every kind of
@@ -537,9 +545,11 @@ NODE = """query Node($id: ID!) { node(id: $id) { __typename id
   ... on User { email } ... on ApiToken { name prefix } ... on AuditEvent { action } } }"""
 
 
-@pytest.mark.parametrize("type_name", ["User", "ApiToken", "AuditEvent"])
-async def test_node_shows_owned_objects_to_owner_and_admin_only(accounts, uow, type_name) -> None:
-    world = await _world(accounts, uow)
+@pytest.mark.parametrize("type_name", ["User", "ApiToken", "AuditEvent", "Payment", "Refund"])
+async def test_node_shows_owned_objects_to_owner_and_admin_only(
+    accounts, uow, localstripe, type_name
+) -> None:
+    world = await _world(accounts, uow, localstripe)
     gid = world.ids[type_name]
     requirement = NODE_TYPES[type_name].requirement
 

@@ -1,0 +1,321 @@
+"""Billing types: wallets, ledger entries, payments, refunds, statements, reconciliation issues,
+and the billing area's inputs, payloads and error.
+
+Every amount is an Int of minor units (cents) of the `currency` beside it, signed where the
+description says so, as SKU prices are (`Money.amountMinor`). GraphQL's Int is 32 bits: top-up,
+refund and credit amounts are bounded well inside it; a balance or a monthly sum past
+2,147,483,647 minor units would fail to serialize (a field error), never be truncated.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, cast
+
+import strawberry
+
+from domain.ledger.errors import LedgerErrorCode
+from domain.ledger.services import Statement as DomainStatement
+from domain.ledger.services import UsageLine as DomainUsageLine
+from domain.ledger.services import WalletView
+from domain.ledger.transfers import Entry
+from domain.ledger.transfers import Phase as DomainPhase
+from domain.ledger.transfers import TransferCode as DomainTransferCode
+from domain.payments.errors import PaymentErrorCode
+from domain.payments.findings import IssueKind
+from domain.payments.findings import ReconciliationIssue as DomainIssue
+from domain.payments.payments import Payment as DomainPayment
+from domain.payments.payments import PaymentStatus as DomainPaymentStatus
+from domain.payments.refunds import Refund as DomainRefund
+from domain.payments.refunds import RefundStatus as DomainRefundStatus
+from schema.errors import Error
+from schema.relay import Connection, Node, to_global_id
+
+TransferCode = strawberry.enum(DomainTransferCode, description="Which flow moved the money.")
+TransferPhase = strawberry.enum(
+    DomainPhase,
+    name="TransferPhase",
+    description="POSTED moves money; PENDING reserves it (a hold); POST_PENDING turns part of a "
+    "hold into a movement; VOID_PENDING releases a hold.",
+)
+PaymentStatus = strawberry.enum(DomainPaymentStatus, description="Where a top-up stands.")
+RefundStatus = strawberry.enum(DomainRefundStatus, description="Where a refund stands.")
+ReconciliationIssueKind = strawberry.enum(
+    IssueKind, name="ReconciliationIssueKind", description="How Stripe and our records differ."
+)
+
+# Every code the money services raise, from the domain's own lists (no copy to drift), plus
+# INVALID_ID for a malformed or mistyped ID argument. The idempotency codes are ledger codes.
+_CODES = dict.fromkeys(str(code) for code in [*LedgerErrorCode, *PaymentErrorCode, "INVALID_ID"])
+BillingErrorCode = strawberry.enum(
+    cast("type[StrEnum]", StrEnum("BillingErrorCode", {code: code for code in _CODES})),
+    description="Why a billing request was refused.",
+)
+
+
+@strawberry.type(description="A wallet: a user's prepaid money in one currency.")
+class Wallet:
+    currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
+    balance: int = strawberry.field(description="Posted money, minor units.")
+    available: int = strawberry.field(description="What may still be spent: balance - held.")
+    held: int = strawberry.field(description="Reserved by open holds (running work, refunds).")
+
+    @classmethod
+    def from_domain(cls, view: WalletView) -> Wallet:
+        return cls(
+            currency=view.currency, balance=view.balance, available=view.available,
+            held=view.held,
+        )  # fmt: skip
+
+
+@strawberry.type(description="One movement on a wallet, as the wallet sees it. Never changed.")
+class LedgerEntry:
+    id: strawberry.ID
+    transfer_id: strawberry.ID = strawberry.field(description="The transfer this entry is of.")
+    code: TransferCode  # type: ignore[valid-type]
+    phase: TransferPhase  # type: ignore[valid-type]
+    amount: int = strawberry.field(description="Signed minor units: credits positive.")
+    currency: str
+    reference: str | None = strawberry.field(
+        description='What it was for, e.g. "payment:12" or "allocation:7".'
+    )
+    memo: str | None
+    pending: bool = strawberry.field(
+        description="A hold or its release: it reserves or frees money and moves none, so the "
+        "posted entries alone sum to the balance."
+    )
+    created_at: datetime
+
+    @classmethod
+    def from_domain(cls, entry: Entry) -> LedgerEntry:
+        transfer = entry.transfer
+        spec = transfer.spec
+        return cls(
+            id=to_global_id("LedgerEntry", transfer.id),
+            transfer_id=to_global_id("Transfer", transfer.id),
+            code=spec.code,
+            phase=spec.phase,
+            amount=entry.amount,
+            currency=spec.currency,
+            reference=spec.reference,
+            memo=spec.memo,
+            pending=entry.pending,
+            created_at=transfer.created_at,
+        )
+
+
+@strawberry.type(description="A top-up: card money collected through Stripe into a wallet.")
+class Payment(Node):
+    amount: int = strawberry.field(description="Asked for, minor units.")
+    currency: str
+    status: PaymentStatus  # type: ignore[valid-type]
+    amount_received: int = strawberry.field(description="Collected by Stripe and credited.")
+    amount_refunded: int = strawberry.field(description="Refunds asked for and not failed.")
+    refundable: int = strawberry.field(description="What may still be refunded.")
+    checkout_url: str | None = strawberry.field(description="Stripe Checkout, when offered.")
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_domain(cls, payment: DomainPayment) -> Payment:
+        return cls(
+            id=to_global_id("Payment", payment.id),
+            amount=payment.amount,
+            currency=payment.currency,
+            status=payment.status,
+            amount_received=payment.amount_received,
+            amount_refunded=payment.amount_refunded,
+            refundable=payment.refundable,
+            checkout_url=payment.checkout_url,
+            failure_reason=payment.failure_reason,
+            created_at=payment.created_at,
+            updated_at=payment.updated_at,
+        )
+
+
+async def _payment_of(root: Refund, info: strawberry.Info) -> Payment:
+    found = await info.context.loaders.payment.load(root.payment_id)
+    assert found is not None, "a refund's payment is never deleted"
+    return Payment.from_domain(found)
+
+
+@strawberry.type(description="Money sent back to the card of a payment through Stripe.")
+class Refund(Node):
+    amount: int = strawberry.field(description="Minor units.")
+    currency: str
+    status: RefundStatus  # type: ignore[valid-type]
+    reason: str
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    payment_id: strawberry.Private[int]
+
+    payment: Payment = strawberry.field(resolver=_payment_of, description="The payment refunded.")
+
+    @classmethod
+    def from_domain(cls, refund: DomainRefund) -> Refund:
+        return cls(
+            id=to_global_id("Refund", refund.id),
+            amount=refund.amount,
+            currency=refund.currency,
+            status=refund.status,
+            reason=refund.reason,
+            failure_reason=refund.failure_reason,
+            created_at=refund.created_at,
+            updated_at=refund.updated_at,
+            payment_id=refund.payment_id,
+        )
+
+
+@strawberry.type(description="What one allocation or volume cost in a month.")
+class UsageLine:
+    reference: str = strawberry.field(description='e.g. "allocation:7".')
+    amount: int = strawberry.field(description="Charged, minor units.")
+
+    @classmethod
+    def from_domain(cls, line: DomainUsageLine) -> UsageLine:
+        return cls(reference=line.reference, amount=line.amount)
+
+
+@strawberry.type(description="One month of one wallet's posted movements, by flow.")
+class Statement:
+    month: str = strawberry.field(description="YYYY-MM, UTC.")
+    currency: str
+    top_ups: int
+    refunds: int = strawberry.field(description="Sent back to the card.")
+    credits: int
+    reversals: int = strawberry.field(description="Signed: corrections either way.")
+    usage_total: int
+    net: int = strawberry.field(description="topUps + credits + reversals - refunds - usage.")
+    usage: list[UsageLine]
+
+    @classmethod
+    def from_domain(cls, statement: DomainStatement) -> Statement:
+        return cls(
+            month=statement.month,
+            currency=statement.currency,
+            top_ups=statement.top_ups,
+            refunds=statement.refunds,
+            credits=statement.credits,
+            reversals=statement.reversals,
+            usage_total=statement.usage_total,
+            net=statement.net,
+            usage=[UsageLine.from_domain(line) for line in statement.usage],
+        )
+
+
+@strawberry.type(description="Where Stripe and our records disagree; for a person to resolve.")
+class ReconciliationIssue:
+    id: strawberry.ID
+    kind: ReconciliationIssueKind  # type: ignore[valid-type]
+    stripe_object_id: str
+    payment_id: strawberry.ID | None
+    refund_id: strawberry.ID | None
+    expected: str | None
+    actual: str | None
+    detail: str
+    detected_at: datetime
+
+    @classmethod
+    def from_domain(cls, issue: DomainIssue) -> ReconciliationIssue:
+        f = issue.finding
+        return cls(
+            id=to_global_id("ReconciliationIssue", issue.id),
+            kind=f.kind,
+            stripe_object_id=f.stripe_object_id,
+            payment_id=None if f.payment_id is None else to_global_id("Payment", f.payment_id),
+            refund_id=None if f.refund_id is None else to_global_id("Refund", f.refund_id),
+            expected=f.expected,
+            actual=f.actual,
+            detail=f.detail,
+            detected_at=issue.detected_at,
+        )
+
+
+LedgerEntryConnection = Connection[LedgerEntry]
+PaymentConnection = Connection[Payment]
+RefundConnection = Connection[Refund]
+ReconciliationIssueConnection = Connection[ReconciliationIssue]
+
+
+@strawberry.input(description="Add money to your wallet by card.")
+class CreateTopUpInput:
+    amount: int = strawberry.field(description="Minor units, within the operator's bounds.")
+    currency: str = strawberry.field(description="One the operator takes, e.g. USD.")
+    idempotency_key: str = strawberry.field(
+        description="Yours, 1-255 characters: the same key again answers with the same payment."
+    )
+
+
+@strawberry.input(description="Send part or all of a succeeded payment back to its card.")
+class RefundPaymentInput:
+    payment_id: strawberry.ID
+    amount: int = strawberry.field(description="Minor units, at most the payment's refundable.")
+    reason: str
+    idempotency_key: str
+
+
+@strawberry.input(description="Credit a user's wallet from the promotional account.")
+class GrantCreditInput:
+    user_id: strawberry.ID
+    amount: int = strawberry.field(description="Minor units.")
+    currency: str
+    reason: str = strawberry.field(description="Kept in the audit log and on the entry.")
+    idempotency_key: str
+
+
+@strawberry.input(description="Set a wallet's hourly spend limit.")
+class SetSpendLimitInput:
+    user_id: strawberry.ID
+    currency: str
+    limit: int | None = strawberry.field(
+        default=None, description="Minor units per rolling hour; null for the platform default."
+    )
+
+
+@strawberry.type
+class TopUpPayload:
+    payment: Payment
+    client_secret: str | None = strawberry.field(
+        description="For Stripe Elements to confirm the payment; we never store it."
+    )
+    checkout_url: str | None = strawberry.field(description="Stripe Checkout, when offered.")
+
+
+@strawberry.type
+class RefundPayload:
+    refund: Refund
+
+
+@strawberry.type
+class CreditPayload:
+    transfer_id: strawberry.ID
+    wallet: Wallet = strawberry.field(description="The wallet credited, as it is now.")
+
+
+@strawberry.type
+class SpendLimitPayload:
+    user_id: strawberry.ID
+    currency: str
+    limit: int | None = strawberry.field(description="Null: the platform default applies.")
+
+
+@strawberry.type(description="One problem with a billing request.")
+class BillingProblem:
+    code: BillingErrorCode  # type: ignore[valid-type]
+    message: str
+    field: str | None
+
+
+@strawberry.type(description="A billing request was refused; `problems` lists every reason.")
+class BillingError(Error):
+    code: BillingErrorCode  # type: ignore[valid-type]
+    problems: list[BillingProblem]
+
+
+TopUpResult = Annotated[TopUpPayload | BillingError, strawberry.union("TopUpResult")]
+RefundResult = Annotated[RefundPayload | BillingError, strawberry.union("RefundResult")]
+CreditResult = Annotated[CreditPayload | BillingError, strawberry.union("CreditResult")]
+SpendLimitResult = Annotated[SpendLimitPayload | BillingError, strawberry.union("SpendLimitResult")]
