@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format typecheck contracts schema schema-check ci bench lock
+.PHONY: install run test lint format typecheck contracts schema schema-check ci bench bench-ledger lock
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -46,6 +46,11 @@ ci: test lint typecheck contracts schema-check
 bench: install
 	$(PY) -m bench.graphql_read
 	$(PY) -m bench.auth_overhead
+	$(PY) -m bench.ledger
+
+# The ledger alone: transfers/s vs plain INSERT commits, and one metering tick on 10,000 holds.
+bench-ledger: install
+	$(PY) -m bench.ledger
 
 # Re-pin after changing dependencies in pyproject.toml (needs `uv` on PATH).
 lock:

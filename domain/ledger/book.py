@@ -54,6 +54,9 @@ async def move(
 ) -> Transfer:  # fmt: skip
     """One posted transfer between two accounts named by key."""
     check_amount(amount, debit.currency)
+    if credit.currency != debit.currency:
+        raise invalid(LedgerErrorCode.CURRENCY_MISMATCH,
+                      "Both accounts of a transfer hold the same currency.", "currency")  # fmt: skip
     found = await ledger.accounts([debit, credit])
     spec = TransferSpec(debit=found[debit].id, credit=found[credit].id, amount=amount,
                         currency=debit.currency, code=code, reference=reference, memo=memo)  # fmt: skip

@@ -102,10 +102,10 @@ def transition(hold: Hold, action: HoldAction, now: datetime) -> tuple[Hold, lis
                 raise conflict(LedgerErrorCode.AMOUNT_EXCEEDS_HOLD,
                                f"Only {hold.remaining} is left on hold {hold.id}.", "amount")  # fmt: skip
             posted = [_spec(hold, amount, Phase.POST_PENDING)] if amount else []
-            captured = replace(hold, captured=hold.captured + amount, version=hold.version + 1)
-            if final or captured.remaining == 0:
-                return _close(captured, HoldStatus.CAPTURED, posted, now)
-            return captured, posted
+            captured = hold.captured + amount
+            if final or captured == hold.amount:
+                return _close(hold, HoldStatus.CAPTURED, posted, now, captured)
+            return replace(hold, captured=captured, version=hold.version + 1), posted
         case Void():
             return _close(hold, HoldStatus.VOIDED, [], now)
         case Extend(expires_at=expires_at, add_amount=add):
@@ -121,9 +121,13 @@ def transition(hold: Hold, action: HoldAction, now: datetime) -> tuple[Hold, lis
 
 
 def _close(
-    hold: Hold, status: HoldStatus, specs: list[TransferSpec], now: datetime
-) -> tuple[Hold, list[TransferSpec]]:
-    rest = hold.amount - hold.captured
+    hold: Hold, status: HoldStatus, specs: list[TransferSpec], now: datetime,
+    captured: int | None = None,
+) -> tuple[Hold, list[TransferSpec]]:  # fmt: skip
+    """Resolve the hold (one version step), releasing whatever was not captured."""
+    captured = hold.captured if captured is None else captured
+    rest = hold.amount - captured
     released = [*specs, _spec(hold, rest, Phase.VOID_PENDING)] if rest else specs
-    closed = replace(hold, status=status, resolved_at=now, version=hold.version + 1)
+    closed = replace(hold, captured=captured, status=status, resolved_at=now,
+                     version=hold.version + 1)  # fmt: skip
     return closed, released

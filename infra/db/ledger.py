@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, text, tuple_
+from sqlalchemy import and_, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -74,25 +74,48 @@ def _is_second_reversal(exc: IntegrityError) -> bool:
     return "uq_ledger_transfers_reverses_id" in str(exc.orig)
 
 
-_INSERT_TRANSFERS = text("""
-    INSERT INTO ledger_transfers (debit_account_id, credit_account_id, amount, currency, code,
-                                  phase, hold_id, reverses_id, reference, memo)
-    SELECT * FROM unnest(CAST(:debit AS bigint[]), CAST(:credit AS bigint[]),
-                         CAST(:amount AS bigint[]), CAST(:currency AS text[]),
-                         CAST(:code AS text[]), CAST(:phase AS text[]), CAST(:hold AS bigint[]),
-                         CAST(:reverses AS bigint[]), CAST(:reference AS text[]),
-                         CAST(:memo AS text[]))
-    RETURNING id, created_at
+# The transfers and their effects on the balances in one statement (one round trip): the
+# balance CHECKs fire on the UPDATE, the foreign keys on the INSERT, and both run in full.
+_WRITE = text("""
+    WITH applied AS (
+        UPDATE ledger_balances b
+           SET debits_posted = b.debits_posted + d.dp,
+               credits_posted = b.credits_posted + d.cp,
+               debits_pending = b.debits_pending + d.dpe,
+               credits_pending = b.credits_pending + d.cpe
+          FROM unnest(CAST(:account AS bigint[]), CAST(:shard AS smallint[]),
+                      CAST(:dp AS bigint[]), CAST(:cp AS bigint[]), CAST(:dpe AS bigint[]),
+                      CAST(:cpe AS bigint[])) AS d(account_id, shard, dp, cp, dpe, cpe)
+         WHERE b.account_id = d.account_id AND b.shard = d.shard
+        RETURNING 1
+    ), inserted AS (
+        INSERT INTO ledger_transfers (debit_account_id, credit_account_id, amount, currency,
+                                      code, phase, hold_id, reverses_id, reference, memo)
+        SELECT * FROM unnest(CAST(:debit AS bigint[]), CAST(:credit AS bigint[]),
+                             CAST(:amount AS bigint[]), CAST(:currency AS text[]),
+                             CAST(:code AS text[]), CAST(:phase AS text[]),
+                             CAST(:hold AS bigint[]), CAST(:reverses AS bigint[]),
+                             CAST(:reference AS text[]), CAST(:memo AS text[]))
+        RETURNING id, created_at
+    )
+    SELECT id, created_at, (SELECT count(*) FROM applied) AS applied FROM inserted ORDER BY id
 """)
 
-_APPLY_EFFECTS = text("""
-    UPDATE ledger_balances b
-       SET debits_posted = b.debits_posted + d.dp, credits_posted = b.credits_posted + d.cp,
-           debits_pending = b.debits_pending + d.dpe, credits_pending = b.credits_pending + d.cpe
-      FROM unnest(CAST(:account AS bigint[]), CAST(:shard AS smallint[]), CAST(:dp AS bigint[]),
-                  CAST(:cp AS bigint[]), CAST(:dpe AS bigint[]), CAST(:cpe AS bigint[]))
-           AS d(account_id, shard, dp, cp, dpe, cpe)
-     WHERE b.account_id = d.account_id AND b.shard = d.shard
+# Accounts by key, in one statement whatever the number of keys (no per-call SQL construction).
+_FIND_ACCOUNTS = text("""
+    SELECT a.id, a.kind, a.currency, a.user_id, a.hourly_spend_limit
+      FROM unnest(CAST(:kind AS text[]), CAST(:currency AS text[]), CAST(:owner AS bigint[]))
+           AS k(kind, currency, owner)
+      JOIN ledger_accounts a
+        ON a.kind = k.kind AND a.currency = k.currency AND coalesce(a.user_id, 0) = k.owner
+""")
+
+_LOCK_GUARDED = text("""
+    SELECT account_id, debits_posted, credits_posted, debits_pending, credits_pending
+      FROM ledger_balances
+     WHERE account_id = ANY(CAST(:ids AS bigint[])) AND guarded
+     ORDER BY account_id
+       FOR UPDATE
 """)
 
 _SAVE_HOLDS = text("""
@@ -128,15 +151,11 @@ class SqlLedgerRepository:
     async def _find(self, keys: Sequence[AccountKey]) -> dict[AccountKey, Account]:
         if not keys:
             return {}
-        wanted = [(str(k.kind), k.currency, k.user_id or 0) for k in keys]
-        stmt = select(ledger_accounts).where(
-            tuple_(
-                ledger_accounts.c.kind,
-                ledger_accounts.c.currency,
-                func.coalesce(ledger_accounts.c.user_id, 0),
-            ).in_(wanted)
-        )
-        accounts = [_account(row) for row in await self._conn.execute(stmt)]
+        rows = await self._conn.execute(_FIND_ACCOUNTS, {
+            "kind": [str(k.kind) for k in keys], "currency": [k.currency for k in keys],
+            "owner": [k.user_id or 0 for k in keys],
+        })  # fmt: skip
+        accounts = [_account(row) for row in rows]
         self._guarded.update(a.id for a in accounts if a.key.must_not_overdraw)
         self._unguarded.update(a.id for a in accounts if not a.key.must_not_overdraw)
         return {a.key: a for a in accounts}
@@ -183,16 +202,7 @@ class SqlLedgerRepository:
     # -- balances and transfers ----------------------------------------------------------------
 
     async def lock_guarded(self, account_ids: Sequence[int]) -> dict[int, Balance]:
-        stmt = (
-            select(ledger_balances)
-            .where(
-                ledger_balances.c.account_id.in_(sorted(set(account_ids))),
-                ledger_balances.c.guarded,
-            )
-            .order_by(ledger_balances.c.account_id)
-            .with_for_update()
-        )
-        rows = (await self._conn.execute(stmt)).all()
+        rows = (await self._conn.execute(_LOCK_GUARDED, {"ids": sorted(set(account_ids))})).all()
         self._guarded.update(row.account_id for row in rows)
         # Asked for and not returned: sharded (or absent, which the write's foreign keys refuse).
         self._unguarded.update(set(account_ids) - {row.account_id for row in rows})
@@ -228,12 +238,11 @@ class SqlLedgerRepository:
         }  # fmt: skip
         keys = sorted(effects)
         try:
-            rows = (await self._conn.execute(_INSERT_TRANSFERS, columns)).all()
-            result = await self._conn.execute(_APPLY_EFFECTS, {
-                "account": [k[0] for k in keys], "shard": [k[1] for k in keys],
+            rows = (await self._conn.execute(_WRITE, {
+                **columns, "account": [k[0] for k in keys], "shard": [k[1] for k in keys],
                 **{name: [getattr(effects[k], s) for k in keys]
                    for name, s in zip(("dp", "cp", "dpe", "cpe"), _SUMS, strict=True)},
-            })  # fmt: skip
+            })).all()  # fmt: skip
         except IntegrityError as exc:
             if _is_overdraft(exc):
                 raise InsufficientFunds() from exc
@@ -241,12 +250,11 @@ class SqlLedgerRepository:
                 raise conflict(LedgerErrorCode.ALREADY_REVERSED,
                                "The transfer is already reversed.", "transferId") from exc  # fmt: skip
             raise
-        if result.rowcount != len(keys):
+        if rows[0].applied != len(keys):
             raise RuntimeError("a ledger balance row is missing")
-        # Identity values follow the order of the rows inserted.
-        ordered = sorted(rows, key=lambda r: r.id)
+        # Identity values follow the order of the rows inserted; the rows come back in id order.
         return [Transfer(row.id, spec, row.created_at)
-                for row, spec in zip(ordered, specs, strict=True)]  # fmt: skip
+                for row, spec in zip(rows, specs, strict=True)]  # fmt: skip
 
     async def _learn_guarded(self, account_ids: set[int]) -> None:
         """Which of these accounts have one guarded balance row, for those not seen yet (a
