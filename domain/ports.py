@@ -218,7 +218,9 @@ class LedgerRepository(Protocol):
     async def save_holds(self, holds: Sequence[Hold]) -> None: ...
 
     async def claim_expired_holds(self, now: datetime, limit: int) -> Sequence[Hold]:
-        """Open holds past their expiry, locked with SKIP LOCKED so two workers share them."""
+        """Open holds past their expiry, locked with SKIP LOCKED so two workers share them.
+        Refund holds are not among them: Stripe's answer resolves those (the settling job asks
+        for it), because money that has left for the card must not become spendable again."""
         ...
 
     async def spent_since(self, account_id: int, since: datetime) -> int:

@@ -131,7 +131,7 @@ async def act_many(
     nothing: one refused action refuses the batch, so the caller can split and retry."""
     ids = [hold_id for hold_id, _ in actions]
     if len(set(ids)) != len(ids):
-        raise invalid(LedgerErrorCode.HOLD_NOT_FOUND, "A hold appears twice in one batch.")
+        raise invalid(LedgerErrorCode.INVALID_BATCH, "A hold appears twice in one batch.")
     found = await ledger.holds(ids, for_update=True)
     changed: list[Hold] = []
     specs: list[TransferSpec] = []
@@ -140,7 +140,7 @@ async def act_many(
             raise not_found(LedgerErrorCode.HOLD_NOT_FOUND, f"No hold {hold_id}.", "holdId")
         new, written = transition(found[hold_id], action, now)
         if any(s.phase is Phase.PENDING for s in written):
-            raise invalid(LedgerErrorCode.INVALID_AMOUNT, "Extend holds one at a time.")
+            raise invalid(LedgerErrorCode.INVALID_BATCH, "Extend holds one at a time.")
         changed.append(new)
         specs.extend(written)
     if specs:

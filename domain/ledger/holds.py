@@ -88,9 +88,11 @@ def transition(hold: Hold, action: HoldAction, now: datetime) -> tuple[Hold, lis
     expired = now >= hold.expires_at
     if isinstance(action, Expire):
         if not expired:
-            raise conflict(LedgerErrorCode.HOLD_NOT_OPEN, f"Hold {hold.id} has not expired yet.")
+            raise conflict(LedgerErrorCode.HOLD_NOT_EXPIRED, f"Hold {hold.id} has not expired yet.")
         return _close(hold, HoldStatus.EXPIRED, [], now)
-    if expired:
+    # Past its expiry a hold may still be released (that is what expiry does anyway), but no
+    # longer captured or extended: the money is the user's again.
+    if expired and not isinstance(action, Void):
         raise conflict(LedgerErrorCode.HOLD_EXPIRED, f"Hold {hold.id} has expired.", "holdId")
     match action:
         case Capture(amount=amount, final=final):

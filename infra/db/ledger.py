@@ -354,7 +354,7 @@ class SqlLedgerRepository:
         h = ledger_holds.c
         stmt = (
             select(ledger_holds)
-            .where(and_(h.status == "open", h.expires_at <= now))
+            .where(and_(h.status == "open", h.expires_at <= now, h.code != "refund"))
             .order_by(h.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

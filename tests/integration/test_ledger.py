@@ -386,6 +386,20 @@ async def test_expired_holds_are_claimed_once_and_released(uow, engine) -> None:
     assert await problems(uow) == []
 
 
+async def test_refund_holds_wait_for_stripe_not_for_the_clock(uow, engine) -> None:
+    user_id, _ = await funded(uow, "refund-hold@example.com", 1000)
+    now = datetime.now(UTC)
+    refund = await open_hold(uow, user_id, 300, code=TransferCode.REFUND,
+                             counterparty=AccountKind.REFUNDS_IN_FLIGHT,
+                             ttl=timedelta(minutes=1), now=now, reference=None)  # fmt: skip
+    usage = await open_hold(uow, user_id, 200, ttl=timedelta(minutes=1), now=now)
+    async with uow() as u:
+        due = await u.ledger.claim_expired_holds(now + timedelta(minutes=5), 10)
+    # Money on its way back to the card must not become spendable again by itself.
+    assert [h.id for h in due] == [usage.id]
+    assert refund.id not in [h.id for h in due]
+
+
 # -- metering ticks --------------------------------------------------------------------------------
 
 
@@ -415,9 +429,10 @@ async def test_act_many_captures_a_tick_all_or_nothing(uow, engine) -> None:
     assert await count(engine, ledger_transfers) == written
     async with uow() as u:
         assert {h.captured for h in (await u.ledger.holds(holds)).values()} == {10}
-    with pytest.raises(InvalidInput):  # a hold twice in one batch
+    with pytest.raises(InvalidInput) as twice:  # a hold twice in one batch
         async with uow() as u:
             await book.act_many(u.ledger, [(holds[0], Capture(1)), (holds[0], Capture(1))], now)
+    assert code(twice) == LedgerErrorCode.INVALID_BATCH
 
     # Final captures and voids in one batch close the holds and release the rest.
     closing = [(h, Capture(20, final=True) if i % 2 else Void()) for i, h in enumerate(holds)]

@@ -262,7 +262,7 @@ def test_extend_cannot_take_amount_away() -> None:
 def test_expire_only_after_expiry() -> None:
     with pytest.raises(Conflict) as caught:
         transition(make_hold(), Expire(), EXPIRES - timedelta(microseconds=1))
-    assert code_of(caught) == LedgerErrorCode.HOLD_NOT_OPEN
+    assert code_of(caught) == LedgerErrorCode.HOLD_NOT_EXPIRED
     hold, specs = transition(make_hold(100, captured=25), Expire(), EXPIRES)  # at expiry: due
     assert hold.status is HoldStatus.EXPIRED
     assert hold.resolved_at == EXPIRES
@@ -270,12 +270,18 @@ def test_expire_only_after_expiry() -> None:
 
 
 @pytest.mark.parametrize(
-    "action", [Capture(1), Capture(0, final=True), Void(), Extend(EXPIRES + timedelta(hours=1))]
+    "action", [Capture(1), Capture(0, final=True), Extend(EXPIRES + timedelta(hours=1))]
 )
-def test_nothing_but_expire_acts_on_an_expired_hold(action: HoldAction) -> None:
+def test_an_expired_hold_is_neither_captured_nor_extended(action: HoldAction) -> None:
     with pytest.raises(Conflict) as caught:
         transition(make_hold(), action, EXPIRES + timedelta(seconds=1))
     assert code_of(caught) == LedgerErrorCode.HOLD_EXPIRED
+
+
+def test_an_expired_hold_may_still_be_voided() -> None:
+    hold, specs = transition(make_hold(100, captured=40), Void(), EXPIRES + timedelta(seconds=1))
+    assert hold.status is HoldStatus.VOIDED
+    assert [(s.phase, s.amount) for s in specs] == [(Phase.VOID_PENDING, 60)]
 
 
 @pytest.mark.parametrize("status", [HoldStatus.CAPTURED, HoldStatus.VOIDED, HoldStatus.EXPIRED])
