@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain.errors import Conflict, InvalidInput, Problem
+
+if TYPE_CHECKING:
+    from domain.ports import UnitOfWork
 
 MAX_KEY = 255
 
@@ -43,3 +47,33 @@ def replayed(record: IdempotencyRecord, operation: str, digest: bytes) -> int:
                                "This idempotency key was used for a different request.",
                                "idempotencyKey"))  # fmt: skip
     return record.result_id
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """One client request under its idempotency key."""
+
+    owner_id: int
+    key: str
+    operation: str
+    digest: bytes
+    result_type: str
+
+
+async def once(
+    uow: UnitOfWork, request: Keyed, create: Callable[[], Awaitable[int]]
+) -> tuple[int, bool]:
+    """Inside the caller's open transaction: `create` the result unless this key already has
+    one. Returns the result's id and whether it was made now (then the caller commits). When a
+    concurrent twin stored its result first, our work is rolled back and theirs is the answer."""
+    earlier = await uow.idempotency.recall(request.owner_id, request.key)
+    if earlier is None:
+        made = await create()
+        earlier = await uow.idempotency.remember(IdempotencyRecord(
+            request.owner_id, request.key, request.operation, request.digest,
+            request.result_type, made,
+        ))  # fmt: skip
+        if earlier.result_id == made:
+            return made, True
+        await uow.rollback()
+    return replayed(earlier, request.operation, request.digest), False

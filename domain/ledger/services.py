@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from domain.audit.records import RequestMeta, audit
 from domain.errors import InvalidInput, NotFound, Problem
-from domain.idempotency import IdempotencyRecord, check_key, replayed, request_hash
+from domain.idempotency import Keyed, check_key, once, request_hash
 from domain.identity.principal import Principal
 from domain.ledger import book
 from domain.ledger.accounts import AccountKind, Balance, platform, wallet
@@ -142,41 +142,35 @@ async def grant_credit(
     digest = request_hash(CREDIT_OPERATION, {"userId": user_id, "amount": amount,
                                              "currency": currency, "reason": reason})  # fmt: skip
 
-    async def attempt() -> Transfer | IdempotencyRecord:
+    request = Keyed(owner, key, CREDIT_OPERATION, digest, "transfer")
+
+    async def attempt() -> Transfer:
         async with uow:
-            earlier = await uow.idempotency.recall(owner, key)
-            if earlier is not None:
-                return await _transfer(uow, replayed(earlier, CREDIT_OPERATION, digest))
-            if await uow.users.get(user_id) is None:
-                raise NotFound(Problem(LedgerErrorCode.USER_NOT_FOUND, "No such user.", "userId"))
-            transfer = await book.move(
-                uow.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, currency),
-                wallet(user_id, currency), amount, TransferCode.CREDIT,
-                reference=f"user:{user_id}", memo=reason,
-            )  # fmt: skip
-            record = IdempotencyRecord(
-                owner, key, CREDIT_OPERATION, digest, "transfer", transfer.id
-            )
-            stored = await uow.idempotency.remember(record)
-            if stored.result_id != transfer.id:
-                return stored  # a concurrent twin won: ours rolls back, theirs is the answer
+            made: list[Transfer] = []
+
+            async def create() -> int:
+                if await uow.users.get(user_id) is None:
+                    raise NotFound(Problem(LedgerErrorCode.USER_NOT_FOUND, "No such user.",
+                                           "userId"))  # fmt: skip
+                made.append(await book.move(
+                    uow.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, currency),
+                    wallet(user_id, currency), amount, TransferCode.CREDIT,
+                    reference=f"user:{user_id}", memo=reason,
+                ))  # fmt: skip
+                return made[0].id
+
+            transfer_id, fresh = await once(uow, request, create)
+            if not fresh:
+                return await _transfer(uow, transfer_id)
             await uow.audit.append(audit(
                 actor, meta, "billing.credit.granted", ("user", user_id),
                 after={"amount": amount, "currency": currency, "reason": reason,
-                       "transferId": transfer.id},
+                       "transferId": transfer_id},
             ))  # fmt: skip
             await uow.commit()
-            return transfer
+            return made[0]
 
-    outcome = await retrying(attempt)
-    if isinstance(outcome, IdempotencyRecord):
-        return await _replay(uow, outcome, digest)
-    return outcome
-
-
-async def _replay(uow: UnitOfWork, record: IdempotencyRecord, digest: bytes) -> Transfer:
-    async with uow:
-        return await _transfer(uow, replayed(record, CREDIT_OPERATION, digest))
+    return await retrying(attempt)
 
 
 async def _transfer(uow: UnitOfWork, transfer_id: int) -> Transfer:

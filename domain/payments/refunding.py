@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from domain.audit.records import RequestMeta, audit
 from domain.errors import Conflict, InvalidInput, NotFound, Problem
-from domain.idempotency import IdempotencyRecord, check_key, replayed, request_hash
+from domain.idempotency import Keyed, check_key, once, request_hash
 from domain.identity.principal import Principal
 from domain.ledger import book
 from domain.ledger.accounts import AccountKind
@@ -56,18 +56,21 @@ async def refund_payment(
     key = check_key(idempotency_key)
     digest = request_hash(OPERATION, {"paymentId": payment_id, "amount": amount, "reason": reason})
 
+    request = Keyed(owner, key, OPERATION, digest, "refund")
+
     async def claim() -> Refund:
         async with uow:
-            earlier = await uow.idempotency.recall(owner, key)
-            if earlier is None:
-                refund = await _open(uow, policy, actor, meta, payment_id, amount, reason)
-                record = IdempotencyRecord(owner, key, OPERATION, digest, "refund", refund.id)
-                earlier = await uow.idempotency.remember(record)
-                if earlier.result_id == refund.id:
-                    await uow.commit()
-                    return refund
-                await uow.rollback()  # a concurrent twin won; answer with its refund
-            found = await uow.payments.refund(replayed(earlier, OPERATION, digest))
+            made: list[Refund] = []
+
+            async def create() -> int:
+                made.append(await _open(uow, policy, actor, meta, payment_id, amount, reason))
+                return made[0].id
+
+            refund_id, fresh = await once(uow, request, create)
+            if fresh:
+                await uow.commit()
+                return made[0]
+            found = await uow.payments.refund(refund_id)
             assert found is not None
             return found
 

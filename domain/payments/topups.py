@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from domain.errors import InvalidInput, Problem
-from domain.idempotency import IdempotencyRecord, check_key, replayed, request_hash
+from domain.idempotency import Keyed, check_key, once, request_hash
 from domain.identity.principal import Principal
 from domain.payments.errors import PaymentErrorCode, stripe_call
 from domain.payments.payments import Payment, PaymentStatus
@@ -61,18 +61,21 @@ async def create_top_up(
     key = check_key(idempotency_key)
     digest = request_hash(OPERATION, {"amount": amount, "currency": currency})
 
+    request = Keyed(user_id, key, OPERATION, digest, "payment")
+
     async def claim() -> Payment:
         async with uow:
-            earlier = await uow.idempotency.recall(user_id, key)
-            if earlier is None:
-                payment = await uow.payments.add(user_id, amount, currency)
-                record = IdempotencyRecord(user_id, key, OPERATION, digest, "payment", payment.id)
-                earlier = await uow.idempotency.remember(record)
-                if earlier.result_id == payment.id:
-                    await uow.commit()
-                    return payment
-                await uow.rollback()  # a concurrent twin won; answer with its payment
-            found = await uow.payments.get(replayed(earlier, OPERATION, digest))
+            made: list[Payment] = []
+
+            async def create() -> int:
+                made.append(await uow.payments.add(user_id, amount, currency))
+                return made[0].id
+
+            payment_id, fresh = await once(uow, request, create)
+            if fresh:
+                await uow.commit()
+                return made[0]
+            found = await uow.payments.get(payment_id)
             assert found is not None
             return found
 
