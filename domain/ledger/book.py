@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from domain.ledger.accounts import Account, AccountKey, AccountKind, platform, wallet
 from domain.ledger.errors import InsufficientFunds, LedgerErrorCode, conflict, invalid, not_found
-from domain.ledger.holds import Hold, HoldAction, opening, transition
+from domain.ledger.holds import Capture, Extend, Hold, HoldAction, Void, opening, transition
 from domain.ledger.policy import LedgerPolicy
 from domain.ledger.transfers import Phase, Transfer, TransferCode, TransferSpec, net_effects
 from domain.money import is_known_currency
@@ -122,6 +122,26 @@ async def act(
     transfers = await post(ledger, specs) if specs else []
     await ledger.save_holds([changed])
     return changed, transfers
+
+
+async def capture(
+    ledger: LedgerRepository, hold_id: int, amount: int, now: datetime, *, final: bool = False
+) -> Hold:
+    """Post `amount` of the hold (a metering tick); `final` releases the rest and closes it."""
+    return (await act(ledger, hold_id, Capture(amount, final), now))[0]
+
+
+async def void(ledger: LedgerRepository, hold_id: int, now: datetime) -> Hold:
+    """Release what is left of the hold and close it."""
+    return (await act(ledger, hold_id, Void(), now))[0]
+
+
+async def extend(
+    ledger: LedgerRepository, policy: LedgerPolicy, hold_id: int, expires_at: datetime,
+    now: datetime, add_amount: int = 0,
+) -> Hold:  # fmt: skip
+    """Keep the hold longer and/or reserve more (checked against funds and the spend limit)."""
+    return (await act(ledger, hold_id, Extend(expires_at, add_amount), now, policy))[0]
 
 
 async def act_many(

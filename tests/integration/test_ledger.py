@@ -490,3 +490,22 @@ async def test_bad_inputs_are_refused_before_anything_is_written(uow, engine) ->
     assert code(missing) == LedgerErrorCode.HOLD_NOT_FOUND
     assert await count(engine, ledger_holds) == 0
     assert await count(engine, ledger_transfers) == 1
+
+
+async def test_metering_api_open_capture_extend_void(uow, engine) -> None:
+    """The calls allocations and volumes meter with: open_hold, capture, extend, void."""
+    user_id, account = await funded(uow, "meter@example.com", 2000)
+    now = datetime.now(UTC)
+    hold = await open_hold(uow, user_id, 600, ttl=timedelta(minutes=10), now=now)
+    async with uow() as u:
+        ticked = await book.capture(u.ledger, hold.id, 100, now)
+        longer = await book.extend(u.ledger, POLICY, hold.id, now + timedelta(minutes=30), now,
+                                   add_amount=400)  # fmt: skip
+        done = await book.void(u.ledger, hold.id, now)
+        await u.commit()
+    assert (ticked.captured, ticked.status) == (100, HoldStatus.OPEN)
+    assert (longer.amount, longer.expires_at) == (1000, now + timedelta(minutes=30))
+    assert (done.status, done.captured) == (HoldStatus.VOIDED, 100)
+    b = await sums(uow, account.id)
+    assert (b.balance, b.held, b.available) == (1900, 0, 1900)
+    assert await problems(uow) == []
