@@ -66,6 +66,14 @@ async def _check_intent(uow: UnitOfWork, intent: GatewayIntent) -> list[Finding]
     if payment is None and ours is not None:
         payment = await uow.payments.get(ours)
     succeeded = intent.status == "succeeded"
+    if payment is not None and payment.stripe_intent_id not in (None, intent.id):
+        # Another way to pay the same top-up (Elements' intent beside Checkout's): unused, it is
+        # no concern; paid as well, it is money nobody credited.
+        if not succeeded:
+            return []
+        return [Finding(IssueKind.MISSING_CREDIT, intent.id,
+                        "A second payment was collected for a top-up already paid; it was not "
+                        "credited.", payment_id=payment.id)]  # fmt: skip
     if payment is None:
         if succeeded and ours is not None:
             return [Finding(IssueKind.UNKNOWN_PAYMENT, intent.id,

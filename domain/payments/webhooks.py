@@ -5,6 +5,7 @@ stale one changes nothing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from domain.payments.effects import move_payment, move_refund
@@ -81,6 +82,10 @@ async def _on_intent(uow: UnitOfWork, obj: dict[str, Any], to: PaymentStatus) ->
         return await _unknown(uow, obj, intent_id)
     received = None
     if to is PaymentStatus.SUCCEEDED:  # a failed or processing intent has received nothing
+        paid = await _paid_through(uow, payment, intent_id)
+        if paid is None:
+            return "flagged"
+        payment = paid
         received = await _received(uow, payment, str(intent_id), obj.get("currency"),
                                    obj.get("amount_received") or obj.get("amount"))  # fmt: skip
         if received is None:
@@ -102,12 +107,30 @@ async def _on_checkout(uow: UnitOfWork, event_type: str, obj: dict[str, Any]) ->
         to = PaymentStatus.SUCCEEDED if paid else PaymentStatus.PROCESSING
     received = None
     if to is PaymentStatus.SUCCEEDED:
+        paid = await _paid_through(uow, payment, obj.get("payment_intent"))
+        if paid is None:
+            return "flagged"
+        payment = paid
         received = await _received(uow, payment, str(obj.get("id")), obj.get("currency"),
                                    obj.get("amount_total"))  # fmt: skip
         if received is None:
             return "flagged"
     moved = await move_payment(uow, payment, to, received=received)
     return "applied" if moved else "stale"
+
+
+async def _paid_through(uow: UnitOfWork, payment: Payment, intent_id: object) -> Payment | None:
+    """A top-up can be paid two ways (its own intent, or Checkout's); the intent that succeeds
+    is the one refunds must go through, so it is recorded. A second success for a top-up that
+    is already paid is money we did not credit: it is flagged, and None is returned."""
+    if not isinstance(intent_id, str) or intent_id == payment.stripe_intent_id:
+        return payment
+    if payment.status is PaymentStatus.SUCCEEDED:
+        await uow.stripe.flag(Finding(IssueKind.MISSING_CREDIT, intent_id,
+                                      "A second payment was collected for a top-up already "
+                                      "paid; it was not credited.", payment_id=payment.id))  # fmt: skip
+        return None
+    return replace(payment, stripe_intent_id=intent_id)
 
 
 async def _received(

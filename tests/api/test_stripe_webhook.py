@@ -298,6 +298,25 @@ async def test_checkout_completed_credits_once_and_the_intent_event_adds_nothing
     assert (await _payment(uow, payment.id)).status is PaymentStatus.SUCCEEDED
 
 
+async def test_paid_through_checkout_records_its_intent_and_a_second_payment_is_flagged(
+    client: httpx.AsyncClient, uow: Any, engine: AsyncEngine, gateway: StripeGateway
+) -> None:
+    payment = await _top_up(uow, gateway, amount=2200)
+    checkout = stripe_events.checkout_completed(
+        payment_intent="pi_from_checkout_1", amount_total=2200, metadata=_ours(payment)
+    )
+
+    completed = await deliver(client, checkout, WEBHOOK_SECRET)
+    # The buyer also paid the top-up's own intent (another tab): money we must not lose sight of.
+    second = await deliver(client, _intent_event(payment, "succeeded"), WEBHOOK_SECRET)
+
+    assert (_outcome(completed), _outcome(second)) == ("applied", "flagged")
+    stored = await _payment(uow, payment.id)
+    assert stored.stripe_intent_id == "pi_from_checkout_1"  # refunds go where the money came from
+    assert [t.amount for t in await _top_up_transfers(engine, payment.id)] == [2200]
+    assert await _issues(engine) == [("missing_credit", payment.stripe_intent_id, payment.id)]
+
+
 # -- events that are not (quite) ours -----------------------------------------------------------
 
 

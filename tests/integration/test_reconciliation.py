@@ -331,3 +331,23 @@ async def test_reconcile_changes_no_balance_and_no_status(
 
     assert len(found) == len(expected) == 6
     assert await _money_state(engine) == before
+
+
+async def test_a_top_up_paid_through_checkout_leaves_its_unused_intent_unflagged(
+    uow: Any, gateway: StripeGateway, localstripe: LocalStripe, since: datetime
+) -> None:
+    payment = await _top_up(uow, gateway, amount=1800)
+    checkout = _verified(stripe_events.checkout_completed(
+        payment_intent="pi_checkout_paid", amount_total=1800,
+        metadata={"gpucloud_payment": str(payment.id)},
+    ))  # fmt: skip
+    assert await apply_event(uow(), checkout) == "applied"
+
+    # The top-up's own intent stays unpaid at Stripe: another way to pay, not used.
+    assert await reconcile(uow(), gateway, since, datetime.now(UTC)) == []
+
+    # Paid as well, it is money nobody credited.
+    assert payment.stripe_intent_id is not None
+    await localstripe.pay(payment.stripe_intent_id)
+    found = await reconcile(uow(), gateway, since, datetime.now(UTC))
+    assert _summary(found) == [("missing_credit", payment.stripe_intent_id, payment.id, None)]
