@@ -81,7 +81,11 @@ async def _release_refundable(uow: UnitOfWork, refund: Refund) -> None:
     payment = await uow.payments.get(refund.payment_id, for_update=True)
     assert payment is not None
     await uow.payments.save(
-        replace(payment, amount_refunded=payment.amount_refunded - refund.amount)
+        replace(
+            payment,
+            amount_refunded=payment.amount_refunded - refund.amount,
+            version=payment.version + 1,
+        )
     )
 
 
