@@ -1,0 +1,72 @@
+"""Placement: which node, and which of its GPUs, a request for `count` GPUs of one model in one
+region gets.
+
+Best fit: of the ready nodes that can hold the request, the one left with the fewest free GPUs
+afterwards, so partly used nodes fill up first and whole nodes stay free for whole-node
+requests. Within the node, the lowest free indices, as a contiguous run when there is one
+(neighbouring GPUs usually share the fastest links).
+
+This decides on a snapshot; the database makes the decision safe under concurrency (one active
+assignment per node and GPU, rows locked while assigning), and a caller that loses a race
+places again on a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """A ready node as placement sees it: what it has and which GPU indices are free."""
+
+    node_id: int
+    region: str
+    gpu_model: str
+    free: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRequest:
+    gpu_model: str
+    gpu_count: int
+    region: str
+
+    def __post_init__(self) -> None:
+        if self.gpu_count < 1:
+            raise ValueError("a request asks for at least one GPU")
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    node_id: int
+    gpu_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NoCapacity:
+    """Nothing fits now. `largest_free` is the most GPUs of the model any matching node has
+    free, so a client can say how far off the request is."""
+
+    request: GpuRequest
+    largest_free: int
+
+
+def _indices(free: frozenset[int], count: int) -> tuple[int, ...]:
+    ordered = sorted(free)
+    for start in range(len(ordered) - count + 1):
+        run = ordered[start : start + count]
+        if run[-1] - run[0] == count - 1:
+            return tuple(run)
+    return tuple(ordered[:count])
+
+
+def place(nodes: Iterable[NodeCapacity], request: GpuRequest) -> Placement | NoCapacity:
+    matching = [n for n in nodes
+                if n.region == request.region and n.gpu_model == request.gpu_model]  # fmt: skip
+    fitting = [n for n in matching if len(n.free) >= request.gpu_count]
+    if not fitting:
+        return NoCapacity(request, max((len(n.free) for n in matching), default=0))
+    best = min(fitting, key=lambda n: (len(n.free) - request.gpu_count, n.node_id))
+    return Placement(best.node_id, _indices(best.free, request.gpu_count))
