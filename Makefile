@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format typecheck contracts schema schema-check ci bench bench-ledger lock
+.PHONY: install sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger lock
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -15,10 +15,27 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# Tests run a real OpenSSH sshd on 127.0.0.1 as a GPU node. The system's is used when installed;
+# otherwise Debian's openssh-server package is unpacked under .tools/ (no service is started,
+# nothing outside the repository changes).
+SSHD := .tools/openssh/usr/sbin/sshd
+$(SSHD):
+	@mkdir -p .tools/deb
+	@if [ -x /usr/sbin/sshd ]; then mkdir -p $(dir $(SSHD)) && ln -sf /usr/sbin/sshd $(SSHD); \
+	else cd .tools/deb && { apt-get download openssh-server 2>/dev/null \
+	     || { apt-get update -qq && apt-get download openssh-server; }; } \
+	     && dpkg-deb -x openssh-server_*.deb ../openssh; fi
+	@test -x $(SSHD)
+
+# As root, sshd separates privileges into the `sshd` user, as the package's own setup creates it.
+sshd: $(SSHD)
+	@if [ "$$(id -u)" = 0 ] && ! id sshd >/dev/null 2>&1; then \
+	    useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd; fi
+
 run: install
 	exec $(VENV)/bin/gpucloud dev
 
-test: install
+test: install sshd
 	$(PY) -m pytest
 
 lint: install
