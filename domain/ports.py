@@ -31,6 +31,7 @@ from domain.payments.gateway import (
 )
 from domain.payments.payments import Payment
 from domain.payments.refunds import Refund
+from domain.secrets import NewSecret, SealedData, StoredSecret, WrappedKey
 
 
 class SkuRepository(Protocol):
@@ -324,6 +325,33 @@ class StripeRecords(Protocol):
     async def issues(self, page: PageRequest) -> Page[ReconciliationIssue]: ...
 
 
+class SecretRepository(Protocol):
+    """Sealed secrets: ciphertext, nonce and the wrapped data key; never a plaintext."""
+
+    async def add(self, secret: NewSecret) -> StoredSecret: ...
+
+    async def get(self, secret_id: int) -> StoredSecret | None: ...
+
+    async def needing_rewrap(
+        self, current: str, after_id: int, limit: int
+    ) -> Sequence[StoredSecret]:
+        """Secrets wrapped under any version but `current`, id above `after_id`, by id."""
+        ...
+
+    async def rewrap(self, secret_id: int, old: WrappedKey, new: WrappedKey) -> bool:
+        """Replace the wrapped data key if it is still `old`; False when another writer changed
+        it first (nothing is written then). The ciphertext and nonce are not touched."""
+        ...
+
+    async def count_by_version(self) -> dict[str, int]: ...
+
+    async def hold_versions(self, *, exclusive: bool = False) -> None:
+        """Until the transaction ends, hold the key-version lock: shared by every transaction
+        that wraps a data key, exclusive while a version is retired. So a retirement sees every
+        secret wrapped under the version, however stale the writer's view of the KMS was."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Use cases call `commit`; leaving the block without it rolls back.
 
@@ -340,6 +368,7 @@ class UnitOfWork(Protocol):
     idempotency: IdempotencyStore
     payments: PaymentRepository
     stripe: StripeRecords
+    secrets: SecretRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -401,3 +430,44 @@ class PaymentGateway(Protocol):
     ) -> Sequence[GatewayBalanceTransaction]: ...
 
     async def events_since(self, since: datetime) -> Sequence[GatewayEvent]: ...
+
+
+class KeyService(Protocol):
+    """The KMS: wraps and unwraps data keys with a key-encryption key that never leaves it.
+
+    Versions are named by the KMS; `wrap` always uses the current one and says which in the
+    result, and `unwrap` takes the version stored beside the wrapped bytes. `context` is
+    associated data: a wrapped key unwraps only with the context it was wrapped with. Local key
+    files, Vault Transit and cloud KMSs are adapters of this one port. Failures raise
+    `SecretError` (KEY_VERSION_UNKNOWN, DECRYPT_FAILED).
+    """
+
+    async def current_version(self) -> str: ...
+
+    async def versions(self) -> Sequence[str]: ...
+
+    async def wrap(self, data_key: bytes, *, context: bytes) -> WrappedKey: ...
+
+    async def unwrap(self, wrapped: WrappedKey, *, context: bytes) -> bytes: ...
+
+
+class KeyAdmin(KeyService, Protocol):
+    """Operator actions on the KMS's key versions."""
+
+    async def add_version(self) -> str:
+        """Make a new key version current; the older ones still unwrap. Returns its name."""
+        ...
+
+    async def remove_version(self, version: str) -> None:
+        """Forget a version for good; refuses the current one (KEY_VERSION_CURRENT)."""
+        ...
+
+
+class SecretCipher(Protocol):
+    """The authenticated encryption of one secret under a fresh data key of its own."""
+
+    def seal(self, plaintext: bytes, aad: bytes) -> SealedData: ...
+
+    def open(self, data_key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """The plaintext; raises `SecretError` (DECRYPT_FAILED) if anything was altered."""
+        ...

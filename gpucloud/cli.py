@@ -1,4 +1,5 @@
-"""The `gpucloud` command line: serve, worker, migrate, dev, export-schema, sku, admin, audit."""
+"""The `gpucloud` command line: serve, worker, migrate, dev, export-schema, sku, admin, audit,
+ledger, billing, keys."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gpucloud import admin_cli, money_cli, sku_cli
+    from gpucloud import admin_cli, keys_cli, money_cli, sku_cli
 
     parser = argparse.ArgumentParser(prog="gpucloud", description="GPU cloud backend.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sku_cli.add_parser(sub)
     admin_cli.add_parsers(sub)
     money_cli.add_parsers(sub)
+    keys_cli.add_parsers(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from infra.crypto.local_kms import KeyFileError, LocalKms
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.logging import configure_logging
@@ -21,6 +22,20 @@ def settings_or_exit(needs: tuple[str, ...] = SERVICES) -> Settings:
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def key_service_or_exit(settings: Settings, needed_for: str) -> LocalKms:
+    """The local KMS named by GPUCLOUD_KMS_KEY_FILE, or exit 2 with one line saying why not."""
+    if not settings.kms_key_file:
+        print(f"gpucloud: GPUCLOUD_KMS_KEY_FILE: required for {needed_for}, not set "
+              "(the path of the key file; `gpucloud keys init` creates one)",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+    try:
+        return LocalKms(settings.kms_key_file)
+    except KeyFileError as exc:
+        print(f"gpucloud: GPUCLOUD_KMS_KEY_FILE: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 T = TypeVar("T")

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from infra.crypto.local_kms import KeyFileError, LocalKms
 from infra.embedded import EmbeddedPostgres, EmbeddedRedis, checked_state_dir
 
 Command = list[str]
@@ -29,6 +30,17 @@ def dev_commands() -> tuple[list[Command], dict[str, Command]]:
     setup = [_gpucloud("migrate"), _gpucloud("sku", "seed-demo")]
     services = {"serve": _gpucloud("serve"), "worker": _gpucloud("worker")}
     return setup, services
+
+
+def dev_key_file(env: dict[str, str], state_dir: Path) -> Path:
+    """Point GPUCLOUD_KMS_KEY_FILE at a key file in the state dir (made on the first run)
+    unless it is set; either way the file must load."""
+    if not env.get("GPUCLOUD_KMS_KEY_FILE"):
+        path = state_dir / "kms-keys.json"
+        if not path.exists():
+            LocalKms.create(path)
+        env["GPUCLOUD_KMS_KEY_FILE"] = str(path)
+    return LocalKms(env["GPUCLOUD_KMS_KEY_FILE"]).path
 
 
 def _gpucloud(*args: str) -> Command:
@@ -95,6 +107,11 @@ def _run(
     servers: list[EmbeddedPostgres | EmbeddedRedis],
     children: dict[str, subprocess.Popen[bytes]],
 ) -> int:
+    try:
+        _say(f"KMS key file: {dev_key_file(env, state_dir)}")
+    except KeyFileError as exc:
+        _say(f"GPUCLOUD_KMS_KEY_FILE: {exc}")
+        return 2
     # Servers are registered before start() so that a half-finished start is stopped too.
     if not env.get("DATABASE_URL"):
         postgres = EmbeddedPostgres(state_dir)

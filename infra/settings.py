@@ -62,6 +62,7 @@ class Settings:
     oidc_client_id: str
     oidc_client_secret: str
     payments: PaymentSettings
+    kms_key_file: str  # the local KMS's key file; empty: commands that need it refuse to start
 
     @property
     def oidc_enabled(self) -> bool:
@@ -192,6 +193,12 @@ def _origins(value: str) -> tuple[str, ...]:
 
 def _origin_url(value: str) -> str:
     return _origins(value)[0] if _origins(value) else ""
+
+
+def _path(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL byte")
+    return str(Path(value).expanduser())
 
 
 SERVICES = ("DATABASE_URL", "REDIS_URL")
@@ -326,6 +333,7 @@ def load_settings(
         oidc_client_id=r.get("GPUCLOUD_OIDC_CLIENT_ID", "", str),
         oidc_client_secret=r.get("GPUCLOUD_OIDC_CLIENT_SECRET", "", str, secret=True),
         payments=_payments(r),
+        kms_key_file=r.get("GPUCLOUD_KMS_KEY_FILE", "", _path, what="a file path"),
     )
     public = r.get(
         "GPUCLOUD_PUBLIC_URL", "", _origin_url, what="an origin like https://gpu.example.com"

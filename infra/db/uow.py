@@ -17,6 +17,7 @@ from domain.ports import (
     IdempotencyStore,
     LedgerRepository,
     PaymentRepository,
+    SecretRepository,
     SessionRepository,
     SkuRepository,
     StripeRecords,
@@ -28,6 +29,7 @@ from infra.db.audit import SqlAuditLog
 from infra.db.idempotency import SqlIdempotencyStore
 from infra.db.ledger import SqlLedgerRepository
 from infra.db.payments import SqlPaymentRepository
+from infra.db.secrets import SqlSecretRepository
 from infra.db.sessions import SqlSessionRepository
 from infra.db.skus import SqlSkuRepository
 from infra.db.stripe_records import SqlStripeRecords
@@ -57,6 +59,7 @@ class SqlUnitOfWork:
     idempotency: IdempotencyStore
     payments: PaymentRepository
     stripe: StripeRecords
+    secrets: SecretRepository
 
     def __init__(
         self, engine: AsyncEngine, on_commit: Callable[[list[DomainEvent]], None] | None = None
@@ -88,6 +91,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotencyStore(self._conn)
         self.payments = SqlPaymentRepository(self._conn)
         self.stripe = SqlStripeRecords(self._conn)
+        self.secrets = SqlSecretRepository(self._conn)
         return self
 
     async def __aexit__(

@@ -12,7 +12,9 @@ from tests.support.processes import gpucloud
 COMMANDS = [[], ["serve"], ["worker"], ["migrate"], ["dev"], ["export-schema"], ["sku"],
             ["sku", "add"], ["sku", "list"], ["sku", "retire"], ["sku", "seed-demo"],
             ["admin"], ["admin", "create"], ["audit"], ["audit", "verify"],
-            ["ledger"], ["ledger", "verify"], ["billing"], ["billing", "reconcile"]]  # fmt: skip
+            ["ledger"], ["ledger", "verify"], ["billing"], ["billing", "reconcile"],
+            ["keys"], ["keys", "init"], ["keys", "new-version"], ["keys", "rotate"],
+            ["keys", "retire"], ["keys", "status"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gpucloud")

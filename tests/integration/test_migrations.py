@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-import infra.db.money_tables  # noqa: F401  (registers the money tables on `metadata`)
 from infra import migrate
+from infra.db import money_tables, secret_tables  # noqa: F401  (register their tables on `metadata`)
 from infra.db.tables import metadata
 from tests.support.servers import ServerUrls, create_database, drop_database
 

@@ -70,6 +70,7 @@ def test_defaults() -> None:
             reconcile_interval_seconds=3600.0,
             reconcile_window_hours=72,
         ),
+        kms_key_file="",
     )
     assert not load_settings(BASE).payments.stripe_enabled
 

@@ -1,0 +1,1 @@
+"""Cryptography adapters: the envelope cipher for secrets at rest and the KMS adapters."""
