@@ -12,6 +12,7 @@ from typing import Any, Protocol, Self
 from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.catalog.sku import Sku, SkuFilter, SkuSpec, SkuStatus
 from domain.events import DomainEvent
+from domain.fleet.ca import CaKeyStatus, CertificateRequest, GeneratedCaKey, SshCaKey
 from domain.idempotency import IdempotencyRecord
 from domain.identity.accounts import AccountStatus, User
 from domain.identity.scopes import Role
@@ -352,6 +353,32 @@ class SecretRepository(Protocol):
         ...
 
 
+class SshCaRepository(Protocol):
+    """The SSH CA's keys: public halves and pointers to their sealed private halves."""
+
+    async def lock(self) -> None:
+        """Until the transaction ends, hold the CA lock, so creations, rotations and
+        retirements happen one at a time (each reads the key set, then changes it)."""
+        ...
+
+    async def current(self) -> SshCaKey | None: ...
+
+    async def trusted(self) -> Sequence[SshCaKey]:
+        """The current key and the previous ones not yet retired, current first."""
+        ...
+
+    async def get(self, key_id: int) -> SshCaKey | None: ...
+
+    async def add(self, secret_id: int, public_key: str, status: CaKeyStatus) -> SshCaKey:
+        """Insert a current or previous key; at most one is current (a unique index refuses a
+        second, as `Conflict` CA_EXISTS)."""
+        ...
+
+    async def set_status(self, key_id: int, status: CaKeyStatus) -> SshCaKey:
+        """Change the status; `retired_at` is set to now when it becomes retired."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Use cases call `commit`; leaving the block without it rolls back.
 
@@ -369,6 +396,7 @@ class UnitOfWork(Protocol):
     payments: PaymentRepository
     stripe: StripeRecords
     secrets: SecretRepository
+    ssh_ca: SshCaRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -470,4 +498,31 @@ class SecretCipher(Protocol):
 
     def open(self, data_key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         """The plaintext; raises `SecretError` (DECRYPT_FAILED) if anything was altered."""
+        ...
+
+
+class CaSigner(Protocol):
+    """SSH key arithmetic for the CA (asyncssh in infra): makes CA keys and signs user
+    certificates. Stores nothing; the caller seals and opens the private key."""
+
+    def generate_key(self) -> GeneratedCaKey: ...
+
+    def sign_user_certificate(
+        self, ca_private_key: bytes, user_public_key: str, request: CertificateRequest,
+        serial: int,
+    ) -> str:  # fmt: skip
+        """The OpenSSH certificate line for `user_public_key`; raises `InvalidInput`
+        (INVALID_CERTIFICATE_REQUEST, field publicKey) if that is not an OpenSSH public key."""
+        ...
+
+
+class CertificateAuthority(Protocol):
+    """The platform's SSH CA, as provisioning and terminals use it."""
+
+    async def public_keys(self) -> Sequence[str]:
+        """The OpenSSH public key lines every node must trust (`TrustedUserCAKeys`)."""
+        ...
+
+    async def issue(self, public_key_openssh: str, request: CertificateRequest) -> str:
+        """A certificate for the key, signed by the current CA key, as an OpenSSH line."""
         ...

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.support.localstripe"]  # the session-wide `localstripe` fixture
 
-CLEARED_TABLES = ("secrets", "reconciliation_issues", "stripe_events", "refunds", "payments",
+CLEARED_TABLES = ("ssh_ca_keys", "secrets", "reconciliation_issues", "stripe_events", "refunds", "payments",
                   "idempotency_keys", "ledger_transfers", "ledger_holds", "ledger_balances",
                   "ledger_accounts", "skus", "outbox", "audit_events", "api_tokens", "sessions",
                   "user_identities", "users")  # fmt: skip

@@ -20,6 +20,7 @@ from domain.ports import (
     SecretRepository,
     SessionRepository,
     SkuRepository,
+    SshCaRepository,
     StripeRecords,
     UserRepository,
 )
@@ -32,6 +33,7 @@ from infra.db.payments import SqlPaymentRepository
 from infra.db.secrets import SqlSecretRepository
 from infra.db.sessions import SqlSessionRepository
 from infra.db.skus import SqlSkuRepository
+from infra.db.ssh_ca import SqlSshCaRepository
 from infra.db.stripe_records import SqlStripeRecords
 from infra.db.users import SqlUserRepository
 
@@ -60,6 +62,7 @@ class SqlUnitOfWork:
     payments: PaymentRepository
     stripe: StripeRecords
     secrets: SecretRepository
+    ssh_ca: SshCaRepository
 
     def __init__(
         self, engine: AsyncEngine, on_commit: Callable[[list[DomainEvent]], None] | None = None
@@ -92,6 +95,7 @@ class SqlUnitOfWork:
         self.payments = SqlPaymentRepository(self._conn)
         self.stripe = SqlStripeRecords(self._conn)
         self.secrets = SqlSecretRepository(self._conn)
+        self.ssh_ca = SqlSshCaRepository(self._conn)
         return self
 
     async def __aexit__(

@@ -57,6 +57,14 @@ class SshNode:
     def bin_dir(self) -> Path:
         return self.root / "bin"
 
+    @property
+    def trusted_ca_file(self) -> Path:
+        return self.root / "trusted_ca_keys"
+
+    def trust_ca_keys(self, keys: list[str]) -> None:
+        """Rewrite the `TrustedUserCAKeys` file; sshd reads it on each login, no restart."""
+        _write_lines(self.trusted_ca_file, keys)
+
     def set_nvidia_smi(self, script: str | None) -> None:
         """Replace the stand-in (`None` removes it: a node without the tool)."""
         target = self.bin_dir / "nvidia-smi"
@@ -64,6 +72,10 @@ class SshNode:
         if script is not None:
             target.write_text(script)
             target.chmod(0o755)
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(f"{line}\n" for line in lines))
 
 
 def _keygen(path: Path) -> None:
@@ -86,8 +98,11 @@ def _wait_for(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
 
 
 @contextmanager
-def running_node(root: Path, report: dict[str, Path] = ONE_H200) -> Iterator[SshNode]:
-    """Start one node under `root` (a fresh directory), logged into as the current user."""
+def running_node(
+    root: Path, report: dict[str, Path] = ONE_H200, trusted_ca_keys: list[str] | None = None
+) -> Iterator[SshNode]:
+    """Start one node under `root` (a fresh directory), logged into as the current user. With
+    `trusted_ca_keys`, sshd also accepts user certificates signed by those CA public keys."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "bin").mkdir(exist_ok=True)
     _keygen(root / "host_ed25519")
@@ -95,6 +110,10 @@ def running_node(root: Path, report: dict[str, Path] = ONE_H200) -> Iterator[Ssh
     shutil.copy(root / "client_ed25519.pub", root / "authorized_keys")
     node_script = _NVIDIA_SMI.format(**{k: str(v) for k, v in report.items()})
     port = free_port()
+    trusted_ca = ""
+    if trusted_ca_keys is not None:
+        _write_lines(root / "trusted_ca_keys", trusted_ca_keys)
+        trusted_ca = f"TrustedUserCAKeys {root}/trusted_ca_keys\n"
     config = root / "sshd_config"
     config.write_text(f"""\
 Port {port}
@@ -110,7 +129,7 @@ PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 SetEnv PATH={root}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 LogLevel VERBOSE
-""")
+{trusted_ca}""")
     if os.geteuid() == 0:  # sshd as root separates privileges into this directory
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     log = root / "sshd.log"
