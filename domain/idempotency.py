@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from domain.errors import Conflict, InvalidInput, Problem
 
@@ -60,20 +60,32 @@ class Keyed:
     result_type: str
 
 
+class _Stored(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Stored)
+
+
 async def once(
-    uow: UnitOfWork, request: Keyed, create: Callable[[], Awaitable[int]]
-) -> tuple[int, bool]:
+    uow: UnitOfWork, request: Keyed, create: Callable[[], Awaitable[R]],
+    load: Callable[[int], Awaitable[R | None]],
+) -> tuple[R, bool]:  # fmt: skip
     """Inside the caller's open transaction: `create` the result unless this key already has
-    one. Returns the result's id and whether it was made now (then the caller commits). When a
-    concurrent twin stored its result first, our work is rolled back and theirs is the answer."""
+    one, which `load` reads. Returns the result and whether it was made now (then the caller
+    commits). When a concurrent twin stored its result first, our work is rolled back and
+    theirs is the answer."""
     earlier = await uow.idempotency.recall(request.owner_id, request.key)
     if earlier is None:
         made = await create()
         earlier = await uow.idempotency.remember(IdempotencyRecord(
             request.owner_id, request.key, request.operation, request.digest,
-            request.result_type, made,
+            request.result_type, made.id,
         ))  # fmt: skip
-        if earlier.result_id == made:
+        if earlier.result_id == made.id:
             return made, True
         await uow.rollback()
-    return replayed(earlier, request.operation, request.digest), False
+    found = await load(replayed(earlier, request.operation, request.digest))
+    assert found is not None, "an idempotency record points at a missing result"
+    return found, False

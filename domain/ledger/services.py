@@ -144,39 +144,28 @@ async def grant_credit(
 
     request = Keyed(owner, key, CREDIT_OPERATION, digest, "transfer")
 
+    async def credit() -> Transfer:
+        if await uow.users.get(user_id) is None:
+            raise NotFound(Problem(LedgerErrorCode.USER_NOT_FOUND, "No such user.", "userId"))
+        return await book.move(
+            uow.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, currency),
+            wallet(user_id, currency), amount, TransferCode.CREDIT,
+            reference=f"user:{user_id}", memo=reason,
+        )  # fmt: skip
+
     async def attempt() -> Transfer:
         async with uow:
-            made: list[Transfer] = []
-
-            async def create() -> int:
-                if await uow.users.get(user_id) is None:
-                    raise NotFound(Problem(LedgerErrorCode.USER_NOT_FOUND, "No such user.",
-                                           "userId"))  # fmt: skip
-                made.append(await book.move(
-                    uow.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, currency),
-                    wallet(user_id, currency), amount, TransferCode.CREDIT,
-                    reference=f"user:{user_id}", memo=reason,
+            transfer, fresh = await once(uow, request, credit, uow.ledger.transfer)
+            if fresh:
+                await uow.audit.append(audit(
+                    actor, meta, "billing.credit.granted", ("user", user_id),
+                    after={"amount": amount, "currency": currency, "reason": reason,
+                           "transferId": transfer.id},
                 ))  # fmt: skip
-                return made[0].id
-
-            transfer_id, fresh = await once(uow, request, create)
-            if not fresh:
-                return await _transfer(uow, transfer_id)
-            await uow.audit.append(audit(
-                actor, meta, "billing.credit.granted", ("user", user_id),
-                after={"amount": amount, "currency": currency, "reason": reason,
-                       "transferId": transfer_id},
-            ))  # fmt: skip
-            await uow.commit()
-            return made[0]
+                await uow.commit()
+            return transfer
 
     return await retrying(attempt)
-
-
-async def _transfer(uow: UnitOfWork, transfer_id: int) -> Transfer:
-    found = await uow.ledger.transfer(transfer_id)
-    assert found is not None, "an idempotency record points at a missing transfer"
-    return found
 
 
 async def set_spend_limit(

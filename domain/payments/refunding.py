@@ -60,19 +60,13 @@ async def refund_payment(
 
     async def claim() -> Refund:
         async with uow:
-            made: list[Refund] = []
-
-            async def create() -> int:
-                made.append(await _open(uow, policy, actor, meta, payment_id, amount, reason))
-                return made[0].id
-
-            refund_id, fresh = await once(uow, request, create)
+            refund, fresh = await once(
+                uow, request, lambda: _open(uow, policy, actor, meta, payment_id, amount, reason),
+                uow.payments.refund,
+            )  # fmt: skip
             if fresh:
                 await uow.commit()
-                return made[0]
-            found = await uow.payments.refund(refund_id)
-            assert found is not None
-            return found
+            return refund
 
     refund = await retrying(claim)
     if refund.status is RefundStatus.PENDING:

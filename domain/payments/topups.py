@@ -65,19 +65,13 @@ async def create_top_up(
 
     async def claim() -> Payment:
         async with uow:
-            made: list[Payment] = []
-
-            async def create() -> int:
-                made.append(await uow.payments.add(user_id, amount, currency))
-                return made[0].id
-
-            payment_id, fresh = await once(uow, request, create)
+            payment, fresh = await once(
+                uow, request, lambda: uow.payments.add(user_id, amount, currency),
+                uow.payments.get,
+            )  # fmt: skip
             if fresh:
                 await uow.commit()
-                return made[0]
-            found = await uow.payments.get(payment_id)
-            assert found is not None
-            return found
+            return payment
 
     payment = await retrying(claim)
     if payment.stripe_intent_id is not None:
