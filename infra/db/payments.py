@@ -94,10 +94,6 @@ class SqlPaymentRepository:
         stmt = select(payments).where(payments.c.user_id == user_id)
         return await keyset_page(self._conn, stmt, payments.c.id, page, _payment, descending=True)
 
-    async def since(self, since: datetime) -> Sequence[Payment]:
-        stmt = select(payments).where(payments.c.created_at >= since).order_by(payments.c.id)
-        return [_payment(row) for row in await self._conn.execute(stmt)]
-
     # -- refunds ----------------------------------------------------------------------------
 
     async def add_refund(self, refund: NewRefund) -> Refund:
@@ -157,10 +153,6 @@ class SqlPaymentRepository:
         stmt = select(refunds).where(refunds.c.user_id == user_id)
         return await keyset_page(self._conn, stmt, refunds.c.id, page, _refund, descending=True)
 
-    async def refunds_of_payment(self, payment_id: int) -> Sequence[Refund]:
-        stmt = select(refunds).where(refunds.c.payment_id == payment_id).order_by(refunds.c.id)
-        return [_refund(row) for row in await self._conn.execute(stmt)]
-
     async def claim_unsettled_refunds(self, older_than: datetime, limit: int) -> Sequence[Refund]:
         r = refunds.c
         stmt = (
@@ -170,8 +162,4 @@ class SqlPaymentRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [_refund(row) for row in await self._conn.execute(stmt)]
-
-    async def refunds_since(self, since: datetime) -> Sequence[Refund]:
-        stmt = select(refunds).where(refunds.c.created_at >= since).order_by(refunds.c.id)
         return [_refund(row) for row in await self._conn.execute(stmt)]
