@@ -34,3 +34,11 @@ class ReconciliationIssue:
     id: int
     finding: Finding
     detected_at: datetime
+
+
+def second_payment(intent_id: str, payment_id: int) -> Finding:
+    """A top-up paid twice (its own intent and Checkout's): the second payment has no credit.
+    The webhook and reconciliation both find it; `flag` records it once."""
+    return Finding(IssueKind.MISSING_CREDIT, intent_id,
+                   "A second payment was collected for a top-up already paid; it was not "
+                   "credited.", payment_id=payment_id)  # fmt: skip

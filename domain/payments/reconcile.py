@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from domain.payments.findings import Finding, IssueKind
+from domain.payments.findings import Finding, IssueKind, second_payment
 from domain.payments.gateway import GatewayIntent, GatewayRefund
 from domain.payments.payments import PaymentStatus
 from domain.payments.refunds import STRIPE_STATUS, UNSETTLED, RefundStatus
@@ -71,9 +71,7 @@ async def _check_intent(uow: UnitOfWork, intent: GatewayIntent) -> list[Finding]
         # no concern; paid as well, it is money nobody credited.
         if not succeeded:
             return []
-        return [Finding(IssueKind.MISSING_CREDIT, intent.id,
-                        "A second payment was collected for a top-up already paid; it was not "
-                        "credited.", payment_id=payment.id)]  # fmt: skip
+        return [second_payment(intent.id, payment.id)]
     if payment is None:
         if succeeded and ours is not None:
             return [Finding(IssueKind.UNKNOWN_PAYMENT, intent.id,

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from domain.payments.effects import move_payment, move_refund
-from domain.payments.findings import Finding, IssueKind
+from domain.payments.findings import Finding, IssueKind, second_payment
 from domain.payments.gateway import GatewayEvent
 from domain.payments.payments import Payment, PaymentStatus
 from domain.payments.refunds import STRIPE_STATUS
@@ -126,9 +126,7 @@ async def _paid_through(uow: UnitOfWork, payment: Payment, intent_id: object) ->
     if not isinstance(intent_id, str) or intent_id == payment.stripe_intent_id:
         return payment
     if payment.status is PaymentStatus.SUCCEEDED:
-        await uow.stripe.flag(Finding(IssueKind.MISSING_CREDIT, intent_id,
-                                      "A second payment was collected for a top-up already "
-                                      "paid; it was not credited.", payment_id=payment.id))  # fmt: skip
+        await uow.stripe.flag(second_payment(intent_id, payment.id))
         return None
     return replace(payment, stripe_intent_id=intent_id)
 
