@@ -13,6 +13,18 @@ from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.catalog.sku import Sku, SkuFilter, SkuSpec, SkuStatus
 from domain.events import DomainEvent
 from domain.fleet.ca import CaKeyStatus, CertificateRequest, GeneratedCaKey, SshCaKey
+from domain.fleet.inventory import GpuInfo, NodeGpu
+from domain.fleet.nodes import Node, NodeFacts
+from domain.fleet.placement import GpuRequest, NodeCapacity
+from domain.fleet.records import (
+    CapacityRow,
+    GpuAssignment,
+    NewNode,
+    NewNodeEvent,
+    NodeEvent,
+    NodeFilter,
+)
+from domain.fleet.remote import NodePrep, NodeTarget, OsInfo
 from domain.idempotency import IdempotencyRecord
 from domain.identity.accounts import AccountStatus, User
 from domain.identity.scopes import Role
@@ -373,6 +385,94 @@ class SshCaRepository(Protocol):
         ...
 
 
+class NodeRepository(Protocol):
+    async def add(self, node: NewNode) -> Node:
+        """Insert as BOOTSTRAPPING; raises `Conflict` NAME_TAKEN or ADDRESS_TAKEN (host and
+        port) on a clash, races included."""
+        ...
+
+    async def get(self, node_id: int, *, for_update: bool = False) -> Node | None: ...
+
+    async def get_many(self, node_ids: Sequence[int]) -> dict[int, Node]: ...
+
+    async def list(self, node_filter: NodeFilter, page: PageRequest) -> Page[Node]: ...
+
+    async def save(self, node: Node) -> Node:
+        """Store every mutable field, if the stored version is `node.version - 1` (the copy
+        the change was made from); raises `Conflict` VERSION_MISMATCH otherwise."""
+        ...
+
+    async def gpus(self, node_ids: Sequence[int]) -> dict[int, Sequence[NodeGpu]]:
+        """Each node's recorded GPUs by index, present or not."""
+        ...
+
+    async def record_gpus(self, node_id: int, gpus: Sequence[GpuInfo]) -> None:
+        """Make the recorded GPUs those of the report: insert or update each by index, mark
+        the others not present."""
+        ...
+
+    async def add_event(self, event: NewNodeEvent) -> NodeEvent: ...
+
+    async def events(self, node_id: int, page: PageRequest) -> Page[NodeEvent]:
+        """Newest first."""
+        ...
+
+    async def lagging_ca(self, public_key: str) -> Sequence[str]:
+        """Names of the nodes, retired ones aside, not yet given `public_key` to trust."""
+        ...
+
+    async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> Sequence[Node]:
+        """Nodes whose probe or bootstrap is due (next_probe_at <= now), locked with SKIP
+        LOCKED and pushed to `lease_until`, so two workers never take the same node and a
+        dead worker's claim comes due again."""
+        ...
+
+
+class PlacementRepository(Protocol):
+    async def candidates(self, request: GpuRequest, limit: int) -> Sequence[NodeCapacity]:
+        """Ready nodes of the request's region and model with at least its count free, the
+        best fits first (fewest free GPUs), at most `limit`. A snapshot: not locked."""
+        ...
+
+    async def largest_free(self, request: GpuRequest) -> int:
+        """The most free GPUs any ready node of the request's region and model has."""
+        ...
+
+    async def lock_node(self, node_id: int, *, wait: bool = True) -> NodeCapacity | None:
+        """Lock the node row until the transaction ends and read its free GPUs afresh; None
+        when it is no longer ready, or (with `wait` False) when another transaction holds it."""
+        ...
+
+    async def assign(
+        self, node_id: int, indices: Sequence[int], holder: str
+    ) -> list[GpuAssignment]:
+        """Record the assignments. The database allows one active assignment per node and GPU;
+        a clash raises `Contention` (the caller places again)."""
+        ...
+
+    async def release(self, holder: str) -> int:
+        """End the holder's active assignments; returns how many."""
+        ...
+
+    async def held_by(self, holder: str) -> Sequence[GpuAssignment]:
+        """The holder's active assignments."""
+        ...
+
+    async def active_on(self, node_id: int) -> int:
+        """How many GPUs of the node are assigned now."""
+        ...
+
+    async def capacity(self) -> Sequence[CapacityRow]:
+        """Per node (not retired), by GPU model: total present GPUs and those assigned (on
+        present GPUs, so total - allocated is what placement sees as free)."""
+        ...
+
+    async def available(self, skus: Sequence[tuple[int, str, str, int]]) -> dict[int, int]:
+        """For (sku id, model, region, gpu count) tuples: how many more of each could be
+        placed now on ready nodes (sum over nodes of free // count)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Use cases call `commit`; leaving the block without it rolls back.
 
@@ -391,6 +491,8 @@ class UnitOfWork(Protocol):
     stripe: StripeRecords
     secrets: SecretRepository
     ssh_ca: SshCaRepository
+    nodes: NodeRepository
+    placements: PlacementRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -519,4 +621,46 @@ class CertificateAuthority(Protocol):
 
     async def issue(self, public_key_openssh: str, request: CertificateRequest) -> str:
         """A certificate for the key, signed by the current CA key, as an OpenSSH line."""
+        ...
+
+
+class NodeSession(Protocol):
+    """An SSH session to one node, open for the length of a bootstrap or probe. Commands that
+    fail raise `NodeCommandFailed` with the check's reason code."""
+
+    @property
+    def host_key(self) -> str:
+        """The host key the node presented ("type base64")."""
+        ...
+
+    async def os_info(self) -> OsInfo: ...
+
+    async def gpus(self) -> list[GpuInfo]:
+        """From the CSV query, else the XML report (NVIDIA_SMI_MISSING when the tool is not
+        there, NVIDIA_SMI_FAILED when it fails or prints what we cannot read)."""
+        ...
+
+    async def facts(self, os: OsInfo) -> NodeFacts: ...
+
+    async def prepare(self, prep: NodePrep) -> None:
+        """Ensure the platform group, GPU device groups and permissions, and CA trust
+        (PREPARE_FAILED)."""
+        ...
+
+
+class NodeConnector(Protocol):
+    """Opens sessions to nodes. Entering the context raises `NodeUnreachable`,
+    `NodeAuthRefused` or `HostKeyMismatch` (all `NodeFailure`)."""
+
+    def session(self, target: NodeTarget) -> AbstractAsyncContextManager[NodeSession]: ...
+
+
+class SshKeyCodec(Protocol):
+    def private_key_public_half(self, private_key: str) -> str:
+        """The OpenSSH public key line of an unencrypted private key; raises `InvalidInput`
+        (INVALID_PRIVATE_KEY, field privateKey) when it is not one. Never echoes the key."""
+        ...
+
+    def fingerprint(self, public_key: str) -> str:
+        """ "SHA256:..." as ssh-keygen prints it; raises `InvalidInput` (INVALID_HOST_KEY)."""
         ...

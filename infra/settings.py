@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from infra.fleet_settings import FleetSettings
 from infra.payment_settings import PaymentSettings, currencies, secrets_list
 
 T = TypeVar("T")
@@ -63,6 +65,7 @@ class Settings:
     oidc_client_secret: str
     payments: PaymentSettings
     kms_key_file: str  # the local KMS's key file; empty: commands that need it refuse to start
+    fleet: FleetSettings
 
     @property
     def oidc_enabled(self) -> bool:
@@ -244,6 +247,68 @@ def _payments(r: _Reader) -> PaymentSettings:
     )
 
 
+_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def _group(value: str) -> str:
+    if not _GROUP.match(value):
+        raise ValueError("a Linux group name")
+    return value
+
+
+def _fleet(r: _Reader) -> FleetSettings:
+    seconds = "a number of seconds"
+    return FleetSettings(
+        tick_seconds=r.get("GPUCLOUD_FLEET_TICK_SECONDS", 5.0, _positive_float, what=seconds),
+        probe_interval_seconds=r.get(
+            "GPUCLOUD_PROBE_INTERVAL_SECONDS", 60.0, _positive_float, what=seconds
+        ),
+        probe_max_backoff_seconds=r.get(
+            "GPUCLOUD_PROBE_MAX_BACKOFF_SECONDS", 900.0, _positive_float, what=seconds
+        ),
+        unreachable_grace_seconds=r.get(
+            "GPUCLOUD_UNREACHABLE_GRACE_SECONDS", 300.0, _non_negative_float, what=seconds
+        ),
+        max_gpu_temperature_c=r.get(
+            "GPUCLOUD_MAX_GPU_TEMPERATURE_C", 85, _int_between(30, 120), what="degrees Celsius"
+        ),
+        min_disk_free_mib=r.get(
+            "GPUCLOUD_MIN_DISK_FREE_MIB", 10240, _int_between(0, 1 << 40), what="MiB"
+        ),
+        platform_group=r.get("GPUCLOUD_NODE_PLATFORM_GROUP", "gpucloud", _group, what="a group"),
+        ssh_connect_timeout_seconds=r.get(
+            "GPUCLOUD_SSH_CONNECT_TIMEOUT_SECONDS", 10.0, _positive_float, what=seconds
+        ),
+        ssh_command_timeout_seconds=r.get(
+            "GPUCLOUD_SSH_COMMAND_TIMEOUT_SECONDS", 60.0, _positive_float, what=seconds
+        ),
+        trusted_ca_file=r.get(
+            "GPUCLOUD_NODE_TRUSTED_CA_FILE", "/etc/ssh/gpucloud_user_ca.pub", _path, what="a path"
+        ),
+        sshd_dropin=r.get(
+            "GPUCLOUD_NODE_SSHD_DROPIN",
+            "/etc/ssh/sshd_config.d/60-gpucloud.conf",
+            _optional_path,
+            what="a path, or 'none'",
+        ),
+        device_dir=r.get("GPUCLOUD_NODE_DEVICE_DIR", "/dev", _path, what="a path"),
+        gpu_group_prefix=r.get(
+            "GPUCLOUD_NODE_GPU_GROUP_PREFIX", "gpucloud-gpu", _group, what="a group name prefix"
+        ),
+        udev_rules=r.get(
+            "GPUCLOUD_NODE_UDEV_RULES",
+            "/etc/udev/rules.d/70-gpucloud-gpu.rules",
+            _optional_path,
+            what="a path, or 'none'",
+        ),
+        data_dir=r.get("GPUCLOUD_NODE_DATA_DIR", "/home", _path, what="a path"),
+    )
+
+
+def _optional_path(value: str) -> str:
+    return "" if value.strip().lower() == "none" else _path(value)
+
+
 def load_settings(
     env: Mapping[str, str] | None = None, *, needs: tuple[str, ...] = SERVICES
 ) -> Settings:
@@ -334,6 +399,7 @@ def load_settings(
         oidc_client_secret=r.get("GPUCLOUD_OIDC_CLIENT_SECRET", "", str, secret=True),
         payments=_payments(r),
         kms_key_file=r.get("GPUCLOUD_KMS_KEY_FILE", "", _path, what="a file path"),
+        fleet=_fleet(r),
     )
     public = r.get(
         "GPUCLOUD_PUBLIC_URL", "", _origin_url, what="an origin like https://gpu.example.com"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,11 +10,14 @@ import dramatiq
 import redis.asyncio as aioredis
 import structlog
 
+from domain.fleet.checks import check_node
+from domain.fleet.kit import FleetKit
 from infra.pubsub import publish
 
 log = structlog.get_logger(__name__)
 
 PUBLISH_EVENT = "publish_event"
+CHECK_NODE = "check_node"
 # A marker per delivered outbox id lets a redelivered message skip the publish; subscribers also
 # drop duplicate ids, so the rare double publish (crash after publish, before mark) is harmless.
 _DELIVERED_TTL_SECONDS = 24 * 3600
@@ -25,17 +29,28 @@ class ActorDeps:
 
     redis_url: str
     namespace: str
+    # Builds the fleet kit (engine, KMS, SSH connector) on the actors' event loop at first use.
+    fleet_factory: Callable[[], FleetKit] | None = None
     _redis: aioredis.Redis | None = field(default=None, init=False)
+    _fleet: FleetKit | None = field(default=None, init=False)
 
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
             self._redis = aioredis.Redis.from_url(self.redis_url)
         return self._redis
 
+    def fleet(self) -> FleetKit:
+        if self._fleet is None:
+            if self.fleet_factory is None:
+                raise RuntimeError("this worker has no fleet kit (GPUCLOUD_KMS_KEY_FILE unset)")
+            self._fleet = self.fleet_factory()
+        return self._fleet
+
 
 @dataclass(frozen=True)
 class Actors:
     publish_event: dramatiq.Actor[Any, Any]
+    check_node: dramatiq.Actor[Any, Any]
 
 
 def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
@@ -49,7 +64,25 @@ def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
         log.info("event.published", event_id=message["id"], topic=message["topic"],
                  name=message["name"], api_processes=receivers)  # fmt: skip
 
+    async def check(node_id: int) -> None:
+        # Safe to run twice: it reads the node afresh and changes it only through `transition`.
+        node = await check_node(deps.fleet(), node_id)
+        if node is not None:
+            log.info("fleet.node_checked", node_id=node_id, state=str(node.state),
+                     health=str(node.health), version=node.version)  # fmt: skip
+
     return Actors(
+        check_node=dramatiq.actor(
+            actor_name=CHECK_NODE,
+            broker=broker,
+            queue_name="fleet",
+            # Failures to reach the node are outcomes, not errors; an error here is ours (the
+            # database away): retry a little, the lease brings the node back anyway.
+            max_retries=3,
+            min_backoff=1_000,
+            max_backoff=30_000,
+            time_limit=10 * 60 * 1000,
+        )(check),
         publish_event=dramatiq.actor(
             actor_name=PUBLISH_EVENT,
             broker=broker,

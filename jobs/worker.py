@@ -4,26 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 
 import dramatiq
 import structlog
 
+from domain.fleet.kit import FleetKit
 from infra.broker import make_broker
+from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
 from infra.db.outbox import OutboxMessage
 from infra.db.uow import SqlUnitOfWork
+from infra.nodes.factory import health_policy, make_fleet_kit
 from infra.settings import Settings
 from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
+from jobs.fleet import FleetTicker
 from jobs.money import MoneyTicker
 from jobs.relay import OutboxRelay
 
 log = structlog.get_logger(__name__)
 
 
+def fleet_factory(settings: Settings) -> Callable[[], FleetKit] | None:
+    """The fleet kit for the actors, made on their event loop at first use (the engine must
+    belong to the loop that uses it). None without a KMS: node credentials cannot be opened."""
+    if not settings.kms_key_file:
+        return None
+
+    def make() -> FleetKit:
+        engine = make_engine(settings.database_url, pool_size=settings.worker_threads)
+        return make_fleet_kit(settings.fleet, lambda: SqlUnitOfWork(engine),
+                              LocalKms(settings.kms_key_file))  # fmt: skip
+
+    return make
+
+
 def run_worker(settings: Settings) -> int:
     broker = make_broker(settings.redis_url, settings.redis_namespace)
-    actors = register_actors(broker, ActorDeps(settings.redis_url, settings.redis_namespace))
+    fleet = fleet_factory(settings)
+    actors = register_actors(
+        broker, ActorDeps(settings.redis_url, settings.redis_namespace, fleet_factory=fleet)
+    )
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
 
     def enqueue(message: OutboxMessage) -> None:
@@ -45,13 +67,20 @@ def run_worker(settings: Settings) -> int:
         relay = OutboxRelay(engine, settings.database_url, enqueue, settings.outbox_poll_seconds)
         gateway = make_gateway(settings.payments)
         ticker = MoneyTicker(lambda: SqlUnitOfWork(engine), gateway, settings.payments)
+        loops = [relay.run(stop), ticker.run(stop)]
+        if fleet is not None:
+            nodes = FleetTicker(lambda: SqlUnitOfWork(engine), actors.check_node.send,
+                                health_policy(settings.fleet), settings.fleet.tick_seconds)  # fmt: skip
+            loops.append(nodes.run(stop))
+        else:
+            log.warning("worker.fleet_disabled", reason="GPUCLOUD_KMS_KEY_FILE is not set")
         log.info(
             "worker.started",
             threads=settings.worker_threads,
             queues=sorted(broker.get_declared_queues()),
         )
         try:
-            await asyncio.gather(relay.run(stop), ticker.run(stop))
+            await asyncio.gather(*loops)
         finally:
             await gateway.aclose()
             await engine.dispose()

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.support.localstripe"]  # the session-wide `localstripe` fixture
 
-CLEARED_TABLES = ("ssh_ca_keys", "secrets", "reconciliation_issues", "stripe_events", "refunds", "payments",
+CLEARED_TABLES = ("gpu_assignments", "node_events", "node_gpus", "nodes", "ssh_ca_keys",
+                  "secrets", "reconciliation_issues", "stripe_events", "refunds", "payments",
                   "idempotency_keys", "ledger_transfers", "ledger_holds", "ledger_balances",
                   "ledger_accounts", "skus", "outbox", "audit_events", "api_tokens", "sessions",
                   "user_identities", "users")  # fmt: skip
@@ -76,9 +77,18 @@ def redis_namespace(servers: ServerUrls) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kms_key_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local KMS key file of this run's own (mode 0600), so the fleet can seal node keys."""
+    from infra.crypto.local_kms import LocalKms
+
+    return str(LocalKms.create(tmp_path_factory.mktemp("kms") / "kms-keys.json").path)
+
+
+@pytest.fixture(scope="session")
 def service_env(
-    database_url: str, servers: ServerUrls, redis_namespace: str, localstripe: LocalStripe
-) -> dict[str, str]:
+    database_url: str, servers: ServerUrls, redis_namespace: str, localstripe: LocalStripe,
+    kms_key_file: str,
+) -> dict[str, str]:  # fmt: skip
     """Environment for child processes (CLI, serve, worker) pointed at this run's servers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")}
     env.update(
@@ -102,6 +112,7 @@ def service_env(
         STRIPE_API_BASE=localstripe.url,
         STRIPE_WEBHOOK_SECRETS=f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
         STRIPE_TIMEOUT_SECONDS="5",
+        GPUCLOUD_KMS_KEY_FILE=kms_key_file,
     )
     return env
 

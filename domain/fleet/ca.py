@@ -13,6 +13,7 @@ may it be retired.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -133,19 +134,24 @@ class CaKeys:
             raise ValueError("the new CA key is already trusted")
         return CaKeys(new, (self.current, *self.previous))
 
-    def retire(self, old: str, *, every_node_updated: bool) -> CaKeys:
-        """Stop trusting `old`, a previous key. Only once every node trusts the current key:
-        before that, a node that knows only `old` would refuse every certificate we issue."""
+    def retire(self, old: str, *, lagging: Sequence[str]) -> CaKeys:
+        """Stop trusting `old`, a previous key. Only once every node trusts the current key
+        (`lagging` names those that do not yet): before that, a node that knows only `old`
+        would refuse every certificate we issue."""
         if old == self.current:
             raise Conflict(Problem(CaErrorCode.CA_KEY_CURRENT,
                                    "The current CA key cannot be retired; rotate first.", "key"))  # fmt: skip
         if old not in self.previous:
             raise NotFound(Problem(CaErrorCode.CA_KEY_NOT_FOUND,
                                    "That CA key is not a trusted previous key.", "key"))  # fmt: skip
-        if not every_node_updated:
+        if lagging:
+            named = ", ".join(lagging[:5]) + (f" and {len(lagging) - 5} more"
+                                               if len(lagging) > 5 else "")  # fmt: skip
             raise Conflict(Problem(CaErrorCode.CA_NODES_NOT_UPDATED,
-                                   "Not every node trusts the current CA key yet; retiring the "
-                                   "old one now could lock nodes out.", "key"))  # fmt: skip
+                                   f"Not every node trusts the current CA key yet ({named}); "
+                                   "retiring the old one now could lock them out. Their next "
+                                   "probe updates them; retire or fix unreachable ones.",
+                                   "key"))  # fmt: skip
         return CaKeys(self.current, tuple(k for k in self.previous if k != old))
 
 

@@ -80,11 +80,11 @@ async def rotate_ca(
 
 
 async def retire_ca_key(
-    uow: UnitOfWork, key_id: int, *, every_node_updated: bool,
-    actor: Principal = SYSTEM, meta: RequestMeta = CLI,
+    uow: UnitOfWork, key_id: int, actor: Principal = SYSTEM, meta: RequestMeta = CLI,
 ) -> SshCaKey:  # fmt: skip
-    """Stop trusting a previous key. Refused (CA_NODES_NOT_UPDATED) unless the caller says
-    every node trusts the current key, and for the current key itself (CA_KEY_CURRENT)."""
+    """Stop trusting a previous key. Refused (CA_NODES_NOT_UPDATED) while any node that is
+    not retired has not been given the current key (the health probe gives it), and for the
+    current key itself (CA_KEY_CURRENT)."""
     async with uow:
         await uow.ssh_ca.lock()
         key = await uow.ssh_ca.get(key_id)
@@ -92,7 +92,8 @@ async def retire_ca_key(
             raise NotFound(Problem(CaErrorCode.CA_KEY_NOT_FOUND,
                                    f"No trusted SSH CA key with id {key_id}.", "key"))  # fmt: skip
         keys = ca_keys_of(list(await uow.ssh_ca.trusted()))
-        keys.retire(key.public_key, every_node_updated=every_node_updated)
+        lagging = await uow.nodes.lagging_ca(keys.current)
+        keys.retire(key.public_key, lagging=lagging)
         retired = await uow.ssh_ca.set_status(key.id, CaKeyStatus.RETIRED)
         await uow.audit.append(audit(actor, meta, "ssh_ca.retired", ("ssh_ca_key", key.id),
                                      before={"status": str(key.status)},

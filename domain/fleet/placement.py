@@ -62,11 +62,19 @@ def _indices(free: frozenset[int], count: int) -> tuple[int, ...]:
     return tuple(ordered[:count])
 
 
+def ranked(nodes: Iterable[NodeCapacity], request: GpuRequest) -> list[NodeCapacity]:
+    """The nodes that can hold the request, best fit first (fewest free GPUs left after it,
+    then the lowest id, so the order is stable)."""
+    fitting = [n for n in nodes if n.region == request.region
+               and n.gpu_model == request.gpu_model and len(n.free) >= request.gpu_count]  # fmt: skip
+    return sorted(fitting, key=lambda n: (len(n.free) - request.gpu_count, n.node_id))
+
+
 def place(nodes: Iterable[NodeCapacity], request: GpuRequest) -> Placement | NoCapacity:
-    matching = [n for n in nodes
-                if n.region == request.region and n.gpu_model == request.gpu_model]  # fmt: skip
-    fitting = [n for n in matching if len(n.free) >= request.gpu_count]
-    if not fitting:
+    nodes = list(nodes)
+    best = ranked(nodes, request)
+    if not best:
+        matching = [n for n in nodes
+                    if n.region == request.region and n.gpu_model == request.gpu_model]  # fmt: skip
         return NoCapacity(request, max((len(n.free) for n in matching), default=0))
-    best = min(fitting, key=lambda n: (len(n.free) - request.gpu_count, n.node_id))
-    return Placement(best.node_id, _indices(best.free, request.gpu_count))
+    return Placement(best[0].node_id, _indices(best[0].free, request.gpu_count))

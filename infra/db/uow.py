@@ -16,7 +16,9 @@ from domain.ports import (
     AuditLog,
     IdempotencyStore,
     LedgerRepository,
+    NodeRepository,
     PaymentRepository,
+    PlacementRepository,
     SecretRepository,
     SessionRepository,
     SkuRepository,
@@ -29,7 +31,9 @@ from infra.db.api_tokens import SqlApiTokenRepository
 from infra.db.audit import SqlAuditLog
 from infra.db.idempotency import SqlIdempotencyStore
 from infra.db.ledger import SqlLedgerRepository
+from infra.db.nodes import SqlNodeRepository
 from infra.db.payments import SqlPaymentRepository
+from infra.db.placements import SqlPlacementRepository
 from infra.db.secrets import SqlSecretRepository
 from infra.db.sessions import SqlSessionRepository
 from infra.db.skus import SqlSkuRepository
@@ -63,6 +67,8 @@ class SqlUnitOfWork:
     stripe: StripeRecords
     secrets: SecretRepository
     ssh_ca: SshCaRepository
+    nodes: NodeRepository
+    placements: PlacementRepository
 
     def __init__(
         self, engine: AsyncEngine, on_commit: Callable[[list[DomainEvent]], None] | None = None
@@ -96,6 +102,8 @@ class SqlUnitOfWork:
         self.stripe = SqlStripeRecords(self._conn)
         self.secrets = SqlSecretRepository(self._conn)
         self.ssh_ca = SqlSshCaRepository(self._conn)
+        self.nodes = SqlNodeRepository(self._conn)
+        self.placements = SqlPlacementRepository(self._conn)
         return self
 
     async def __aexit__(

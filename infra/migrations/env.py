@@ -7,7 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
-from infra.db import money_tables, secret_tables, ssh_ca_tables  # noqa: F401  (register their tables on `metadata`)
+from infra.db import fleet_tables, money_tables, secret_tables, ssh_ca_tables  # noqa: F401  (register their tables on `metadata`)
 from infra.db.engine import make_engine
 from infra.db.tables import metadata
 

@@ -105,13 +105,15 @@ def parse_xml(report: str) -> list[GpuInfo]:
         raise InventoryError(f"nvidia-smi XML: unexpected root <{root.tag}>")
     driver = (root.findtext("driver_version") or "").strip()
     gpus = []
-    for gpu in root.findall("gpu"):
+    # nvidia-smi lists GPUs in index order (PCI bus order), as the CSV numbers them; the
+    # <minor_number> is the /dev/nvidiaN number instead, which need not be the same.
+    for position, gpu in enumerate(root.findall("gpu")):
         try:
             memory = _number(_text(gpu, "fb_memory_usage/total"), "MiB")
             if memory is None:
                 raise ValueError("no memory size")
             gpus.append(GpuInfo(
-                index=int(_text(gpu, "minor_number")), uuid=_uuid(_text(gpu, "uuid")),
+                index=position, uuid=_uuid(_text(gpu, "uuid")),
                 model=_text(gpu, "product_name"), pci_bus_id=_text(gpu, "pci/pci_bus_id"),
                 memory_mib=memory, driver_version=driver,
                 mig_enabled=_mig(_text(gpu, "mig_mode/current_mig")),

@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
 from infra import migrate
-from infra.db import money_tables, secret_tables, ssh_ca_tables  # noqa: F401  (register their tables on `metadata`)
+from infra.db import fleet_tables, money_tables, secret_tables, ssh_ca_tables  # noqa: F401  (register their tables on `metadata`)
 from infra.db.tables import metadata
 from tests.support.servers import ServerUrls, create_database, drop_database
 

@@ -5,6 +5,7 @@ and nothing else, and a rotation keeps the old key trusted until every node has 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from domain.secrets import SecretPurpose
 from infra.crypto.envelope import AesGcmCipher
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.ssh_ca import AsyncsshCaSigner, SshCertificateAuthority
+from tests.support.fleet import seed_node
 from tests.support.ssh_node import SshNode, running_node
 
 CIPHER = AesGcmCipher()
@@ -151,15 +153,21 @@ async def test_rotation_keeps_the_old_key_trusted_until_every_node_has_the_new_o
         assert await _logs_in(node, new_key, new_cert)
         assert await _logs_in(node, old_key, old_cert)  # still trusted meanwhile
 
+        # A registered node not yet given the new key holds the retirement back, by name.
+        lagging = await seed_node(uow(), "lagging")
         with pytest.raises(Conflict) as pending:
-            await retire_ca_key(uow(), old.id, every_node_updated=False)
+            await retire_ca_key(uow(), old.id)
         assert pending.value.problems[0].code == CaErrorCode.CA_NODES_NOT_UPDATED
+        assert "lagging" in pending.value.problems[0].message
+        async with uow() as u:  # as the node's next probe records it (test_node_checks.py)
+            await u.nodes.save(replace(lagging, ca_keys=tuple(both), version=lagging.version + 1))
+            await u.commit()
         with pytest.raises(Conflict) as current:
-            await retire_ca_key(uow(), new.id, every_node_updated=True)
+            await retire_ca_key(uow(), new.id)
         assert current.value.problems[0].code == CaErrorCode.CA_KEY_CURRENT
         assert list(await ca.public_keys()) == both
 
-        retired = await retire_ca_key(uow(), old.id, every_node_updated=True)
+        retired = await retire_ca_key(uow(), old.id)
         assert retired.status is CaKeyStatus.RETIRED and retired.retired_at is not None
         assert list(await ca.public_keys()) == [new.public_key]
         node.trust_ca_keys(list(await ca.public_keys()))
@@ -167,7 +175,7 @@ async def test_rotation_keeps_the_old_key_trusted_until_every_node_has_the_new_o
         assert await _logs_in(node, new_key, new_cert)
 
     with pytest.raises(NotFound):
-        await retire_ca_key(uow(), old.id, every_node_updated=True)
+        await retire_ca_key(uow(), old.id)
     assert await _actions(engine) == [
         "ssh_ca.created", "ssh_ca.certificate_issued", "ssh_ca.rotated",
         "ssh_ca.certificate_issued", "ssh_ca.retired",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.fleet_settings import FleetSettings
 from infra.payment_settings import PaymentSettings
 from infra.settings import Settings, SettingsError, load_settings
 
@@ -71,6 +72,23 @@ def test_defaults() -> None:
             reconcile_window_hours=72,
         ),
         kms_key_file="",
+        fleet=FleetSettings(
+            tick_seconds=5.0,
+            probe_interval_seconds=60.0,
+            probe_max_backoff_seconds=900.0,
+            unreachable_grace_seconds=300.0,
+            max_gpu_temperature_c=85,
+            min_disk_free_mib=10240,
+            platform_group="gpucloud",
+            ssh_connect_timeout_seconds=10.0,
+            ssh_command_timeout_seconds=60.0,
+            trusted_ca_file="/etc/ssh/gpucloud_user_ca.pub",
+            sshd_dropin="/etc/ssh/sshd_config.d/60-gpucloud.conf",
+            device_dir="/dev",
+            gpu_group_prefix="gpucloud-gpu",
+            udev_rules="/etc/udev/rules.d/70-gpucloud-gpu.rules",
+            data_dir="/home",
+        ),
     )
     assert not load_settings(BASE).payments.stripe_enabled
 
@@ -256,3 +274,14 @@ def test_every_problem_is_reported_at_once() -> None:
     ]
     for name in ("DATABASE_URL", "REDIS_URL", "GPUCLOUD_PORT", "GPUCLOUD_GRAPHIQL"):
         assert name in str(err)
+
+
+def test_fleet_settings_are_validated_and_none_turns_a_path_off() -> None:
+    fleet = load_settings({**BASE, "GPUCLOUD_NODE_SSHD_DROPIN": "none",
+                           "GPUCLOUD_NODE_UDEV_RULES": "None"}).fleet  # fmt: skip
+    assert fleet.sshd_dropin == "" and fleet.udev_rules == ""
+    with pytest.raises(SettingsError) as bad:
+        load_settings({**BASE, "GPUCLOUD_NODE_PLATFORM_GROUP": "Bad Group",
+                       "GPUCLOUD_MAX_GPU_TEMPERATURE_C": "500"})  # fmt: skip
+    assert "GPUCLOUD_NODE_PLATFORM_GROUP" in str(bad.value)
+    assert "GPUCLOUD_MAX_GPU_TEMPERATURE_C" in str(bad.value)

@@ -98,15 +98,16 @@ def test_rotation_keeps_the_old_key_trusted() -> None:
 def test_retiring_waits_for_every_node_and_never_takes_the_current_key() -> None:
     keys = CaKeys("ssh-ed25519 A").rotate("ssh-ed25519 B")
     with pytest.raises(Conflict) as pending:
-        keys.retire("ssh-ed25519 A", every_node_updated=False)
+        keys.retire("ssh-ed25519 A", lagging=[f"gpu-{i}" for i in range(7)])
     assert pending.value.problems[0].code == CaErrorCode.CA_NODES_NOT_UPDATED
+    assert "gpu-0, gpu-1, gpu-2, gpu-3, gpu-4 and 2 more" in pending.value.problems[0].message
     with pytest.raises(Conflict) as current:
-        keys.retire("ssh-ed25519 B", every_node_updated=True)
+        keys.retire("ssh-ed25519 B", lagging=[])
     assert current.value.problems[0].code == CaErrorCode.CA_KEY_CURRENT
     with pytest.raises(NotFound) as unknown:
-        keys.retire("ssh-ed25519 Z", every_node_updated=True)
+        keys.retire("ssh-ed25519 Z", lagging=[])
     assert unknown.value.problems[0].code == CaErrorCode.CA_KEY_NOT_FOUND
-    assert keys.retire("ssh-ed25519 A", every_node_updated=True) == CaKeys("ssh-ed25519 B")
+    assert keys.retire("ssh-ed25519 A", lagging=[]) == CaKeys("ssh-ed25519 B")
 
 
 def _stored(key_id: int, public_key: str, status: CaKeyStatus) -> SshCaKey:

@@ -1,0 +1,169 @@
+"""The shell commands the platform runs on a node, and the parsers of what they print.
+
+Pure functions: nothing here talks to a node. Every value placed in a command is quoted with
+`shlex.quote` (and group names are checked first), so a path, key or name can never become
+shell syntax. Parsers raise `NodeCommandFailed` naming what they could not read.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+
+from domain.fleet.nodes import NodeFacts, ReasonCode
+from domain.fleet.remote import NodeCommandFailed, NodePrep, OsInfo
+from infra.nodes.layout import GROUP_NAME, NodeLayout
+
+# os-release lives in /etc, or only in /usr/lib on some images (os-release(5)).
+OS_COMMAND = "uname -s; uname -r; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release"
+
+_MEMTOTAL = re.compile(r"^MemTotal:\s+(\d+)\s*kB\s*$", re.MULTILINE)
+# `df -P` data line: filesystem (may hold spaces), 1024-blocks, used, available, capacity, mount.
+_DF_LINE = re.compile(r"\s(\d+)\s+(\d+)\s+(\d+)\s+(?:\d+%|-)\s+/")
+
+
+def _failed(message: str, code: ReasonCode = ReasonCode.COMMAND_FAILED) -> NodeCommandFailed:
+    return NodeCommandFailed(message, code)
+
+
+def q(value: str | int) -> str:
+    return shlex.quote(str(value))
+
+
+def shell(script: str, *, sudo: bool) -> str:
+    """Run `script` with `sh -e`, as root through `sudo -n` (never prompting) when the login
+    user is not root already."""
+    command = f"sh -e -c {q(script)}"
+    return f"sudo -n {command}" if sudo else command
+
+
+def parse_os(output: str) -> OsInfo:
+    lines = output.splitlines()
+    if len(lines) < 2 or not lines[0].strip() or not lines[1].strip():
+        raise _failed("uname printed no system name and kernel release")
+    release: dict[str, str] = {}
+    for line in lines[2:]:
+        key, sep, raw = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Z0-9_]+", key):
+            continue  # comments, blank lines
+        try:
+            release[key] = " ".join(shlex.split(raw))  # values may be shell-quoted
+        except ValueError:
+            continue
+    return OsInfo(system=lines[0].strip(), kernel=lines[1].strip(),
+                  os_id=release.get("ID", "linux"),  # os-release(5): ID defaults to "linux"
+                  os_version=release.get("VERSION_ID", ""))  # fmt: skip
+
+
+def facts_command(layout: NodeLayout) -> str:
+    # Online CPUs of the machine (nproc would follow OMP_NUM_THREADS and the login's affinity);
+    # `--` so a data_dir starting with "-" is a path, not an option.
+    return ("getconf _NPROCESSORS_ONLN && grep -m1 '^MemTotal:' /proc/meminfo && "
+            f"df -Pk -- {q(layout.data_dir)}")  # fmt: skip
+
+
+def parse_facts(output: str, os: OsInfo) -> NodeFacts:
+    lines = [line for line in output.splitlines() if line.strip()]
+    try:
+        cpus = int(lines[0])
+    except (IndexError, ValueError):
+        raise _failed("getconf printed no CPU count") from None
+    memory = _MEMTOTAL.search(output)
+    if memory is None:
+        raise _failed("/proc/meminfo has no MemTotal line")
+    disk = _DF_LINE.search(lines[-1])
+    if len(lines) < 4 or disk is None:  # the header's words depend on the node's locale
+        raise _failed("df -Pk printed no disk usage line")
+    total_kib, _, available_kib = (int(g) for g in disk.groups())
+    if cpus < 1:
+        raise _failed(f"getconf printed {cpus} CPUs")
+    return NodeFacts(os_id=os.os_id, os_version=os.os_version, kernel=os.kernel, cpus=cpus,
+                     ram_mib=int(memory.group(1)) // 1024, disk_total_mib=total_kib // 1024,
+                     disk_free_mib=available_kib // 1024)  # fmt: skip
+
+
+# Writes stdin-free content atomically (temp file in the same directory, then rename), and only
+# when it differs, so `changed` tells whether a reload is due and a repeat run touches nothing.
+_ENSURE_FILE = """\
+ensure_file() {  # PATH MODE CONTENT
+  tmp=$(mktemp "$1.XXXXXX")
+  trap 'rm -f "$tmp"' EXIT
+  printf '%s' "$3" >"$tmp"
+  chmod "$2" "$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; chmod "$2" "$1"; changed=0
+  else mv -f "$tmp" "$1"; changed=1; fi
+  trap - EXIT
+}
+"""
+
+
+def _group(name: str) -> str:
+    if not GROUP_NAME.fullmatch(name):
+        raise _failed(f"{name[:40]!r} is not a Linux group name", ReasonCode.PREPARE_FAILED)
+    return name
+
+
+def _single_lines(keys: Sequence[str]) -> list[str]:
+    lines = [key.strip() for key in keys]
+    for line in lines:
+        if not line or any(c in line for c in "\r\n\0"):
+            raise _failed("a CA public key is not one line", ReasonCode.PREPARE_FAILED)
+    return lines
+
+
+def udev_rules(indices: Sequence[int], layout: NodeLayout) -> str:
+    head = "# Managed by gpucloud: GPU N is usable only by members of its group.\n"
+    return head + "".join(f'KERNEL=="nvidia{i}", GROUP="{layout.gpu_group(i)}", MODE="0660"\n'
+                          for i in indices)  # fmt: skip
+
+
+def prepare_script(prep: NodePrep, layout: NodeLayout) -> str:
+    """One `sh -e` script of "ensure" steps, safe to run again: the groups exist, GPU N's
+    device belongs to its own group with mode 0660, the CA keys are trusted by sshd."""
+    indices = sorted(set(prep.gpu_indices))
+    try:
+        gpu_groups = [_group(layout.gpu_group(i)) for i in indices]
+    except ValueError as exc:
+        raise _failed(str(exc), ReasonCode.PREPARE_FAILED) from None
+    keys = _single_lines(prep.ca_public_keys)
+    steps = [_ENSURE_FILE]
+    for group in (_group(prep.platform_group), *gpu_groups):
+        # -f: a group made meanwhile (a concurrent run) is success, not an error.
+        steps.append(f"getent group {q(group)} >/dev/null || groupadd -f -r {q(group)}")
+    for index, group in zip(indices, gpu_groups, strict=True):
+        device = layout.gpu_device(index)
+        steps.append(f"[ -e {q(device)} ] || "
+                     f"{{ echo {q(f'GPU device {device} is missing')} >&2; exit 1; }}")  # fmt: skip
+        steps.append(f"chgrp {q(group)} {q(device)} && chmod 0660 {q(device)}")
+    if layout.udev_rules is not None:
+        steps.append(f"ensure_file {q(layout.udev_rules)} 0644 {q(udev_rules(indices, layout))}")
+        # The rule matters at the next boot or driver load; udevd may be absent (containers).
+        steps.append('if [ "$changed" = 1 ] && command -v udevadm >/dev/null; then '
+                     "udevadm control --reload-rules || true; fi")  # fmt: skip
+    content = "".join(f"{key}\n" for key in keys)
+    steps.append(f"ensure_file {q(layout.trusted_ca_file)} 0644 {q(content)}")
+    if layout.sshd_dropin is not None:
+        steps += _sshd_steps(layout.sshd_dropin, layout.trusted_ca_file)
+    return "\n".join(steps) + "\n"
+
+
+def _sshd_steps(dropin: str, trusted_ca_file: str) -> list[str]:
+    if any(c.isspace() for c in trusted_ca_file):
+        raise _failed("sshd cannot name a trusted CA file with spaces", ReasonCode.PREPARE_FAILED)
+    line = f"TrustedUserCAKeys {trusted_ca_file}"
+    return [
+        f"ensure_file {q(dropin)} 0644 {q(f'# Managed by gpucloud.{chr(10)}{line}{chr(10)}')}",
+        # Debian's and Ubuntu's units test the config (sshd -t) before reloading.
+        'if [ "$changed" = 1 ]; then systemctl reload ssh || systemctl reload sshd; fi',
+        # An sshd_config without `Include sshd_config.d/*`, or naming another file first, would
+        # ignore the drop-in and refuse every certificate later: fail now, saying so.
+        # (`sshd -T` failing stops the script with sshd's own complaint.)
+        f"if command -v sshd >/dev/null; then effective=$(sshd -T); "
+        f"printf '%s\\n' \"$effective\" | grep -qixF {q(line)} || "
+        f"{{ echo {q(f'sshd does not use {trusted_ca_file} as TrustedUserCAKeys')} >&2; exit 1; }}; fi",
+    ]
+
+
+def prepare_command(prep: NodePrep, layout: NodeLayout, *, sudo: bool) -> str:
+    return shell(prepare_script(prep, layout), sudo=sudo)

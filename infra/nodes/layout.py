@@ -1,0 +1,44 @@
+"""Where things live on a GPU node. The defaults are a stock Ubuntu or Debian host; tests point
+every path into the test node's own directory (see infra/fleet_settings.py)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# A group name as groupadd accepts it by default; the GPU index is appended to the prefix.
+GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_MAX_INDEX_DIGITS = 4  # room left in a 32-character group name for "<prefix><index>"
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    # sshd's TrustedUserCAKeys: the CA public keys the node trusts for user certificates.
+    trusted_ca_file: str = "/etc/ssh/gpucloud_user_ca.pub"
+    # A drop-in naming trusted_ca_file (Ubuntu 20.04+ and Debian 11+ include sshd_config.d/*).
+    # None: sshd's config is not ours to manage (it already names trusted_ca_file).
+    sshd_dropin: str | None = "/etc/ssh/sshd_config.d/60-gpucloud.conf"
+    device_dir: str = "/dev"  # holds nvidia0, nvidia1, ...
+    # GPU N's device belongs to group <prefix>N, mode 0660: only that group's members (the user
+    # of the allocation holding GPU N) can open it.
+    gpu_group_prefix: str = "gpucloud-gpu"
+    # Makes those permissions survive a reboot or a driver reload. None: not written.
+    udev_rules: str | None = "/etc/udev/rules.d/70-gpucloud-gpu.rules"
+    data_dir: str = "/home"  # where allocations keep their data; its disk is measured
+
+    def __post_init__(self) -> None:
+        paths = [self.trusted_ca_file, self.device_dir, self.data_dir]
+        paths += [p for p in (self.sshd_dropin, self.udev_rules) if p is not None]
+        for path in paths:
+            if not path.startswith("/") or "\n" in path or "\0" in path:
+                raise ValueError(f"node paths must be absolute, single-line paths: {path!r}")
+        if not GROUP_NAME.fullmatch(self.gpu_group_prefix + "9" * _MAX_INDEX_DIGITS):
+            raise ValueError(f"{self.gpu_group_prefix!r} cannot prefix a Linux group name")
+
+    def gpu_group(self, index: int) -> str:
+        if not 0 <= index < 10**_MAX_INDEX_DIGITS:
+            raise ValueError(f"GPU index {index} out of range")
+        return f"{self.gpu_group_prefix}{index}"
+
+    def gpu_device(self, index: int) -> str:
+        return f"{self.device_dir.rstrip('/')}/nvidia{index}"

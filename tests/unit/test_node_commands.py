@@ -1,0 +1,219 @@
+"""The node commands and their parsers: realistic output, quoting that no value escapes, and the
+prepare script's "ensure" steps."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from domain.fleet.nodes import NodeFacts, ReasonCode
+from domain.fleet.remote import NodeCommandFailed, NodePrep, OsInfo
+from infra.nodes.commands import (
+    facts_command,
+    parse_facts,
+    parse_os,
+    prepare_command,
+    prepare_script,
+    shell,
+    udev_rules,
+)
+from infra.nodes.layout import NodeLayout
+
+UBUNTU = """\
+Linux
+5.15.0-119-generic
+PRETTY_NAME="Ubuntu 22.04.4 LTS"
+NAME="Ubuntu"
+VERSION_ID="22.04"
+VERSION="22.04.4 LTS (Jammy Jellyfish)"
+VERSION_CODENAME=jammy
+ID=ubuntu
+ID_LIKE=debian
+HOME_URL="https://www.ubuntu.com/"
+UBUNTU_CODENAME=jammy
+"""
+OS = OsInfo("Linux", "5.15.0-119-generic", "ubuntu", "22.04")
+
+FACTS = """\
+192
+MemTotal:       2113656784 kB
+Filesystem         1024-blocks       Used  Available Capacity Mounted on
+/dev/md0            7499645952 1203465216 5914122240      17% /home
+"""
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJYV7k6u1oZ1b6+rGZ0mB8yq3y4cVtGQ8s0L7q0F8xXv"
+HOSTILE = "x'; touch /tmp/pwned; echo '$(reboot)`id`\"\\"
+PREP = NodePrep("gpucloud", [0, 1], [KEY])
+
+
+def _tokens(line: str) -> list[str]:
+    """How sh splits a simple line into words and operators."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def test_ubuntu_os_release_is_read() -> None:
+    assert parse_os(UBUNTU) == OS
+
+
+def test_os_release_defaults_follow_the_spec() -> None:
+    rolling = "Linux\n6.9.7-arch1-1\n# a comment\nNAME='Arch Linux'\nID=arch\nBUILD_ID=rolling\n"
+    assert parse_os(rolling) == OsInfo("Linux", "6.9.7-arch1-1", "arch", "")
+    assert parse_os("Linux\n6.1.0\n") == OsInfo("Linux", "6.1.0", "linux", "")
+    assert parse_os("Darwin\n23.5.0\n").system == "Darwin"  # the service decides what runs
+
+
+@pytest.mark.parametrize("output", ["", "Linux\n", "\n\n", "Linux\n   \nID=ubuntu\n"])
+def test_an_os_probe_without_uname_fails(output: str) -> None:
+    with pytest.raises(NodeCommandFailed) as failed:
+        parse_os(output)
+    assert failed.value.code is ReasonCode.COMMAND_FAILED
+
+
+def test_facts_are_read_in_mib() -> None:
+    assert parse_facts(FACTS, OS) == NodeFacts(
+        os_id="ubuntu", os_version="22.04", kernel="5.15.0-119-generic", cpus=192,
+        ram_mib=2113656784 // 1024, disk_total_mib=7499645952 // 1024,
+        disk_free_mib=5914122240 // 1024,
+    )  # fmt: skip
+
+
+def test_df_lines_with_spaces_and_translated_headers_are_read() -> None:
+    output = ("8\nMemTotal: 16384000 kB\nDateisystem 1024-Blöcke Benutzt Verfügbar Kapazität "
+              "Eingehängt auf\nmy pool/home 2048000 1024000 1024000 50% /srv/my data\n")  # fmt: skip
+    facts = parse_facts(output, OS)
+    assert (facts.cpus, facts.ram_mib, facts.disk_total_mib, facts.disk_free_mib) == (
+        8, 16000, 2000, 1000)  # fmt: skip
+
+
+@pytest.mark.parametrize("output", [
+    "", "many\nMemTotal: 1 kB\nFilesystem\n/dev/x 1 1 1 1% /\n",
+    "8\nMemFree: 1 kB\nFilesystem\n/dev/x 1 1 1 1% /\n",
+    "8\nMemTotal: 1 kB\nFilesystem 1024-blocks Used Available Capacity Mounted on\n",
+    "0\nMemTotal: 1 kB\nFilesystem\n/dev/x 1 1 1 1% /\n",
+    "8\nMemTotal: 1 kB\nFilesystem\n/dev/x lots 1 1 1% /\n",
+])  # fmt: skip
+def test_unreadable_facts_fail(output: str) -> None:
+    with pytest.raises(NodeCommandFailed) as failed:
+        parse_facts(output, OS)
+    assert failed.value.code is ReasonCode.COMMAND_FAILED
+
+
+def test_the_data_dir_is_one_word_and_never_an_option() -> None:
+    command = facts_command(NodeLayout(data_dir="/" + HOSTILE))
+    words = _tokens(command)
+    assert words[-3:] == ["-Pk", "--", "/" + HOSTILE]
+    assert "touch" not in words and ";" not in words[words.index("df") :]
+
+
+def test_shell_wraps_the_script_as_one_argument() -> None:
+    script = f"echo {shlex.quote(HOSTILE)}\n"
+    assert shlex.split(shell(script, sudo=False)) == ["sh", "-e", "-c", script]
+    assert shlex.split(shell(script, sudo=True)) == ["sudo", "-n", "sh", "-e", "-c", script]
+
+
+def test_the_prepare_script_ensures_groups_devices_and_ca_trust() -> None:
+    script = prepare_script(PREP, NodeLayout())
+    lines = script.splitlines()
+    for group in ("gpucloud", "gpucloud-gpu0", "gpucloud-gpu1"):
+        assert f"getent group {group} >/dev/null || groupadd -f -r {group}" in lines
+    assert "chgrp gpucloud-gpu1 /dev/nvidia1 && chmod 0660 /dev/nvidia1" in lines
+    missing = next(line for line in lines if line.startswith("[ -e /dev/nvidia0 ]"))
+    assert "'GPU device /dev/nvidia0 is missing'" in missing and missing.endswith("exit 1; }")
+    assert "/dev/nvidia2" not in script
+
+    ensured = {
+        _tokens(line)[1]: _tokens(line)[3] for line in _logical_lines(script)
+        if line.startswith("ensure_file ")
+    }  # fmt: skip
+    assert ensured["/etc/ssh/gpucloud_user_ca.pub"] == KEY + "\n"
+    assert ensured["/etc/udev/rules.d/70-gpucloud-gpu.rules"] == udev_rules([0, 1], NodeLayout())
+    assert 'KERNEL=="nvidia1", GROUP="gpucloud-gpu1", MODE="0660"' in udev_rules([1], NodeLayout())
+    dropin = ensured["/etc/ssh/sshd_config.d/60-gpucloud.conf"]
+    assert "TrustedUserCAKeys /etc/ssh/gpucloud_user_ca.pub\n" in dropin
+    # sshd is reloaded only when the drop-in changed, and the result is checked.
+    assert ('if [ "$changed" = 1 ]; then systemctl reload ssh || systemctl reload sshd; fi'
+            in lines)  # fmt: skip
+    assert any("sshd -T" in line for line in lines)
+
+
+def _logical_lines(script: str) -> list[str]:
+    """The script's lines as sh reads them: a newline inside quotes (file contents) stays."""
+    lines, current, quote, escaped = [], "", "", False
+    for ch in script:
+        if escaped:
+            escaped = False
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "\\":
+            escaped = True
+        elif ch == "\n":
+            lines.append(current)
+            current = ""
+            continue
+        current += ch
+    return [*lines, current] if current else lines
+
+
+def test_a_test_layout_leaves_sshd_and_udev_alone() -> None:
+    layout = NodeLayout(trusted_ca_file="/srv/node/ca.pub", sshd_dropin=None,
+                        device_dir="/srv/node/dev", udev_rules=None, data_dir="/srv")  # fmt: skip
+    script = prepare_script(NodePrep("gpucloud", [3], []), layout)
+    assert "chgrp gpucloud-gpu3 /srv/node/dev/nvidia3" in script
+    assert "systemctl" not in script and "udev" not in script and "sshd" not in script
+    assert "ensure_file /srv/node/ca.pub 0644 ''" in script  # no CA yet: trust none
+
+
+def test_prepare_is_written_as_repeatable_steps() -> None:
+    script = prepare_script(PREP, NodeLayout())
+    assert script == prepare_script(NodePrep("gpucloud", [1, 0, 1], [KEY]), NodeLayout())
+    # Files are replaced atomically and only when their content differs.
+    assert 'tmp=$(mktemp "$1.XXXXXX")' in script and 'mv -f "$tmp" "$1"' in script
+    assert 'if cmp -s "$tmp" "$1"' in script
+
+
+def test_a_hostile_key_or_path_stays_one_word() -> None:
+    layout = NodeLayout(trusted_ca_file="/etc/" + HOSTILE, sshd_dropin=None,
+                        device_dir="/dev/" + HOSTILE, udev_rules="/r/" + HOSTILE)  # fmt: skip
+    script = prepare_script(NodePrep("gpucloud", [0], [KEY + " " + HOSTILE]), layout)
+    for line in _logical_lines(script):
+        if HOSTILE in line and not line.startswith("ensure_file "):
+            assert any(HOSTILE in word for word in _tokens(line))
+            assert "touch" not in _tokens(line) and "reboot" not in _tokens(line)
+    ensured = [_tokens(ln) for ln in _logical_lines(script) if ln.startswith("ensure_file ")]
+    assert ["ensure_file", "/etc/" + HOSTILE, "0644", f"{KEY} {HOSTILE}\n"] in ensured
+    wrapped = prepare_command(NodePrep("gpucloud", [0], [KEY + HOSTILE]), layout, sudo=True)
+    assert shlex.split(wrapped)[:5] == ["sudo", "-n", "sh", "-e", "-c"]
+    assert len(shlex.split(wrapped)) == 6
+
+
+@pytest.mark.parametrize("prep", [
+    NodePrep("Bad;rm -rf /", [0], []),
+    NodePrep("gpucloud", [0], [KEY + "\nssh-ed25519 AAAAinjected"]),
+    NodePrep("gpucloud", [0], ["   "]),
+    NodePrep("gpucloud", [-1], []),
+])  # fmt: skip
+def test_prepare_refuses_what_it_cannot_write_safely(prep: NodePrep) -> None:
+    with pytest.raises(NodeCommandFailed) as failed:
+        prepare_script(prep, NodeLayout())
+    assert failed.value.code is ReasonCode.PREPARE_FAILED
+
+
+@pytest.mark.parametrize("changes", [
+    {"gpu_group_prefix": "GPU"}, {"gpu_group_prefix": "a" * 29}, {"gpu_group_prefix": "x;y"},
+    {"device_dir": "dev"}, {"data_dir": "/home\n/etc"}, {"sshd_dropin": "relative.conf"},
+])  # fmt: skip
+def test_a_layout_refuses_unsafe_names(changes: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        NodeLayout(**changes)  # type: ignore[arg-type]
+
+
+def test_a_trusted_ca_file_with_spaces_cannot_go_into_sshd_config() -> None:
+    with pytest.raises(NodeCommandFailed):
+        prepare_script(PREP, NodeLayout(trusted_ca_file="/etc/ssh/my keys.pub"))
+    assert "my keys" in prepare_script(PREP, NodeLayout(trusted_ca_file="/etc/ssh/my keys.pub",
+                                                         sshd_dropin=None))  # fmt: skip
