@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
-from domain.catalog.sku import Sku, SkuFilter, SkuSpec, SkuStatus
+from domain.catalog.sku import Sku, SkuChanges, SkuFilter, SkuSpec, SkuStatus
 from domain.events import DomainEvent
 from domain.fleet.ca import CaKeyStatus, CertificateRequest, GeneratedCaKey, SshCaKey
 from domain.fleet.inventory import GpuInfo, NodeGpu
@@ -52,7 +52,9 @@ class SkuRepository(Protocol):
         """Insert; raises `Conflict` (NAME_TAKEN) when the name is used, case-insensitively."""
         ...
 
-    async def get(self, sku_id: int) -> Sku | None: ...
+    async def get(self, sku_id: int, *, for_update: bool = False) -> Sku | None:
+        """`for_update`: lock the row until the transaction ends."""
+        ...
 
     async def get_many(self, sku_ids: Sequence[int]) -> dict[int, Sku]: ...
 
@@ -61,6 +63,12 @@ class SkuRepository(Protocol):
     async def list(self, sku_filter: SkuFilter, page: PageRequest) -> Page[Sku]: ...
 
     async def set_status(self, sku_id: int, status: SkuStatus) -> Sku: ...
+
+    async def update(self, sku_id: int, changes: SkuChanges) -> Sku:
+        """Store the fields `changes` gives (the price in the SKU's own currency); raises
+        `Conflict` (NAME_TAKEN) when the new name is used, and `NotFound` when there is no
+        such SKU."""
+        ...
 
     async def count(self) -> int: ...
 

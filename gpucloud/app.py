@@ -21,6 +21,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
 from domain.catalog.services import CATALOG_TOPIC
+from domain.fleet.changes import FLEET_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
 from gpucloud import health, oidc_routes
 from gpucloud.auth import ResponseCookies, request_meta
@@ -52,6 +53,7 @@ class GraphQLView(GraphQL[AppContext, None]):
             loaders=make_loaders(res.uow),
             auth=res.kit,
             money=res.money,
+            fleet=res.fleet,
             meta=request_meta(request, request_id),
             request=request,
             response=response,
@@ -139,11 +141,15 @@ def create_app(settings: Settings) -> Starlette:
         followers = []
         if cache is not None:  # a disabled cache needs no invalidation stream
             cache.live_epoch = lambda: resources.hub.epoch
-            followers.append(
-                asyncio.create_task(
-                    follow(resources.hub, CATALOG_TOPIC, cache.invalidate), name="result-cache"
+            # Catalog events change SKUs; fleet events change `Sku.available` (nodes becoming
+            # ready or not). GPUs handed out or released change it without an event: the
+            # cache's TTL bounds how stale a cached `available` can be.
+            for topic in (CATALOG_TOPIC, FLEET_TOPIC):
+                followers.append(
+                    asyncio.create_task(
+                        follow(resources.hub, topic, cache.invalidate), name=f"result-cache-{topic}"
+                    )
                 )
-            )
         if settings.auth_cache_seconds > 0:
             followers.append(
                 asyncio.create_task(

@@ -10,15 +10,18 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.events import DomainEvent
+from domain.fleet.kit import FleetKit
 from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
 from domain.identity.sessions import SessionPolicy
 from domain.payments.kit import MoneyKit
 from gpucloud.auth import Authenticator
 from gpucloud.payments import ledger_policy, topup_policy
 from gpucloud.principal_cache import PrincipalCache
+from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.metrics import Metrics
+from infra.nodes.factory import make_fleet_kit
 from infra.oidc import OidcClient, OidcConfig
 from infra.passwords import Argon2Hasher, Argon2Params
 from infra.pubsub import EventHub
@@ -68,6 +71,9 @@ class Resources:
     authenticator: Authenticator = field(init=False)
     oidc: OidcClient | None = field(init=False, default=None)
     money: MoneyKit = field(init=False)
+    # The fleet's writes seal node keys with the key service: without one (no
+    # GPUCLOUD_KMS_KEY_FILE) there is no kit, and they answer SERVICE_UNAVAILABLE.
+    fleet: FleetKit | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._stripe = make_gateway(
@@ -76,6 +82,9 @@ class Resources:
         self.money = MoneyKit(
             self._stripe, topup_policy(self.settings), ledger_policy(self.settings)
         )
+        if self.settings.kms_key_file:  # reads the key file now: a bad one stops the start
+            kms = LocalKms(self.settings.kms_key_file)
+            self.fleet = make_fleet_kit(self.settings.fleet, self.uow, kms)
         self.authenticator = Authenticator(
             self.kit, self.uow, self.principals, self.settings, self.metrics
         )

@@ -23,6 +23,7 @@ from schema.audit import AuditEvent
 from schema.billing import Payment, Refund
 from schema.catalog import Sku
 from schema.context import AppContext, Loaders
+from schema.fleet import FleetNode
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ NODE_TYPES: dict[str, NodeType] = {
         lambda ld, k: ld.refund.load(k),
         lambda p, refund: owns_or_admin(p, refund.user_id),
         Refund.from_domain,
+    ),
+    "FleetNode": NodeType(
+        ADMIN_READ,
+        lambda ld, k: ld.fleet_node.load(k),
+        lambda p, node: p.is_admin,
+        FleetNode.from_domain,
     ),
 }
 

@@ -1,4 +1,5 @@
-"""Catalog resolvers: `skus`, `sku(id)` and the `catalogChanged` subscription."""
+"""Catalog resolvers: `skus`, `sku(id)`, the admins' SKU mutations and the `catalogChanged`
+subscription."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import strawberry
 from strawberry import Info
 
 from domain.catalog import services
+from domain.catalog.sku import SkuChanges, SkuSpec
 from domain.catalog.sku import SkuFilter as DomainSkuFilter
-from domain.catalog.sku import SkuSpec
 from domain.catalog.sku import SkuStatus as DomainSkuStatus
 from domain.errors import DomainError
 from domain.pagination import PageRequest
@@ -23,6 +24,7 @@ from schema.catalog import (
     SkuConnection,
     SkuFilter,
     SkuPayload,
+    UpdateSkuInput,
 )
 from schema.context import AppContext
 from schema.errors import SkuError, SkuProblem, typed_error
@@ -55,7 +57,7 @@ async def sku(info: Info[AppContext, None], id: strawberry.ID) -> Sku | None:  #
 
 
 async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[CatalogChange, None]:
-    """Every SKU added or retired, from any process, as it happens."""
+    """Every SKU added, updated or retired, from any process, as it happens."""
     ctx = info.context
     seen: deque[int] = deque(maxlen=_SEEN_EVENT_IDS)
     async with ctx.events.subscribe(services.CATALOG_TOPIC) as stream:
@@ -102,3 +104,22 @@ async def retire_sku(
     except DomainError as exc:
         return typed_error(exc, SkuError, SkuProblem)
     return SkuPayload(sku=Sku.from_domain(retired))
+
+
+async def update_sku(
+    info: Info[AppContext, None],
+    id: strawberry.ID,  # noqa: A002
+    input: UpdateSkuInput,  # noqa: A002
+) -> SkuPayload | SkuError:
+    ctx = info.context
+    try:
+        sku_id = expect_global_id(id, "Sku")
+        changes = SkuChanges.create(
+            name=input.name, hourly_price_minor=input.hourly_price_minor, vcpus=input.vcpus,
+            ram_gib=input.ram_gib, disk_gib=input.disk_gib,
+        )  # fmt: skip
+        updated = await services.update_sku(ctx.uow(), sku_id, changes, ctx.principal, ctx.meta)
+    except DomainError as exc:
+        return typed_error(exc, SkuError, SkuProblem)
+    ctx.loaders.sku.prime(sku_id, updated, force=True)  # later reads see the change
+    return SkuPayload(sku=Sku.from_domain(updated))

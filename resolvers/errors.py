@@ -6,6 +6,8 @@ unexpected failures, the request id to quote. The full error is logged with that
 
 from __future__ import annotations
 
+import re
+
 import structlog
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
@@ -14,6 +16,21 @@ from domain.errors import DomainError, ServiceUnavailable
 from domain.identity.errors import AccessDenied
 
 log = structlog.get_logger("gpucloud.graphql")
+
+# graphql-core quotes the value it refused: "..., found: {...}." (for an input object, the whole
+# object) or "Int cannot represent non-integer value: '...'". That value may be a secret (a
+# node's private key sent in an input with a typo in another field): the client knows what it
+# sent, so the value is dropped from every message we return or log, and the rest kept.
+_QUOTED_VALUE = (
+    re.compile(r"[,;.]?\s*\bfound: .*\Z", re.IGNORECASE | re.DOTALL),
+    re.compile(r"(cannot represent[^:\n]*): .*\Z", re.IGNORECASE | re.DOTALL),
+)
+
+
+def without_values(message: str) -> str:
+    """`message` without the input value graphql-core quoted in it."""
+    found = _QUOTED_VALUE[0].sub(".", message)
+    return _QUOTED_VALUE[1].sub(r"\1.", found)
 
 
 def is_unexpected(error: GraphQLError) -> bool:
@@ -42,10 +59,13 @@ def shape_error(error: GraphQLError) -> GraphQLError:
             "Internal error. Quote the request id when reporting it.",
             {"code": "INTERNAL", "requestId": _request_id()},
         )
+    message = without_values(error.message)
     if error.original_error is None and not (error.extensions or {}).get("code"):
         syntax = error.message.startswith("Syntax Error")
         code = "GRAPHQL_PARSE_FAILED" if syntax else "GRAPHQL_VALIDATION_FAILED"
-        return _copy(error, error.message, {"code": code})
+        return _copy(error, message, {"code": code})
+    if message != error.message:
+        return _copy(error, message, dict(error.extensions or {}))
     return error
 
 
@@ -78,4 +98,5 @@ def log_errors(errors: list[GraphQLError]) -> None:
                 "graphql.service_unavailable", message=str(error.original_error), path=error.path
             )
         else:
-            log.info("graphql.client_error", message=error.message, path=error.path)
+            log.info("graphql.client_error", message=without_values(error.message),
+                     path=error.path)  # fmt: skip

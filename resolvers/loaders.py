@@ -7,7 +7,10 @@ from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from domain.catalog import services as catalog
+from domain.catalog.sku import Sku
 from domain.errors import DomainError
+from domain.fleet import node_services
 from domain.ports import UnitOfWork
 from resolvers import billing
 from schema.context import Loaders
@@ -45,6 +48,16 @@ def _each(
     return DataLoader(load_fn=load)
 
 
+def _available(uow: Callable[[], UnitOfWork]) -> DataLoader[Sku, int]:
+    """How many more of each SKU of a request could be placed: one query for all of them."""
+
+    async def load(skus: list[Sku]) -> list[int]:
+        found = await catalog.available(uow(), skus)
+        return [found[sku.id] for sku in skus]
+
+    return DataLoader(load_fn=load)
+
+
 def make_loaders(uow: Callable[[], UnitOfWork]) -> Loaders:
     return Loaders(
         sku=_loader(uow, lambda tx, ids: tx.skus.get_many(ids)),
@@ -53,6 +66,10 @@ def make_loaders(uow: Callable[[], UnitOfWork]) -> Loaders:
         audit_event=_loader(uow, lambda tx, ids: tx.audit.get_many(ids)),
         payment=_loader(uow, lambda tx, ids: tx.payments.get_many(ids)),
         refund=_loader(uow, lambda tx, ids: tx.payments.refunds_by_id(ids)),
+        fleet_node=_loader(uow, lambda tx, ids: tx.nodes.get_many(ids)),
+        node_gpus=_loader(uow, lambda tx, ids: tx.nodes.gpus(ids)),
+        node_events=_each(uow, lambda tx, key: node_services.node_events(tx, *key)),
+        sku_available=_available(uow),
         wallet=_each(uow, billing.wallet),
         wallets=_each(uow, billing.wallets),
         ledger_entries=_each(uow, billing.ledger_entries),

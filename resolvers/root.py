@@ -21,7 +21,7 @@ from strawberry.types import ExecutionContext
 
 from domain.identity.principal import PUBLIC, SIGNED_IN, Requirement
 from domain.identity.scopes import Scope
-from resolvers import account, admin, api_tokens, billing, catalog, node
+from resolvers import account, admin, api_tokens, billing, catalog, fleet, node
 from resolvers.access import ADMIN_READ
 from resolvers.errors import ErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
@@ -48,6 +48,14 @@ from schema.billing import (
 )
 from schema.catalog import CatalogChange, Sku, SkuConnection, SkuResult
 from schema.errors import SkuError
+from schema.fleet import (
+    FleetCapacity,
+    FleetEvent,
+    FleetNode,
+    FleetNodeConnection,
+    NodeError,
+    NodeResult,
+)
 from schema.permissions import declared
 from schema.relay import Node
 
@@ -84,6 +92,13 @@ class Query:
         billing.reconciliation_issues,
         ADMIN_READ,
         "Where Stripe and our records disagree, newest first.",
+    )
+    fleet_nodes: FleetNodeConnection = field(
+        fleet.fleet_nodes, ADMIN_READ, "The GPU nodes, retired ones too, oldest first."
+    )
+    fleet_node: FleetNode | None = field(fleet.fleet_node, ADMIN_READ, "One GPU node by ID.")
+    capacity: FleetCapacity = field(
+        fleet.capacity, ADMIN_READ, "The fleet's GPUs: total, allocated, free and cordoned."
     )
 
 
@@ -127,6 +142,42 @@ class Mutation:
     retire_sku: SkuResult = mutation(
         catalog.retire_sku, ADMIN_WRITE, "Retire a SKU: it stays readable but cannot be ordered."
     )
+    update_sku: SkuResult = mutation(
+        catalog.update_sku,
+        ADMIN_WRITE,
+        "Change an active SKU's name, price, vCPUs, RAM or disk (audited). Its GPU model, GPU "
+        "count and region cannot change: placement and running work depend on them.",
+    )
+    register_node: NodeResult = mutation(
+        fleet.register_node,
+        ADMIN_WRITE,
+        "Register a GPU node; the worker then bootstraps it over SSH (BOOTSTRAPPING, then READY "
+        "or a reason why not).",
+    )
+    cordon_node: NodeResult = mutation(
+        fleet.cordon_node, ADMIN_WRITE, "Take no new work on a node; running work stays."
+    )
+    drain_node: NodeResult = mutation(
+        fleet.drain_node,
+        ADMIN_WRITE,
+        "Take no new work on a node, and stop the work running there.",
+    )
+    uncordon_node: NodeResult = mutation(
+        fleet.uncordon_node,
+        ADMIN_WRITE,
+        "Lift a cordon or drain; the node goes where its health says (READY when healthy).",
+    )
+    retire_node: NodeResult = mutation(
+        fleet.retire_node,
+        ADMIN_WRITE,
+        "Retire a node for good; refused (NODE_BUSY) while any of its GPUs is assigned.",
+    )
+    readmit_node: NodeResult = mutation(
+        fleet.readmit_node,
+        ADMIN_WRITE,
+        "Bootstrap a node again, pinning the host key given (or the one met at the next "
+        "contact): how a quarantined node whose key really changed comes back.",
+    )
     create_top_up: TopUpResult = mutation(
         billing.create_top_up,
         BILLING_WRITE,
@@ -149,11 +200,22 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(  # type: ignore[untyped-decorator]
-        **declared(SIGNED_IN, "SKUs added or retired, as they happen."),
+        **declared(SIGNED_IN, "SKUs added, updated or retired, as they happen."),
     )
     async def catalog_changed(self, info: strawberry.Info) -> AsyncGenerator[CatalogChange, None]:
         async for change in catalog.catalog_changed(info):
             yield change
+
+    @strawberry.subscription(  # type: ignore[untyped-decorator]
+        **declared(
+            ADMIN_READ,
+            "Fleet events as they happen: registrations, changes of state and health, and "
+            "alerts (node.alert) for nodes quarantined, unreachable or unhealthy.",
+        ),
+    )
+    async def fleet_events(self, info: strawberry.Info) -> AsyncGenerator[FleetEvent, None]:
+        async for event in fleet.fleet_events(info):
+            yield event
 
 
 @dataclass(frozen=True)
@@ -193,6 +255,6 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Sku, SkuError, User, ApiToken, AuditEvent, Payment, Refund],
+        types=[Sku, SkuError, User, ApiToken, AuditEvent, Payment, Refund, FleetNode, NodeError],
         extensions=extensions,
     )

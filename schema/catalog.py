@@ -38,6 +38,11 @@ class SkuStatus(Enum):
     RETIRED = "retired"
 
 
+async def _available(root: Sku, info: strawberry.Info) -> int:
+    found: int = await info.context.loaders.sku_available.load(root.domain)
+    return found
+
+
 @strawberry.type(
     description="A sellable GPU shape: model and count, with CPU, memory, disk and price."
 )
@@ -53,10 +58,18 @@ class Sku(Node):
     status: SkuStatus
     created_at: datetime
     retired_at: datetime | None
+    domain: strawberry.Private[DomainSku]
+    available: int = strawberry.field(
+        resolver=_available,
+        description="How many more of this SKU could be placed now: whole SKUs' worth of free "
+        "GPUs on ready nodes of its region and GPU model, summed over those nodes (0 for a "
+        "retired SKU). Read live, one query for a whole page; a snapshot, not a reservation.",
+    )
 
     @classmethod
     def from_domain(cls, sku: DomainSku) -> Sku:
         return cls(
+            domain=sku,
             id=to_global_id("Sku", sku.id),
             name=sku.name,
             gpu_model=sku.gpu_model,
@@ -108,6 +121,22 @@ class CreateSkuInput:
     region: str
     hourly_price_minor: int = strawberry.field(description="Integer minor units, e.g. cents.")
     currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
+
+
+@strawberry.input(
+    description="A change to a SKU: only the fields given change, each checked by the rules of "
+    "createSku. The GPU model, GPU count, region and currency cannot change: placement matched "
+    "running work to them and holds and bills were made for them; a different shape is a new "
+    "SKU (retire the old one)."
+)
+class UpdateSkuInput:
+    name: str | None = None
+    hourly_price_minor: int | None = strawberry.field(
+        default=None, description="Integer minor units of the SKU's currency."
+    )
+    vcpus: int | None = None
+    ram_gib: int | None = None
+    disk_gib: int | None = None
 
 
 @strawberry.type

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -10,6 +10,10 @@ from strawberry.dataloader import DataLoader
 
 from domain.audit.records import AuditEvent, RequestMeta
 from domain.catalog.sku import Sku
+from domain.fleet.inventory import NodeGpu
+from domain.fleet.kit import FleetKit
+from domain.fleet.nodes import Node
+from domain.fleet.records import NodeEvent
 from domain.identity.accounts import User
 from domain.identity.errors import Refusal
 from domain.identity.kit import AuthKit, SignedIn
@@ -34,6 +38,12 @@ class Loaders:
     audit_event: DataLoader[int, AuditEvent | None]
     payment: DataLoader[int, Payment | None]
     refund: DataLoader[int, Refund | None]
+    fleet_node: DataLoader[int, Node | None]
+    # A node's GPUs, and a page of its events keyed by (node id, page request).
+    node_gpus: DataLoader[int, Sequence[NodeGpu] | None]
+    node_events: DataLoader[tuple[int, PageRequest], Page[NodeEvent]]
+    # How many more of a SKU could be placed now, for a whole page of SKUs in one query.
+    sku_available: DataLoader[Sku, int]
     # A user's money, keyed by (user id, the field's arguments); the billing fields of User read
     # through these, so a field asked twice in one request is read once.
     wallet: DataLoader[tuple[int, str], WalletView]
@@ -60,6 +70,7 @@ class AppContext:
     loaders: Loaders
     auth: AuthKit | None = None
     money: MoneyKit | None = None
+    fleet: FleetKit | None = None  # None without a key service: fleet writes are unavailable
     principal: Principal = ANONYMOUS
     meta: RequestMeta = field(default_factory=RequestMeta)
     cookies: SessionCookies | None = None

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from domain.audit.records import RequestMeta, audit
-from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus
+from domain.catalog.sku import (
+    Sku,
+    SkuChanges,
+    SkuErrorCode,
+    SkuFilter,
+    SkuSpec,
+    SkuStatus,
+    updatable,
+)
 from domain.errors import Conflict, NotFound, Problem
 from domain.events import DomainEvent
 from domain.identity.principal import SYSTEM, Principal
@@ -38,17 +48,63 @@ async def add_sku(
         return sku
 
 
+def _not_found(sku_id: int) -> NotFound:
+    return NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
+
+
+def _already_retired(sku: Sku) -> Conflict:
+    return Conflict(
+        Problem(SkuErrorCode.ALREADY_RETIRED, f"SKU {sku.name} is already retired.", "id")
+    )
+
+
+async def update_sku(
+    uow: UnitOfWork, sku_id: int, changes: SkuChanges, actor: Principal = SYSTEM,
+    meta: RequestMeta = CLI,
+) -> Sku:  # fmt: skip
+    """Change the name, price, CPUs, memory or disk of an active SKU. The row is locked, so a
+    concurrent retire or update is applied before or after this one, never in between; values
+    equal to the current ones are no change, and no change at all writes nothing."""
+    async with uow:
+        sku = await uow.skus.get(sku_id, for_update=True)
+        if sku is None:
+            raise _not_found(sku_id)
+        if sku.status is SkuStatus.RETIRED:
+            raise _already_retired(sku)
+        wanted = changes.against(sku)
+        if not wanted.fields():
+            return sku
+        updated = await uow.skus.update(sku_id, wanted)  # NAME_TAKEN on a clash, races included
+        before = updatable(sku)
+        uow.record(_changed("updated", updated))
+        await uow.audit.append(audit(actor, meta, "catalog.sku.updated", ("sku", sku_id),
+                                     before={key: before[key] for key in wanted.fields()},
+                                     after=wanted.fields()))  # fmt: skip
+        await uow.commit()
+        return updated
+
+
+async def available(uow: UnitOfWork, skus: Sequence[Sku]) -> dict[int, int]:
+    """How many more of each SKU could be placed now: whole SKUs' worth of free GPUs on ready
+    nodes of its region and model. A retired SKU cannot be ordered: 0."""
+    active = [(s.id, s.gpu_model, s.region, s.gpu_count) for s in skus
+              if s.status is SkuStatus.ACTIVE]  # fmt: skip
+    found: dict[int, int] = {}
+    if active:
+        async with uow:
+            found = dict(await uow.placements.available(active))
+    return {s.id: found.get(s.id, 0) for s in skus}
+
+
 async def retire_sku(
     uow: UnitOfWork, sku_id: int, actor: Principal = SYSTEM, meta: RequestMeta = CLI
 ) -> Sku:
     async with uow:
-        sku = await uow.skus.get(sku_id)
+        sku = await uow.skus.get(sku_id, for_update=True)
         if sku is None:
-            raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
+            raise _not_found(sku_id)
         if sku.status is SkuStatus.RETIRED:
-            raise Conflict(
-                Problem(SkuErrorCode.ALREADY_RETIRED, f"SKU {sku.name} is already retired.", "id")
-            )
+            raise _already_retired(sku)
         retired = await uow.skus.set_status(sku_id, SkuStatus.RETIRED)
         uow.record(_changed("retired", retired))
         await uow.audit.append(audit(actor, meta, "catalog.sku.retired", ("sku", sku_id),

@@ -9,7 +9,15 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus, name_taken
+from domain.catalog.sku import (
+    Sku,
+    SkuChanges,
+    SkuErrorCode,
+    SkuFilter,
+    SkuSpec,
+    SkuStatus,
+    name_taken,
+)
 from domain.errors import NotFound, Problem
 from domain.money import Money
 from domain.pagination import Page, PageRequest
@@ -62,8 +70,11 @@ class SqlSkuRepository:
             raise
         return _to_sku(row)
 
-    async def get(self, sku_id: int) -> Sku | None:
-        row = (await self._conn.execute(select(skus).where(skus.c.id == sku_id))).first()
+    async def get(self, sku_id: int, *, for_update: bool = False) -> Sku | None:
+        stmt = select(skus).where(skus.c.id == sku_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._conn.execute(stmt)).first()
         return None if row is None else _to_sku(row)
 
     async def get_many(self, sku_ids: Sequence[int]) -> dict[int, Sku]:
@@ -96,6 +107,27 @@ class SqlSkuRepository:
             .returning(skus)
         )
         row = (await self._conn.execute(stmt)).first()
+        if row is None:
+            raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
+        return _to_sku(row)
+
+    async def update(self, sku_id: int, changes: SkuChanges) -> Sku:
+        columns = {"name": changes.name, "hourly_price_minor": changes.hourly_price_minor,
+                   "vcpus": changes.vcpus, "ram_gib": changes.ram_gib,
+                   "disk_gib": changes.disk_gib}  # fmt: skip
+        values = {column: value for column, value in columns.items() if value is not None}
+        if not values:
+            found = await self.get(sku_id)
+            if found is None:
+                raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
+            return found
+        stmt = update(skus).where(skus.c.id == sku_id).values(**values).returning(skus)
+        try:
+            row = (await self._conn.execute(stmt)).first()
+        except IntegrityError as exc:
+            if "uq_skus_lower_name" in str(exc.orig) and changes.name is not None:
+                raise name_taken(changes.name) from exc
+            raise
         if row is None:
             raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
         return _to_sku(row)

@@ -32,5 +32,23 @@ async def add_skus(uow: Any, count: int, **overrides: Any) -> list[Any]:
     return made
 
 
+async def add_fleet_node(uow: Any, name: str, *, port: int = 2, region: str = "eu-west") -> Any:
+    """A node stored as registration leaves it (BOOTSTRAPPING, CA login, nothing sealed),
+    straight through the repository: for tests that need a node, not registration. It points
+    at a closed loopback port, so a worker of a later test that looks at it fails at once."""
+    from datetime import UTC, datetime
+
+    from domain.fleet.nodes import NodeAuth
+    from domain.fleet.records import NewNode
+
+    async with uow() as tx:
+        node = await tx.nodes.add(NewNode(
+            name=name, host="127.0.0.1", port=port, ssh_user="gpucloud",
+            auth=NodeAuth.CA, credential_secret_id=None, host_key=None, region=region,
+            labels={}, next_probe_at=datetime.now(UTC)))  # fmt: skip
+        await tx.commit()
+    return node
+
+
 def codes(result: dict[str, Any]) -> list[str]:
     return [e.get("extensions", {}).get("code") for e in result.get("errors", [])]

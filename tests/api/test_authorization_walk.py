@@ -49,7 +49,7 @@ from resolvers.access import NODE_TYPES
 from resolvers.root import Mutation, Query, Subscription, build_schema
 from schema.permissions import Access, requirement_of
 from schema.relay import to_global_id
-from tests.api.helpers import add_skus, codes, gql
+from tests.api.helpers import add_fleet_node, add_skus, codes, gql
 from tests.support.billing import paid_top_up, refund
 from tests.support.identity import (
     ALL_USER_SCOPES,
@@ -137,15 +137,24 @@ def test_every_root_field_declares_exactly_one_requirement() -> None:
 # --- Building operations from the schema ------------------------------------------------------
 
 
+# Fields whose name says which object their `id` names by a shorter word than the type's:
+# `cordonNode(id)` acts on a FleetNode (the GraphQL type cannot be called Node, which is the
+# Relay interface).
+ID_NAME_SUFFIXES = {"node": "FleetNode"}
+
+
 def _id_type(arg_name: str, field_name: str, variant: str | None) -> str:
     """Which node type an ID argument names: `userId` -> User, `revokeApiToken(id)` ->
-    ApiToken, node(id) -> the variant being walked."""
+    ApiToken, `cordonNode(id)` -> FleetNode, node(id) -> the variant being walked."""
     names = sorted(NODE_TYPES, key=len, reverse=True)
     if arg_name == "id":
         if variant is not None:
             return variant
         for name in names:
             if name.lower() in field_name.lower():
+                return name
+        for suffix, name in ID_NAME_SUFFIXES.items():
+            if field_name.lower().endswith(suffix) and name in NODE_TYPES:
                 return name
     elif arg_name.lower().endswith("id"):
         stem = arg_name[:-2].lower()
@@ -391,6 +400,7 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
     payment = await paid_top_up(a, uow, localstripe, await accounts.client())
     refunded = await refund(admin, payment, 100)
     assert refunded["__typename"] == "RefundPayload", refunded
+    fleet_node = await add_fleet_node(uow, "walk-node")
     ids = {
         "User": a.user_id,
         "ApiToken": target["id"],
@@ -398,6 +408,7 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
         "Sku": to_global_id("Sku", sku.id),
         "Payment": payment,
         "Refund": refunded["refund"]["id"],
+        "FleetNode": to_global_id("FleetNode", fleet_node.id),
     }
     assert set(ids) >= set(NODE_TYPES), f"give the walk an object of each node type: {NODE_TYPES}"
     b = await accounts.sign_up()

@@ -16,7 +16,15 @@ from types import TracebackType
 from typing import Self
 
 from domain.audit.records import AuditEvent, AuditRecord
-from domain.catalog.sku import Sku, SkuErrorCode, SkuFilter, SkuSpec, SkuStatus, name_taken
+from domain.catalog.sku import (
+    Sku,
+    SkuChanges,
+    SkuErrorCode,
+    SkuFilter,
+    SkuSpec,
+    SkuStatus,
+    name_taken,
+)
 from domain.errors import NotFound, Problem
 from domain.events import DomainEvent
 from domain.pagination import Page, PageRequest
@@ -58,7 +66,7 @@ class FakeSkuRepository:
         self._rows[sku.id] = sku
         return sku
 
-    async def get(self, sku_id: int) -> Sku | None:
+    async def get(self, sku_id: int, *, for_update: bool = False) -> Sku | None:
         return self._rows.get(sku_id)
 
     async def get_many(self, sku_ids: Sequence[int]) -> dict[int, Sku]:
@@ -90,6 +98,25 @@ class FakeSkuRepository:
             raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
         retired_at = datetime.now(UTC) if status is SkuStatus.RETIRED else None
         updated = replace(sku, status=status, retired_at=retired_at)
+        self._rows[sku_id] = updated
+        return updated
+
+    async def update(self, sku_id: int, changes: SkuChanges) -> Sku:
+        sku = self._rows.get(sku_id)
+        if sku is None:
+            raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
+        if changes.name is not None:
+            clash = await self.get_by_name(changes.name)
+            if clash is not None and clash.id != sku_id:
+                raise name_taken(changes.name)
+        price = sku.hourly_price
+        if changes.hourly_price_minor is not None:
+            price = replace(price, amount_minor=changes.hourly_price_minor)
+        updated = replace(
+            sku, name=changes.name or sku.name, hourly_price=price,
+            vcpus=changes.vcpus or sku.vcpus, ram_gib=changes.ram_gib or sku.ram_gib,
+            disk_gib=changes.disk_gib or sku.disk_gib,
+        )  # fmt: skip
         self._rows[sku_id] = updated
         return updated
 

@@ -87,3 +87,21 @@ def test_syntax_error_gets_the_parse_code() -> None:
     shaped = shape_error(GraphQLError("Syntax Error: Expected Name, found <EOF>."))
     assert shaped.extensions == {"code": "GRAPHQL_PARSE_FAILED"}
     assert shape_error(shaped) is shaped  # shaping twice changes nothing
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Variable '$input' has invalid value: Expected value of type 'RegisterNodeInput' not to "
+        "include unknown field 'x', found: {'privateKey': '-----BEGIN OPENSSH PRIVATE KEY-----\\n"
+        "b3BlbnNzaC1rZXktdjE'}.",
+        "Variable '$input' has invalid value at 'input.port': Int cannot represent non-integer "
+        "value: '-----BEGIN OPENSSH PRIVATE KEY-----'",
+    ],
+)
+def test_values_quoted_by_graphql_core_are_dropped(message: str) -> None:
+    """The client knows what it sent; an echoed value may be a secret (a node's private key)."""
+    shaped = shape_error(GraphQLError(message))
+    assert "PRIVATE KEY" not in shaped.message and "b3BlbnNzaC1" not in shaped.message
+    assert shaped.message.startswith("Variable '$input' has invalid value")
+    assert shaped.extensions == {"code": "GRAPHQL_VALIDATION_FAILED"}
