@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger lock
+.PHONY: install sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement lock
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -60,10 +60,15 @@ schema-check: install
 
 ci: test lint typecheck contracts schema-check
 
-bench: install
+bench: install sshd
 	$(PY) -m bench.graphql_read
 	$(PY) -m bench.auth_overhead
 	$(PY) -m bench.ledger
+	$(PY) -m bench.placement
+
+# Placement decisions/s on 1,000 nodes x 8 GPUs, and bootstrap overhead on a loopback sshd.
+bench-placement: install sshd
+	$(PY) -m bench.placement
 
 # The ledger alone: transfers/s vs plain INSERT commits, and one metering tick on 10,000 holds.
 bench-ledger: install

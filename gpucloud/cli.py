@@ -74,7 +74,7 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gpucloud import admin_cli, keys_cli, money_cli, sku_cli
+    from gpucloud import admin_cli, ca_cli, keys_cli, money_cli, sku_cli
 
     parser = argparse.ArgumentParser(prog="gpucloud", description="GPU cloud backend.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cli.add_parsers(sub)
     money_cli.add_parsers(sub)
     keys_cli.add_parsers(sub)
+    ca_cli.add_parsers(sub)
     return parser
 
 

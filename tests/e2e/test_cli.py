@@ -14,7 +14,8 @@ COMMANDS = [[], ["serve"], ["worker"], ["migrate"], ["dev"], ["export-schema"], 
             ["admin"], ["admin", "create"], ["audit"], ["audit", "verify"],
             ["ledger"], ["ledger", "verify"], ["billing"], ["billing", "reconcile"],
             ["keys"], ["keys", "init"], ["keys", "new-version"], ["keys", "rotate"],
-            ["keys", "retire"], ["keys", "status"]]  # fmt: skip
+            ["keys", "retire"], ["keys", "status"], ["ca"], ["ca", "init"], ["ca", "rotate"],
+            ["ca", "retire"], ["ca", "status"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gpucloud")
