@@ -658,7 +658,9 @@ class NodeSession(Protocol):
 
 class NodeConnector(Protocol):
     """Opens sessions to nodes. Entering the context raises `NodeUnreachable`,
-    `NodeAuthRefused` or `HostKeyMismatch` (all `NodeFailure`)."""
+    `NodeAuthRefused` or `HostKeyMismatch`, or a plain `NodeFailure` with code
+    HOST_KEY_MISMATCH when the stored pin does not parse (all `NodeFailure`); an outage of our
+    own (the CA's database) passes through as `ServiceUnavailable`."""
 
     def session(self, target: NodeTarget) -> AbstractAsyncContextManager[NodeSession]: ...
 

@@ -27,8 +27,6 @@ from resolvers.access import fetch_node, recheck
 from schema.context import AppContext
 from schema.errors import typed_error
 from schema.fleet import (
-    FleetCapacity,
-    FleetEvent,
     FleetNode,
     FleetNodeConnection,
     FleetNodeFilter,
@@ -38,6 +36,7 @@ from schema.fleet import (
     NodeProblem,
     RegisterNodeInput,
 )
+from schema.fleet_views import FleetCapacity, FleetEvent
 from schema.relay import expect_global_id
 
 _SEEN_EVENT_IDS = 1024  # as catalogChanged: absorbs the duplicates of an at-least-once relay

@@ -49,13 +49,12 @@ from schema.billing import (
 from schema.catalog import CatalogChange, Sku, SkuConnection, SkuResult
 from schema.errors import SkuError
 from schema.fleet import (
-    FleetCapacity,
-    FleetEvent,
     FleetNode,
     FleetNodeConnection,
     NodeError,
     NodeResult,
 )
+from schema.fleet_views import FleetCapacity, FleetEvent
 from schema.permissions import declared
 from schema.relay import Node
 

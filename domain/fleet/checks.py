@@ -94,7 +94,8 @@ async def _target(kit: FleetKit, uow: UnitOfWork, node: Node) -> NodeTarget:
 
 
 def _failed(exc: NodeFailure) -> Outcome:
-    if isinstance(exc, HostKeyMismatch):
+    if isinstance(exc, HostKeyMismatch) or exc.code is ReasonCode.HOST_KEY_MISMATCH:
+        # (also a pin that no longer parses: nothing may talk to the node until an admin acts)
         return Outcome(NodeTrigger.HOST_KEY_MISMATCH, Reason(exc.code, str(exc)))
     trigger = (NodeTrigger.PROBE_UNREACHABLE if exc.code in _UNREACHABLE_CODES
                else NodeTrigger.PROBE_UNHEALTHY)  # fmt: skip
