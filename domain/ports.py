@@ -11,6 +11,10 @@ from typing import Any, Protocol, Self
 
 from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.catalog.sku import Sku, SkuChanges, SkuFilter, SkuSpec, SkuStatus
+from domain.compute.accounts import AccountSpec, AccountState
+from domain.compute.allocations import Allocation
+from domain.compute.records import AllocationFilter, NewAllocation
+from domain.compute.ssh_keys import NewSshKey, ParsedPublicKey, SshKey
 from domain.events import DomainEvent
 from domain.fleet.ca import CaKeyStatus, CertificateRequest, GeneratedCaKey, SshCaKey
 from domain.fleet.inventory import GpuInfo, NodeGpu
@@ -481,6 +485,66 @@ class PlacementRepository(Protocol):
         ...
 
 
+class AllocationRepository(Protocol):
+    async def add(self, new: NewAllocation) -> Allocation:
+        """Insert as REQUESTED."""
+        ...
+
+    async def get(self, allocation_id: int, *, for_update: bool = False) -> Allocation | None: ...
+
+    async def get_many(self, allocation_ids: Sequence[int]) -> dict[int, Allocation]: ...
+
+    async def of_user(self, user_id: int, allocation_filter: AllocationFilter,
+                      page: PageRequest) -> Page[Allocation]:  # fmt: skip
+        """Newest first."""
+        ...
+
+    async def save(self, allocation: Allocation) -> Allocation:
+        """Store every mutable field if the stored version is `allocation.version - 1`;
+        raises `Conflict` VERSION_MISMATCH otherwise (the caller lost a race)."""
+        ...
+
+    async def public_keys(self, allocation_id: int) -> list[str]:
+        """The OpenSSH public keys the allocation was made with."""
+        ...
+
+    async def claim_due(self, now: datetime, lease_until: datetime,
+                        limit: int) -> Sequence[Allocation]:  # fmt: skip
+        """Allocations with engine work due (next_attempt_at <= now), locked SKIP LOCKED and
+        pushed to `lease_until`: no two workers take one, and a dead worker's claim comes due
+        again when the lease ends."""
+        ...
+
+
+class SshKeyRepository(Protocol):
+    async def lock_owner(self, user_id: int) -> bool:
+        """Until the transaction ends, hold the owner's row, so one user's additions happen one
+        at a time (each counts the keys, then adds); False when there is no such user."""
+        ...
+
+    async def add(self, user_id: int, key: NewSshKey) -> SshKey:
+        """Insert; raises `Conflict` DUPLICATE_KEY (same fingerprint) or NAME_TAKEN (same name,
+        case aside) when the owner already has one, races included."""
+        ...
+
+    async def get(self, key_id: int) -> SshKey | None: ...
+
+    async def get_many(self, key_ids: Sequence[int]) -> dict[int, SshKey]: ...
+
+    async def list_for(self, user_id: int, page: PageRequest) -> Page[SshKey]:
+        """Oldest first."""
+        ...
+
+    async def all_for(self, user_id: int) -> Sequence[SshKey]:
+        """Every key of the user, oldest first (at most MAX_KEYS): for the limit and duplicate
+        checks, and for provisioning a machine's authorized keys."""
+        ...
+
+    async def remove(self, key_id: int) -> SshKey | None:
+        """Delete; None when it was already gone."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Use cases call `commit`; leaving the block without it rolls back.
 
@@ -501,6 +565,8 @@ class UnitOfWork(Protocol):
     ssh_ca: SshCaRepository
     nodes: NodeRepository
     placements: PlacementRepository
+    allocations: AllocationRepository
+    ssh_keys: SshKeyRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -665,6 +731,28 @@ class NodeConnector(Protocol):
     def session(self, target: NodeTarget) -> AbstractAsyncContextManager[NodeSession]: ...
 
 
+class NodeOperations(Protocol):
+    """What provisioning does on a node (asyncssh in infra, a pooled connection per node and a
+    per-node concurrency limit). Every operation is an "ensure": safe to repeat, and a repeat
+    after a partial run finishes the job. Failures raise the `NodeFailure` family."""
+
+    async def ensure_account(self, target: NodeTarget, account: AccountSpec) -> None:
+        """The user exists (its own group, the platform group, the groups of exactly its GPUs
+        and no other GPU group), its authorized keys are exactly `public_keys`, and its shells
+        see CUDA_VISIBLE_DEVICES for its GPUs."""
+        ...
+
+    async def remove_account(self, target: NodeTarget, username: str, *,
+                             keep_home: bool) -> None:  # fmt: skip
+        """End the user's processes, take its GPU groups away, delete the user (and its home
+        unless `keep_home`). A user already gone is fine."""
+        ...
+
+    async def accounts(self, target: NodeTarget) -> Sequence[AccountState]:
+        """The platform's accounts on the node (by the account-name prefix) and their GPUs."""
+        ...
+
+
 class SshKeyCodec(Protocol):
     def private_key_public_half(self, private_key: str) -> str:
         """The OpenSSH public key line of an unencrypted private key; raises `InvalidInput`
@@ -673,4 +761,11 @@ class SshKeyCodec(Protocol):
 
     def fingerprint(self, public_key: str) -> str:
         """ "SHA256:..." as ssh-keygen prints it; raises `InvalidInput` (INVALID_HOST_KEY)."""
+        ...
+
+    def parse_public_key(self, line: str) -> ParsedPublicKey:
+        """Read one "type base64" line (`domain.compute.ssh_keys.screen_public_key` has already
+        refused private keys, certificates, comments aside and several lines); raises
+        `InvalidInput` (INVALID_PUBLIC_KEY, field publicKey) when the key does not parse or is
+        not of the type the line names. Never echoes the key."""
         ...

@@ -29,6 +29,7 @@ from gpucloud.middleware import RequestContext
 from gpucloud.resources import OIDC_CALLBACK_PATH, Resources
 from gpucloud.stripe_webhook import stripe_webhook
 from infra.metrics import Metrics
+from infra.nodes.keys import AsyncsshKeyCodec
 from infra.settings import Settings
 from resolvers.errors import shape_error
 from resolvers.invalidation import follow
@@ -40,6 +41,7 @@ from schema.observability import Observer, operation_metrics
 
 _OPERATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_OPERATION_LABELS = 200
+_KEY_CODEC = AsyncsshKeyCodec()  # stateless: one for every request
 
 
 class GraphQLView(GraphQL[AppContext, None]):
@@ -54,6 +56,7 @@ class GraphQLView(GraphQL[AppContext, None]):
             auth=res.kit,
             money=res.money,
             fleet=res.fleet,
+            key_codec=_KEY_CODEC,
             meta=request_meta(request, request_id),
             request=request,
             response=response,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from infra.compute_settings import ComputeSettings
 from infra.fleet_settings import FleetSettings
 from infra.payment_settings import PaymentSettings, currencies, secrets_list
 
@@ -66,6 +67,7 @@ class Settings:
     payments: PaymentSettings
     kms_key_file: str  # the local KMS's key file; empty: commands that need it refuse to start
     fleet: FleetSettings
+    compute: ComputeSettings
 
     @property
     def oidc_enabled(self) -> bool:
@@ -305,6 +307,35 @@ def _fleet(r: _Reader) -> FleetSettings:
     )
 
 
+_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+
+
+def _user_prefix(value: str) -> str:
+    if not _PREFIX.match(value):
+        raise ValueError("1-16 lowercase letters or digits, starting with a letter")
+    return value
+
+
+def _compute(r: _Reader) -> ComputeSettings:
+    seconds = "a number of seconds"
+    return ComputeSettings(
+        user_prefix=r.get("GPUCLOUD_ALLOCATION_USER_PREFIX", "gc", _user_prefix, what="a prefix"),
+        billing_window_seconds=r.get(
+            "GPUCLOUD_BILLING_WINDOW_SECONDS", 3600.0, _positive_float, what=seconds
+        ),
+        provision_deadline_seconds=r.get(
+            "GPUCLOUD_PROVISION_DEADLINE_SECONDS", 600.0, _positive_float, what=seconds
+        ),
+        engine_tick_seconds=r.get(
+            "GPUCLOUD_ENGINE_TICK_SECONDS", 1.0, _positive_float, what=seconds
+        ),
+        keep_home=r.get("GPUCLOUD_KEEP_HOME_ON_STOP", False, _bool, what="a boolean"),
+        node_concurrency=r.get(
+            "GPUCLOUD_NODE_CONCURRENCY", 4, _int_between(1, 64), what="an integer"
+        ),
+    )
+
+
 def _optional_path(value: str) -> str:
     return "" if value.strip().lower() == "none" else _path(value)
 
@@ -400,6 +431,7 @@ def load_settings(
         payments=_payments(r),
         kms_key_file=r.get("GPUCLOUD_KMS_KEY_FILE", "", _path, what="a file path"),
         fleet=_fleet(r),
+        compute=_compute(r),
     )
     public = r.get(
         "GPUCLOUD_PUBLIC_URL", "", _origin_url, what="an origin like https://gpu.example.com"

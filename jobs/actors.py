@@ -10,6 +10,8 @@ import dramatiq
 import redis.asyncio as aioredis
 import structlog
 
+from domain.compute.engine import advance
+from domain.compute.kit import ComputeKit
 from domain.fleet.checks import check_node
 from domain.fleet.kit import FleetKit
 from infra.pubsub import publish
@@ -18,6 +20,7 @@ log = structlog.get_logger(__name__)
 
 PUBLISH_EVENT = "publish_event"
 CHECK_NODE = "check_node"
+ADVANCE_ALLOCATION = "advance_allocation"
 # A marker per delivered outbox id lets a redelivered message skip the publish; subscribers also
 # drop duplicate ids, so the rare double publish (crash after publish, before mark) is harmless.
 _DELIVERED_TTL_SECONDS = 24 * 3600
@@ -31,8 +34,10 @@ class ActorDeps:
     namespace: str
     # Builds the fleet kit (engine, KMS, SSH connector) on the actors' event loop at first use.
     fleet_factory: Callable[[], FleetKit] | None = None
+    compute_factory: Callable[[FleetKit], ComputeKit] | None = None
     _redis: aioredis.Redis | None = field(default=None, init=False)
     _fleet: FleetKit | None = field(default=None, init=False)
+    _compute: ComputeKit | None = field(default=None, init=False)
 
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
@@ -46,11 +51,19 @@ class ActorDeps:
             self._fleet = self.fleet_factory()
         return self._fleet
 
+    def compute(self) -> ComputeKit:
+        if self._compute is None:
+            if self.compute_factory is None:
+                raise RuntimeError("this worker has no compute kit (GPUCLOUD_KMS_KEY_FILE unset)")
+            self._compute = self.compute_factory(self.fleet())
+        return self._compute
+
 
 @dataclass(frozen=True)
 class Actors:
     publish_event: dramatiq.Actor[Any, Any]
     check_node: dramatiq.Actor[Any, Any]
+    advance_allocation: dramatiq.Actor[Any, Any]
 
 
 def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
@@ -71,7 +84,25 @@ def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
             log.info("fleet.node_checked", node_id=node_id, state=str(node.state),
                      health=str(node.health), version=node.version)  # fmt: skip
 
+    async def advance_one(allocation_id: int) -> None:
+        # Safe to run twice: a step is stored only if the row is still as it was read.
+        allocation = await advance(deps.compute(), allocation_id)
+        if allocation is not None:
+            log.info("engine.advanced", allocation_id=allocation_id,
+                     state=str(allocation.state), version=allocation.version)  # fmt: skip
+
     return Actors(
+        advance_allocation=dramatiq.actor(
+            actor_name=ADVANCE_ALLOCATION,
+            broker=broker,
+            queue_name="allocations",
+            # A node that fails is an outcome the engine records and retries itself; an error
+            # here is ours (the database away): retry a little, the lease brings it back anyway.
+            max_retries=3,
+            min_backoff=1_000,
+            max_backoff=30_000,
+            time_limit=10 * 60 * 1000,
+        )(advance_one),
         check_node=dramatiq.actor(
             actor_name=CHECK_NODE,
             broker=broker,

@@ -24,6 +24,7 @@ from schema.billing import Payment, Refund
 from schema.catalog import Sku
 from schema.context import AppContext, Loaders
 from schema.fleet import FleetNode
+from schema.ssh_keys import SshKey
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ NODE_TYPES: dict[str, NodeType] = {
         lambda ld, k: ld.api_token.load(k),
         lambda p, token: owns_or_admin(p, token.user_id),
         lambda token: ApiToken.from_domain(token, datetime.now(UTC)),
+    ),
+    "SshKey": NodeType(
+        Requirement(Scope.COMPUTE_READ),
+        lambda ld, k: ld.ssh_key.load(k),
+        lambda p, key: owns_or_admin(p, key.user_id),
+        SshKey.from_domain,
     ),
     "AuditEvent": NodeType(
         ADMIN_READ,

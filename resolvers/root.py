@@ -21,7 +21,7 @@ from strawberry.types import ExecutionContext
 
 from domain.identity.principal import PUBLIC, SIGNED_IN, Requirement
 from domain.identity.scopes import Scope
-from resolvers import account, admin, api_tokens, billing, catalog, fleet, node
+from resolvers import account, admin, api_tokens, billing, catalog, fleet, node, ssh_keys
 from resolvers.access import ADMIN_READ
 from resolvers.errors import ErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
@@ -57,6 +57,7 @@ from schema.fleet import (
 from schema.fleet_views import FleetCapacity, FleetEvent
 from schema.permissions import declared
 from schema.relay import Node
+from schema.ssh_keys import SshKey, SshKeyConnection, SshKeyResult
 
 ACCOUNT_READ = Requirement(Scope.ACCOUNT_READ)
 ACCOUNT_WRITE = Requirement(Scope.ACCOUNT_WRITE)
@@ -64,6 +65,10 @@ OWN_CREDENTIALS = Requirement(Scope.ACCOUNT_WRITE, session_only=True)
 SESSION = Requirement(session_only=True)
 ADMIN_WRITE = Requirement(Scope.ADMIN_WRITE, admin=True)
 BILLING_WRITE = Requirement(Scope.BILLING_WRITE)
+# SSH keys open a user's machines, so they sit with compute: a token that may start machines
+# may also install the key to reach them (as cloud APIs allow), and nothing less may.
+COMPUTE_READ = Requirement(Scope.COMPUTE_READ)
+COMPUTE_WRITE = Requirement(Scope.COMPUTE_WRITE)
 
 
 def field(resolver: Any, requirement: Requirement, description: str) -> Any:
@@ -82,6 +87,9 @@ class Query:
     viewer: User = field(account.viewer, ACCOUNT_READ, "The signed-in account.")
     api_tokens: ApiTokenConnection = field(
         api_tokens.api_tokens_list, ACCOUNT_READ, "Your API tokens, newest last."
+    )
+    ssh_keys: SshKeyConnection = field(
+        ssh_keys.ssh_keys, COMPUTE_READ, "Your SSH public keys, newest last."
     )
     users: UserConnection = field(admin.users, ADMIN_READ, "Every account.")
     audit_events: AuditEventConnection = field(
@@ -125,6 +133,15 @@ class Mutation:
     )
     revoke_api_token: ApiTokenResult = mutation(
         api_tokens.revoke_api_token, ACCOUNT_WRITE, "Revoke an API token at once."
+    )
+    add_ssh_key: SshKeyResult = mutation(
+        ssh_keys.add_ssh_key,
+        COMPUTE_WRITE,
+        "Add an SSH public key (one OpenSSH line) for logging in to your machines. Refused: "
+        "private keys, certificates, DSA, RSA under 2048 bits, a key or name you already have.",
+    )
+    remove_ssh_key: SshKeyResult = mutation(
+        ssh_keys.remove_ssh_key, COMPUTE_WRITE, "Remove one of your SSH keys."
     )
     set_user_role: UserResult = mutation(
         admin.set_user_role, ADMIN_WRITE, "Change an account's role."
@@ -254,6 +271,17 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Sku, SkuError, User, ApiToken, AuditEvent, Payment, Refund, FleetNode, NodeError],
+        types=[
+            Sku,
+            SkuError,
+            User,
+            ApiToken,
+            SshKey,
+            AuditEvent,
+            Payment,
+            Refund,
+            FleetNode,
+            NodeError,
+        ],
         extensions=extensions,
     )

@@ -10,6 +10,7 @@ from strawberry.dataloader import DataLoader
 
 from domain.audit.records import AuditEvent, RequestMeta
 from domain.catalog.sku import Sku
+from domain.compute.ssh_keys import SshKey
 from domain.fleet.inventory import NodeGpu
 from domain.fleet.kit import FleetKit
 from domain.fleet.nodes import Node
@@ -25,7 +26,7 @@ from domain.pagination import Page, PageRequest
 from domain.payments.kit import MoneyKit
 from domain.payments.payments import Payment
 from domain.payments.refunds import Refund
-from domain.ports import EventStream, UnitOfWork
+from domain.ports import EventStream, SshKeyCodec, UnitOfWork
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Loaders:
     sku: DataLoader[int, Sku | None]
     user: DataLoader[int, User | None]
     api_token: DataLoader[int, ApiToken | None]
+    ssh_key: DataLoader[int, SshKey | None]
     audit_event: DataLoader[int, AuditEvent | None]
     payment: DataLoader[int, Payment | None]
     refund: DataLoader[int, Refund | None]
@@ -71,6 +73,7 @@ class AppContext:
     auth: AuthKit | None = None
     money: MoneyKit | None = None
     fleet: FleetKit | None = None  # None without a key service: fleet writes are unavailable
+    key_codec: SshKeyCodec | None = None  # reads users' SSH keys; the app always gives one
     principal: Principal = ANONYMOUS
     meta: RequestMeta = field(default_factory=RequestMeta)
     cookies: SessionCookies | None = None

@@ -22,7 +22,6 @@ from domain.fleet.inventory import GpuInfo, NodeGpu, canonical_model
 from domain.fleet.kit import FleetKit
 from domain.fleet.nodes import (
     Node,
-    NodeAuth,
     NodeFacts,
     NodeHealth,
     NodeState,
@@ -34,18 +33,15 @@ from domain.fleet.nodes import (
 )
 from domain.fleet.records import BootstrapStep, NewNodeEvent, NodeEventKind
 from domain.fleet.remote import (
-    CaLogin,
     HostKeyMismatch,
-    KeyLogin,
     NodeFailure,
     NodePrep,
     NodeTarget,
     OsInfo,
 )
+from domain.fleet.targets import node_target
 from domain.identity.principal import SYSTEM
 from domain.ports import NodeSession, UnitOfWork
-from domain.secret_services import open_secret
-from domain.secrets import SecretPurpose
 
 T = TypeVar("T")
 
@@ -73,24 +69,13 @@ async def check_node(kit: FleetKit, node_id: int) -> Node | None:
         node = await uow.nodes.get(node_id)
         if node is None or not probed(node.state):
             return node
-        target = await _target(kit, uow, node)
+        target = await node_target(kit, uow, node, f"fleet:node-{node.id}")
         known = (await uow.nodes.gpus([node_id])).get(node_id, [])
     if node.state is NodeState.BOOTSTRAPPING or not node.bootstrapped:
         outcome = await _bootstrap(kit, node, target)
     else:
         outcome = await _probe(kit, node, target, known)
     return await _settle(kit, node_id, outcome)
-
-
-async def _target(kit: FleetKit, uow: UnitOfWork, node: Node) -> NodeTarget:
-    login: KeyLogin | CaLogin
-    if node.auth is NodeAuth.KEY and node.credential_secret_id is not None:
-        key = await open_secret(uow, kit.kms, kit.cipher, node.credential_secret_id,
-                                purpose=SecretPurpose.NODE_ADMIN_KEY)  # fmt: skip
-        login = KeyLogin(key)
-    else:
-        login = CaLogin(key_id=f"fleet:node-{node.id}")
-    return NodeTarget(node.id, node.host, node.port, node.ssh_user, login, node.host_key)
 
 
 def _failed(exc: NodeFailure) -> Outcome:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 from domain.errors import Contention, ServiceUnavailable
 from domain.events import DomainEvent
 from domain.ports import (
+    AllocationRepository,
     ApiTokenRepository,
     AuditLog,
     IdempotencyStore,
@@ -23,10 +24,12 @@ from domain.ports import (
     SessionRepository,
     SkuRepository,
     SshCaRepository,
+    SshKeyRepository,
     StripeRecords,
     UserRepository,
 )
 from infra.db import outbox
+from infra.db.allocations import SqlAllocationRepository
 from infra.db.api_tokens import SqlApiTokenRepository
 from infra.db.audit import SqlAuditLog
 from infra.db.idempotency import SqlIdempotencyStore
@@ -38,6 +41,7 @@ from infra.db.secrets import SqlSecretRepository
 from infra.db.sessions import SqlSessionRepository
 from infra.db.skus import SqlSkuRepository
 from infra.db.ssh_ca import SqlSshCaRepository
+from infra.db.ssh_keys import SqlSshKeyRepository
 from infra.db.stripe_records import SqlStripeRecords
 from infra.db.users import SqlUserRepository
 
@@ -69,6 +73,8 @@ class SqlUnitOfWork:
     ssh_ca: SshCaRepository
     nodes: NodeRepository
     placements: PlacementRepository
+    allocations: AllocationRepository
+    ssh_keys: SshKeyRepository
 
     def __init__(
         self, engine: AsyncEngine, on_commit: Callable[[list[DomainEvent]], None] | None = None
@@ -104,6 +110,8 @@ class SqlUnitOfWork:
         self.ssh_ca = SqlSshCaRepository(self._conn)
         self.nodes = SqlNodeRepository(self._conn)
         self.placements = SqlPlacementRepository(self._conn)
+        self.allocations = SqlAllocationRepository(self._conn)
+        self.ssh_keys = SqlSshKeyRepository(self._conn)
         return self
 
     async def __aexit__(

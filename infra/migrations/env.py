@@ -7,7 +7,13 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
-from infra.db import fleet_tables, money_tables, secret_tables, ssh_ca_tables  # noqa: F401  (register their tables on `metadata`)
+# Imported to register their tables on `metadata`.
+import infra.db.allocation_tables
+import infra.db.compute_tables
+import infra.db.fleet_tables
+import infra.db.money_tables
+import infra.db.secret_tables
+import infra.db.ssh_ca_tables  # noqa: F401
 from infra.db.engine import make_engine
 from infra.db.tables import metadata
 

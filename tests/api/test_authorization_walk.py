@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncssh
 import pytest
 from graphql import (
     GraphQLField,
@@ -377,6 +378,8 @@ class World:
 
 API_TOKENS = "query { apiTokens(first: 100) { edges { node { id name status prefix } } } }"
 VIEWER = "query { viewer { id email role status } }"
+ADD_SSH_KEY = """mutation($key: String!) { addSshKey(input: {name: "walk-key", publicKey: $key}) {
+  ... on SshKeyPayload { sshKey { id fingerprint } } } }"""
 AUDIT_OF = """query Events($actor: ID!) {
   auditEvents(first: 5, filter: {actorUserId: $actor}) { edges { node { id action } } } }"""
 
@@ -401,6 +404,8 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
     refunded = await refund(admin, payment, 100)
     assert refunded["__typename"] == "RefundPayload", refunded
     fleet_node = await add_fleet_node(uow, "walk-node")
+    key_line = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    ssh_key = (await a.gql(ADD_SSH_KEY, {"key": key_line}))["data"]["addSshKey"]["sshKey"]
     ids = {
         "User": a.user_id,
         "ApiToken": target["id"],
@@ -409,10 +414,20 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
         "Payment": payment,
         "Refund": refunded["refund"]["id"],
         "FleetNode": to_global_id("FleetNode", fleet_node.id),
+        "SshKey": ssh_key["id"],
     }
     assert set(ids) >= set(NODE_TYPES), f"give the walk an object of each node type: {NODE_TYPES}"
     b = await accounts.sign_up()
-    markers = [a.email, a.user_id, target["id"], target["prefix"], payment, ids["Refund"]]
+    markers = [
+        a.email,
+        a.user_id,
+        target["id"],
+        target["prefix"],
+        payment,
+        ids["Refund"],
+        ssh_key["id"],
+        ssh_key["fingerprint"],
+    ]
     return World(accounts, a, a_token, ids, markers, b, admin)
 
 
@@ -556,7 +571,9 @@ NODE = """query Node($id: ID!) { node(id: $id) { __typename id
   ... on User { email } ... on ApiToken { name prefix } ... on AuditEvent { action } } }"""
 
 
-@pytest.mark.parametrize("type_name", ["User", "ApiToken", "AuditEvent", "Payment", "Refund"])
+@pytest.mark.parametrize(
+    "type_name", ["User", "ApiToken", "AuditEvent", "Payment", "Refund", "SshKey"]
+)
 async def test_node_shows_owned_objects_to_owner_and_admin_only(
     accounts, uow, localstripe, type_name
 ) -> None:

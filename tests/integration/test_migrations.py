@@ -9,8 +9,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
+# Imported to register their tables on `metadata`.
+import infra.db.allocation_tables
+import infra.db.compute_tables
+import infra.db.fleet_tables
+import infra.db.money_tables
+import infra.db.secret_tables
+import infra.db.ssh_ca_tables  # noqa: F401
 from infra import migrate
-from infra.db import fleet_tables, money_tables, secret_tables, ssh_ca_tables  # noqa: F401  (register their tables on `metadata`)
 from infra.db.tables import metadata
 from tests.support.servers import ServerUrls, create_database, drop_database
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.compute_settings import ComputeSettings
 from infra.fleet_settings import FleetSettings
 from infra.payment_settings import PaymentSettings
 from infra.settings import Settings, SettingsError, load_settings
@@ -88,6 +89,14 @@ def test_defaults() -> None:
             gpu_group_prefix="gpucloud-gpu",
             udev_rules="/etc/udev/rules.d/70-gpucloud-gpu.rules",
             data_dir="/home",
+        ),
+        compute=ComputeSettings(
+            user_prefix="gc",
+            billing_window_seconds=3600.0,
+            provision_deadline_seconds=600.0,
+            engine_tick_seconds=1.0,
+            keep_home=False,
+            node_concurrency=4,
         ),
     )
     assert not load_settings(BASE).payments.stripe_enabled
@@ -285,3 +294,13 @@ def test_fleet_settings_are_validated_and_none_turns_a_path_off() -> None:
                        "GPUCLOUD_MAX_GPU_TEMPERATURE_C": "500"})  # fmt: skip
     assert "GPUCLOUD_NODE_PLATFORM_GROUP" in str(bad.value)
     assert "GPUCLOUD_MAX_GPU_TEMPERATURE_C" in str(bad.value)
+
+
+def test_the_account_prefix_must_make_linux_user_names() -> None:
+    with pytest.raises(SettingsError) as bad:
+        load_settings({**BASE, "GPUCLOUD_ALLOCATION_USER_PREFIX": "Root;"})
+    assert "GPUCLOUD_ALLOCATION_USER_PREFIX" in str(bad.value)
+    assert (
+        load_settings({**BASE, "GPUCLOUD_ALLOCATION_USER_PREFIX": "alloc"}).compute.user_prefix
+        == "alloc"
+    )

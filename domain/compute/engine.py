@@ -1,0 +1,131 @@
+"""The provisioning engine: one step of an allocation's life at a time, safe to run twice.
+
+`advance` reads the allocation, does the node work its state calls for (every node operation
+is an "ensure"), then stores the outcome only if the row is still in the state and version it
+read. A second worker, a redelivered message or a worker that died halfway therefore changes
+nothing twice: the engine's tick claims due allocations with a lease, and a claim a dead worker
+held comes due again when the lease ends.
+
+A step that fails is retried with backoff until its deadline; then provisioning is given up
+(FAIL), which tears down through the same path as a stop. Teardown itself is never given up:
+the node may hold a user with GPU access, so it is retried (capped backoff) until it is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from domain.compute.accounts import AccountSpec
+from domain.compute.allocations import (
+    ACTIVE,
+    Allocation,
+    AllocationState,
+    AllocationTrigger,
+    Failure,
+    FailureCode,
+    transition,
+)
+from domain.compute.changes import store
+from domain.compute.kit import ComputeKit
+from domain.compute.settlement import settle
+from domain.fleet.nodes import NodeState
+from domain.fleet.placement_services import release_gpus
+from domain.fleet.remote import NodeFailure, NodeTarget, NodeUnreachable
+from domain.fleet.targets import node_target
+
+_S, _T = AllocationState, AllocationTrigger
+
+
+def holder(allocation_id: int) -> str:
+    """Whose GPU assignments these are (domain/fleet/placement_services.py)."""
+    return f"allocation:{allocation_id}"
+
+
+async def advance(kit: ComputeKit, allocation_id: int) -> Allocation | None:
+    """Do the allocation's next step; returns it as stored after, None if it is gone."""
+    uow = kit.uow()
+    async with uow:
+        current = await uow.allocations.get(allocation_id)
+        if current is None or current.state not in ACTIVE or current.node_id is None:
+            return current
+        node = await uow.nodes.get(current.node_id)
+        assert node is not None  # nodes are retired, never deleted
+        keys = await uow.allocations.public_keys(allocation_id)
+        # Nothing talks to a node whose host key changed: it may not be ours any more.
+        target = (None if node.state is NodeState.QUARANTINED
+                  else await node_target(kit.fleet, uow, node, f"provision:allocation-{current.id}"))  # fmt: skip
+    if current.state is _S.PLACED:
+        moved = await _move(kit, current, _T.PROVISION)
+        if moved is None:
+            return None
+        current = moved
+    if current.state is _S.PROVISIONING:
+        assert current.username is not None
+        account = AccountSpec(current.username, keys, current.gpu_indices)
+        try:
+            await kit.ops.ensure_account(_reachable(target), account)
+        except NodeFailure as exc:
+            return await _failed_attempt(kit, current, exc)
+        return await _move(kit, current, _T.PROVISIONED)
+    assert current.username is not None
+    try:
+        await kit.ops.remove_account(_reachable(target), current.username,
+                                     keep_home=kit.policy.keep_home)  # fmt: skip
+    except NodeFailure as exc:
+        return await _failed_attempt(kit, current, exc)
+    return await _move(kit, current, _T.TORN_DOWN)
+
+
+def _reachable(target: NodeTarget | None) -> NodeTarget:
+    if target is None:
+        raise NodeUnreachable("the node is quarantined (its host key changed); not contacted")
+    return target
+
+
+async def _move(kit: ComputeKit, seen: Allocation, trigger: AllocationTrigger) -> Allocation | None:
+    """Apply `trigger` if the allocation is still as we saw it; None when it moved meanwhile
+    (another worker, or the user stopped it: the next claim takes it from there)."""
+    now = kit.clock()
+    uow = kit.uow()
+    async with uow:
+        before = await uow.allocations.get(seen.id, for_update=True)
+        if before is None or (before.state, before.version) != (seen.state, seen.version):
+            return None
+        after = transition(before, trigger, now)
+        if trigger is _T.PROVISION:
+            after = replace(after, deadline=now + kit.policy.provision_deadline)
+        elif trigger is _T.PROVISIONED:
+            after = replace(after, running_since=now, billed_until=now, deadline=None)
+        elif trigger is _T.TORN_DOWN:
+            await release_gpus(uow, holder(before.id))
+            await settle(uow, kit, before, now)  # a no-op unless the stop did not settle it
+            after = replace(after, deadline=None)
+        saved = await store(uow, before, after, f"allocation.{trigger.value}", now=now)
+        await uow.commit()
+        return saved
+
+
+async def _failed_attempt(kit: ComputeKit, seen: Allocation, exc: NodeFailure) -> Allocation | None:
+    """Count the failure and schedule a retry; past the deadline, give provisioning up."""
+    now = kit.clock()
+    uow = kit.uow()
+    async with uow:
+        before = await uow.allocations.get(seen.id, for_update=True)
+        if before is None or (before.state, before.version) != (seen.state, seen.version):
+            return None
+        attempts = before.attempts + 1
+        give_up = (before.state is _S.PROVISIONING and before.deadline is not None
+                   and now >= before.deadline)  # fmt: skip
+        if give_up:
+            code = (FailureCode.NODE_UNREACHABLE if isinstance(exc, NodeUnreachable)
+                    else FailureCode.PROVISIONING_FAILED)  # fmt: skip
+            failing = replace(before, failure=Failure(code, str(exc)[:500]))
+            await settle(uow, kit, failing, now)
+            after = replace(transition(failing, _T.FAIL, now), stop_reason="failed")
+        else:
+            # Same state: the version still goes up, so a late twin of this attempt is void.
+            after = replace(before, version=before.version + 1, attempts=attempts,
+                            updated_at=now, next_attempt_at=now + kit.policy.retry_after(attempts))  # fmt: skip
+        saved = await store(uow, before, after, "allocation.failed", now=now)
+        await uow.commit()
+        return saved

@@ -1,0 +1,21 @@
+"""Values the allocation repository takes and returns besides the allocation itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from domain.compute.allocations import AllocationState
+
+
+@dataclass(frozen=True, slots=True)
+class NewAllocation:
+    user_id: int
+    sku_id: int
+    ssh_key_ids: Sequence[int]
+    public_keys: Sequence[str]  # snapshot of the keys' OpenSSH lines
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationFilter:
+    states: Sequence[AllocationState] | None = None

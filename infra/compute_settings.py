@@ -1,0 +1,15 @@
+"""Allocation settings: account names, billing window, deadlines and the engine's pace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    user_prefix: str  # Linux accounts on nodes are "<prefix><allocation id>"
+    billing_window_seconds: float  # the hold reserves this much running time ahead
+    provision_deadline_seconds: float  # provisioning is given up (and undone) after this
+    engine_tick_seconds: float  # how often the worker looks for allocations with work due
+    keep_home: bool  # keep a stopped allocation's home directory on the node
+    node_concurrency: int  # node operations at once per node

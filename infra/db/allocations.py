@@ -1,0 +1,125 @@
+"""The allocation repository: SQL for allocations, mapping rows to domain entities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.compute.allocations import (
+    Allocation,
+    AllocationErrorCode,
+    AllocationState,
+    Failure,
+    FailureCode,
+)
+from domain.compute.records import AllocationFilter, NewAllocation
+from domain.errors import Conflict, Problem
+from domain.pagination import Page, PageRequest
+from infra.db.allocation_tables import allocations
+from infra.db.paging import keyset_page
+
+
+def _to_allocation(row: Any) -> Allocation:
+    failure = (None if row.failure_code is None
+               else Failure(FailureCode(row.failure_code), row.failure_message))  # fmt: skip
+    return Allocation(
+        id=row.id, user_id=row.user_id, sku_id=row.sku_id, state=AllocationState(row.state),
+        version=row.version, node_id=row.node_id, gpu_indices=tuple(row.gpu_indices),
+        username=row.username, hold_id=row.hold_id, ssh_key_ids=tuple(row.ssh_key_ids),
+        failure=failure, stop_reason=row.stop_reason, attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at, deadline=row.deadline, created_at=row.created_at,
+        updated_at=row.updated_at, running_since=row.running_since,
+        billed_until=row.billed_until, ended_at=row.ended_at,
+    )  # fmt: skip
+
+
+def _mutable(a: Allocation) -> dict[str, Any]:
+    return {
+        "state": a.state.value, "version": a.version, "node_id": a.node_id,
+        "gpu_indices": list(a.gpu_indices), "username": a.username, "hold_id": a.hold_id,
+        "failure_code": None if a.failure is None else a.failure.code.value,
+        "failure_message": None if a.failure is None else a.failure.message,
+        "stop_reason": a.stop_reason, "attempts": a.attempts,
+        "next_attempt_at": a.next_attempt_at, "deadline": a.deadline,
+        "updated_at": a.updated_at, "running_since": a.running_since,
+        "billed_until": a.billed_until, "ended_at": a.ended_at,
+    }  # fmt: skip
+
+
+# Take the due rows nobody else holds, oldest due first, and push them to the lease in the
+# same statement.
+_CLAIM_DUE = text("""
+    WITH due AS (
+        SELECT id FROM allocations
+         WHERE next_attempt_at <= :now
+         ORDER BY next_attempt_at
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE allocations a SET next_attempt_at = :lease_until
+      FROM due
+     WHERE a.id = due.id
+    RETURNING a.*
+""")
+
+
+class SqlAllocationRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, new: NewAllocation) -> Allocation:
+        stmt = insert(allocations).values(
+            user_id=new.user_id, sku_id=new.sku_id, state=AllocationState.REQUESTED.value,
+            ssh_key_ids=list(new.ssh_key_ids), public_keys=list(new.public_keys),
+        ).returning(allocations)  # fmt: skip
+        return _to_allocation((await self._conn.execute(stmt)).one())
+
+    async def get(self, allocation_id: int, *, for_update: bool = False) -> Allocation | None:
+        stmt = select(allocations).where(allocations.c.id == allocation_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._conn.execute(stmt)).first()
+        return None if row is None else _to_allocation(row)
+
+    async def get_many(self, allocation_ids: Sequence[int]) -> dict[int, Allocation]:
+        if not allocation_ids:
+            return {}
+        stmt = select(allocations).where(allocations.c.id.in_(list(allocation_ids)))
+        return {row.id: _to_allocation(row) for row in await self._conn.execute(stmt)}
+
+    async def of_user(self, user_id: int, allocation_filter: AllocationFilter,
+                      page: PageRequest) -> Page[Allocation]:  # fmt: skip
+        stmt = select(allocations).where(allocations.c.user_id == user_id)
+        if allocation_filter.states:
+            stmt = stmt.where(allocations.c.state.in_([s.value for s in allocation_filter.states]))
+        return await keyset_page(self._conn, stmt, allocations.c.id, page, _to_allocation,
+                                 descending=True)  # fmt: skip
+
+    async def save(self, allocation: Allocation) -> Allocation:
+        stmt = (
+            update(allocations)
+            .where(allocations.c.id == allocation.id,
+                   allocations.c.version == allocation.version - 1)
+            .values(_mutable(allocation))
+            .returning(allocations)
+        )  # fmt: skip
+        row = (await self._conn.execute(stmt)).first()
+        if row is None:
+            raise Conflict(Problem(AllocationErrorCode.TRANSITION_NOT_ALLOWED,
+                                   f"Allocation {allocation.id} changed meanwhile; reload it.",
+                                   "id"))  # fmt: skip
+        return _to_allocation(row)
+
+    async def public_keys(self, allocation_id: int) -> list[str]:
+        stmt = select(allocations.c.public_keys).where(allocations.c.id == allocation_id)
+        return list((await self._conn.execute(stmt)).scalar_one())
+
+    async def claim_due(self, now: datetime, lease_until: datetime,
+                        limit: int) -> Sequence[Allocation]:  # fmt: skip
+        rows = await self._conn.execute(_CLAIM_DUE, {"now": now, "lease_until": lease_until,
+                                                     "limit": limit})  # fmt: skip
+        return sorted((_to_allocation(row) for row in rows), key=lambda a: a.id)

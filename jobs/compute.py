@@ -1,0 +1,49 @@
+"""The allocation engine's loop in the worker: find allocations whose next step is due and hand
+each to the `advance_allocation` actor. Claiming pushes the next attempt a lease ahead (SKIP
+LOCKED), so two workers never take one allocation, and a worker killed mid-step only delays it
+by the lease: it comes due again and another worker finishes it (every step is an "ensure")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from domain.ports import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+CLAIM_BATCH = 100
+
+
+class EngineTicker:
+    def __init__(self, uow: Callable[[], UnitOfWork], send: Callable[[int], object],
+                 lease: timedelta, tick_seconds: float) -> None:  # fmt: skip
+        self._uow = uow
+        self._send = send
+        self._lease = lease
+        self._tick = tick_seconds
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not end the loop
+                log.exception("engine.tick_failed")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._tick)
+
+    async def tick(self) -> int:
+        now = datetime.now(UTC)
+        uow = self._uow()
+        async with uow:
+            due = await uow.allocations.claim_due(now, now + self._lease, CLAIM_BATCH)
+            await uow.commit()
+        for allocation in due:
+            self._send(allocation.id)
+        if due:
+            log.info("engine.steps_sent", allocations=[a.id for a in due])
+        return len(due)
