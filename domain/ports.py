@@ -508,6 +508,10 @@ class AllocationRepository(Protocol):
         """The OpenSSH public keys the allocation was made with."""
         ...
 
+    async def running_ids(self, after_id: int, limit: int) -> list[int]:
+        """Ids of RUNNING allocations above `after_id`, ascending (the metering tick's pages)."""
+        ...
+
     async def claim_due(self, now: datetime, lease_until: datetime,
                         limit: int) -> Sequence[Allocation]:  # fmt: skip
         """Allocations with engine work due (next_attempt_at <= now), locked SKIP LOCKED and

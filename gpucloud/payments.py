@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from domain.ledger.policy import LedgerPolicy
 from domain.payments.topups import TopUpPolicy
+from infra.payment_settings import ledger_policy as payment_ledger_policy
 from infra.settings import Settings
 
 
@@ -19,4 +20,4 @@ def topup_policy(settings: Settings) -> TopUpPolicy:
 
 
 def ledger_policy(settings: Settings) -> LedgerPolicy:
-    return LedgerPolicy(default_hourly_spend_limit=settings.payments.spend_limit_per_hour_minor)
+    return payment_ledger_policy(settings.payments)

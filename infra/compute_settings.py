@@ -13,3 +13,5 @@ class ComputeSettings:
     engine_tick_seconds: float  # how often the worker looks for allocations with work due
     keep_home: bool  # keep a stopped allocation's home directory on the node
     node_concurrency: int  # node operations at once per node
+    metering_tick_seconds: float  # running time is captured and the hold extended this often
+    low_balance_grace_seconds: float  # warned when the next window cannot be held; stopped after

@@ -23,3 +23,4 @@ class FleetSettings:
     gpu_group_prefix: str
     udev_rules: str  # empty: do not write a udev rule
     data_dir: str
+    home_dir: str  # allocation users' homes are made under this

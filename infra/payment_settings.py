@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.ledger.policy import LedgerPolicy
 from domain.money import is_known_currency
 
 
@@ -41,3 +42,7 @@ def currencies(value: str) -> tuple[str, ...]:
     if not found or not all(is_known_currency(c) for c in found):
         raise ValueError("comma-separated ISO 4217 codes such as USD,EUR")
     return found
+
+
+def ledger_policy(payments: PaymentSettings) -> LedgerPolicy:
+    return LedgerPolicy(default_hourly_spend_limit=payments.spend_limit_per_hour_minor)

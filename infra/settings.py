@@ -304,6 +304,7 @@ def _fleet(r: _Reader) -> FleetSettings:
             what="a path, or 'none'",
         ),
         data_dir=r.get("GPUCLOUD_NODE_DATA_DIR", "/home", _path, what="a path"),
+        home_dir=r.get("GPUCLOUD_NODE_HOME_DIR", "/home", _path, what="a path"),
     )
 
 
@@ -331,7 +332,13 @@ def _compute(r: _Reader) -> ComputeSettings:
         ),
         keep_home=r.get("GPUCLOUD_KEEP_HOME_ON_STOP", False, _bool, what="a boolean"),
         node_concurrency=r.get(
-            "GPUCLOUD_NODE_CONCURRENCY", 4, _int_between(1, 64), what="an integer"
+            "GPUCLOUD_NODE_CONCURRENCY", 4, _int_between(1, 10), what="an integer"
+        ),
+        metering_tick_seconds=r.get(
+            "GPUCLOUD_METERING_TICK_SECONDS", 60.0, _positive_float, what=seconds
+        ),
+        low_balance_grace_seconds=r.get(
+            "GPUCLOUD_LOW_BALANCE_GRACE_SECONDS", 600.0, _non_negative_float, what=seconds
         ),
     )
 

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from domain.compute.kit import ComputeKit
+from domain.compute.metering import meter
 from domain.ports import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -47,3 +49,28 @@ class EngineTicker:
         if due:
             log.info("engine.steps_sent", allocations=[a.id for a in due])
         return len(due)
+
+
+class MeteringTicker:
+    """Every tick, bill running allocations' time and keep their holds a window ahead
+    (domain/compute/metering.py). Each allocation is its own transaction, locked, so several
+    workers may run this at once without billing anything twice."""
+
+    def __init__(self, kit: ComputeKit, tick_seconds: float) -> None:
+        self._kit = kit
+        self._tick = tick_seconds
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._tick)
+            if stop.is_set():
+                return
+            try:
+                totals = await meter(self._kit)
+            except Exception:  # one bad tick must not end the loop
+                log.exception("metering.tick_failed")
+                continue
+            if totals.metered:
+                log.info("metering.ticked", allocations=totals.metered, captured=totals.captured,
+                         warned=totals.warned, stopped=totals.stopped)  # fmt: skip

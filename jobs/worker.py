@@ -15,10 +15,12 @@ from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
 from infra.db.outbox import OutboxMessage
 from infra.db.uow import SqlUnitOfWork
-from infra.nodes.factory import health_policy, make_fleet_kit
+from infra.nodes.factory import allocation_policy, health_policy, make_compute_kit, make_fleet_kit
+from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
+from jobs.compute import EngineTicker, MeteringTicker
 from jobs.fleet import FleetTicker
 from jobs.money import MoneyTicker
 from jobs.relay import OutboxRelay
@@ -43,9 +45,11 @@ def fleet_factory(settings: Settings) -> Callable[[], FleetKit] | None:
 def run_worker(settings: Settings) -> int:
     broker = make_broker(settings.redis_url, settings.redis_namespace)
     fleet = fleet_factory(settings)
-    actors = register_actors(
-        broker, ActorDeps(settings.redis_url, settings.redis_namespace, fleet_factory=fleet)
-    )
+    compute = (None if fleet is None else
+               lambda kit: make_compute_kit(settings.fleet, settings.compute, kit,
+                                            ledger_policy(settings.payments)))  # fmt: skip
+    actors = register_actors(broker, ActorDeps(settings.redis_url, settings.redis_namespace,
+                                               fleet_factory=fleet, compute_factory=compute))  # fmt: skip
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
 
     def enqueue(message: OutboxMessage) -> None:
@@ -72,6 +76,16 @@ def run_worker(settings: Settings) -> int:
             nodes = FleetTicker(lambda: SqlUnitOfWork(engine), actors.check_node.send,
                                 health_policy(settings.fleet), settings.fleet.tick_seconds)  # fmt: skip
             loops.append(nodes.run(stop))
+            engine_loop = EngineTicker(lambda: SqlUnitOfWork(engine),
+                                       actors.advance_allocation.send,
+                                       allocation_policy(settings.compute).lease,
+                                       settings.compute.engine_tick_seconds)  # fmt: skip
+            loops.append(engine_loop.run(stop))
+            fleet_kit = make_fleet_kit(settings.fleet, lambda: SqlUnitOfWork(engine),
+                                       LocalKms(settings.kms_key_file))  # fmt: skip
+            billing = make_compute_kit(settings.fleet, settings.compute, fleet_kit,
+                                       ledger_policy(settings.payments))  # fmt: skip
+            loops.append(MeteringTicker(billing, settings.compute.metering_tick_seconds).run(stop))
         else:
             log.warning("worker.fleet_disabled", reason="GPUCLOUD_KMS_KEY_FILE is not set")
         log.info(

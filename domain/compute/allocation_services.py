@@ -33,7 +33,7 @@ from domain.idempotency import Keyed, check_key, once, request_hash
 from domain.identity.principal import Principal
 from domain.ledger import book
 from domain.ledger.accounts import AccountKind
-from domain.ledger.errors import InsufficientFunds
+from domain.ledger.errors import InsufficientFunds, LedgerErrorCode
 from domain.ledger.transfers import TransferCode
 from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork
@@ -122,6 +122,13 @@ async def _place(kit: ComputeKit, uow: UnitOfWork, user: Principal, sku_id: int,
         raise Conflict(_problem(
             AllocationErrorCode.INSUFFICIENT_FUNDS,
             f"Your balance does not cover the first {window} of {sku.name}; top up first.",
+            "skuId")) from exc  # fmt: skip
+    except Conflict as exc:  # the ledger's refusal names its own field (amount): name ours
+        if exc.problems[0].code != LedgerErrorCode.SPEND_LIMIT_REACHED:
+            raise
+        raise Conflict(_problem(
+            AllocationErrorCode.SPEND_LIMIT_REACHED,
+            f"{exc.problems[0].message} Ask support to raise the limit, or wait.",
             "skuId")) from exc  # fmt: skip
     ready = replace(requested, node_id=placed.node_id, gpu_indices=placed.gpu_indices,
                     username=account_name(kit.policy.user_prefix, requested.id),

@@ -89,7 +89,9 @@ class Allocation:
     created_at: datetime
     updated_at: datetime
     running_since: datetime | None = None
-    billed_until: datetime | None = None  # usage captured up to here
+    billed_until: datetime | None = None  # running time is accounted up to here
+    billable_seconds: float = 0.0  # running time billed so far (an unreachable node's aside)
+    low_balance_since: datetime | None = None  # the next window could not be reserved since
     ended_at: datetime | None = None
 
 

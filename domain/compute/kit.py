@@ -27,6 +27,8 @@ class AllocationPolicy:
     retry_max: timedelta = timedelta(minutes=2)
     lease: timedelta = timedelta(minutes=2)  # a claimed step not finished by then is redone
     keep_home: bool = False  # on teardown, keep the user's home directory on the node
+    # When the next window cannot be reserved, the owner is warned, and after this it stops.
+    low_balance_grace: timedelta = timedelta(minutes=10)
 
     def retry_after(self, attempts: int) -> timedelta:
         """Exponential backoff: base, 2 x base, ... capped."""

@@ -1,15 +1,31 @@
-"""Settling an allocation's money when it stops or fails: bill the running time to the second
-and release the rest of the hold. Safe to call twice: a resolved hold is left alone."""
+"""Accounting for an allocation's running time, and settling its money when it stops or fails:
+bill the time to the second and release the rest of the hold. Safe to call twice: a resolved
+hold is left alone."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from domain.compute.allocations import Allocation
 from domain.compute.kit import ComputeKit, usage_cost
+from domain.fleet.health import billing_paused
 from domain.ledger import book
 from domain.ledger.holds import HoldStatus
 from domain.ports import UnitOfWork
+
+
+async def accrue(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
+                 now: datetime) -> Allocation:  # fmt: skip
+    """The allocation with its running time accounted up to `now`: added to what is billable,
+    unless its node has been unreachable past the grace period (then that time is free)."""
+    if allocation.billed_until is None or allocation.node_id is None:
+        return allocation
+    node = await uow.nodes.get(allocation.node_id)
+    paused = node is not None and billing_paused(node.unreachable_since, now, kit.fleet.policy)
+    elapsed = max((now - allocation.billed_until).total_seconds(), 0.0)
+    return replace(allocation, billed_until=now,
+                   billable_seconds=allocation.billable_seconds + (0.0 if paused else elapsed))  # fmt: skip
 
 
 async def settle(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: datetime) -> None:
@@ -23,10 +39,10 @@ async def settle(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: 
     if allocation.running_since is None:
         await book.void(uow.ledger, hold.id, now)
         return
+    billed = await accrue(uow, kit, allocation, now)
     sku = await uow.skus.get(allocation.sku_id)
     assert sku is not None  # SKUs are retired, never deleted
-    due = usage_cost(sku.hourly_price.amount_minor,
-                     (now - allocation.running_since).total_seconds())  # fmt: skip
+    due = usage_cost(sku.hourly_price.amount_minor, billed.billable_seconds)
     owed = min(max(due - hold.captured, 0), hold.remaining)
     if owed:
         await book.capture(uow.ledger, hold.id, owed, now, final=True)

@@ -8,6 +8,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -53,6 +54,11 @@ allocations = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("running_since", DateTime(timezone=True), nullable=True),
     Column("billed_until", DateTime(timezone=True), nullable=True),
+    # Running time billed so far (time the node was unreachable past the grace left out):
+    # the charge is always the cost of this total, so per-tick rounding never adds up.
+    Column("billable_seconds", Float, nullable=False, server_default="0"),
+    # Since when the balance could not reserve the next window; stopped after the grace.
+    Column("low_balance_since", DateTime(timezone=True), nullable=True),
     Column("ended_at", DateTime(timezone=True), nullable=True),
     CheckConstraint(f"state IN ({_STATES})", name="state_known"),
     CheckConstraint("(failure_code IS NULL) = (failure_message IS NULL)", name="failure_whole"),

@@ -33,7 +33,8 @@ def _to_allocation(row: Any) -> Allocation:
         failure=failure, stop_reason=row.stop_reason, attempts=row.attempts,
         next_attempt_at=row.next_attempt_at, deadline=row.deadline, created_at=row.created_at,
         updated_at=row.updated_at, running_since=row.running_since,
-        billed_until=row.billed_until, ended_at=row.ended_at,
+        billed_until=row.billed_until, billable_seconds=row.billable_seconds,
+        low_balance_since=row.low_balance_since, ended_at=row.ended_at,
     )  # fmt: skip
 
 
@@ -46,7 +47,8 @@ def _mutable(a: Allocation) -> dict[str, Any]:
         "stop_reason": a.stop_reason, "attempts": a.attempts,
         "next_attempt_at": a.next_attempt_at, "deadline": a.deadline,
         "updated_at": a.updated_at, "running_since": a.running_since,
-        "billed_until": a.billed_until, "ended_at": a.ended_at,
+        "billed_until": a.billed_until, "billable_seconds": a.billable_seconds,
+        "low_balance_since": a.low_balance_since, "ended_at": a.ended_at,
     }  # fmt: skip
 
 
@@ -117,6 +119,16 @@ class SqlAllocationRepository:
     async def public_keys(self, allocation_id: int) -> list[str]:
         stmt = select(allocations.c.public_keys).where(allocations.c.id == allocation_id)
         return list((await self._conn.execute(stmt)).scalar_one())
+
+    async def running_ids(self, after_id: int, limit: int) -> list[int]:
+        stmt = (
+            select(allocations.c.id)
+            .where(allocations.c.state == AllocationState.RUNNING.value,
+                   allocations.c.id > after_id)
+            .order_by(allocations.c.id)
+            .limit(limit)
+        )  # fmt: skip
+        return list((await self._conn.execute(stmt)).scalars())
 
     async def claim_due(self, now: datetime, lease_until: datetime,
                         limit: int) -> Sequence[Allocation]:  # fmt: skip

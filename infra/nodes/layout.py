@@ -25,9 +25,10 @@ class NodeLayout:
     # Makes those permissions survive a reboot or a driver reload. None: not written.
     udev_rules: str | None = "/etc/udev/rules.d/70-gpucloud-gpu.rules"
     data_dir: str = "/home"  # where allocations keep their data; its disk is measured
+    home_dir: str = "/home"  # allocation users' homes are made under it (useradd -b)
 
     def __post_init__(self) -> None:
-        paths = [self.trusted_ca_file, self.device_dir, self.data_dir]
+        paths = [self.trusted_ca_file, self.device_dir, self.data_dir, self.home_dir]
         paths += [p for p in (self.sshd_dropin, self.udev_rules) if p is not None]
         for path in paths:
             if not path.startswith("/") or "\n" in path or "\0" in path:

@@ -40,6 +40,7 @@ def fleet_settings(node_root: Path, prefix: str) -> FleetSettings:
         ssh_command_timeout_seconds=20, trusted_ca_file=str(node_root / "trusted_ca_keys"),
         sshd_dropin="", device_dir=str(node_root / "dev"), gpu_group_prefix=f"{prefix}g",
         udev_rules=str(node_root / "udev.rules"), data_dir=str(node_root),
+        home_dir=str(node_root / "home"),
     )  # fmt: skip
 
 

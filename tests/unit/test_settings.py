@@ -89,6 +89,7 @@ def test_defaults() -> None:
             gpu_group_prefix="gpucloud-gpu",
             udev_rules="/etc/udev/rules.d/70-gpucloud-gpu.rules",
             data_dir="/home",
+            home_dir="/home",
         ),
         compute=ComputeSettings(
             user_prefix="gc",
@@ -97,6 +98,8 @@ def test_defaults() -> None:
             engine_tick_seconds=1.0,
             keep_home=False,
             node_concurrency=4,
+            metering_tick_seconds=60.0,
+            low_balance_grace_seconds=600.0,
         ),
     )
     assert not load_settings(BASE).payments.stripe_enabled

@@ -58,6 +58,8 @@ def upgrade() -> None:
         ),
         sa.Column("running_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("billed_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("billable_seconds", sa.Float(), server_default="0", nullable=False),
+        sa.Column("low_balance_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
             "state <> 'failed' OR failure_code IS NOT NULL",

@@ -1,0 +1,126 @@
+"""Billing while running: each metering tick captures the running time since the last one at
+the SKU's price and extends the hold so it again covers a window ahead.
+
+When the balance cannot cover the next window, the owner is warned (an event on their
+allocation) and, if it still cannot after the grace period, the allocation is stopped: billed to
+the second, the rest of the hold released. The wallet never goes below zero, because only what
+the hold reserved is ever captured. Time a node spends unreachable past the fleet's grace is not
+billed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from domain.compute.allocations import Allocation, AllocationState, AllocationTrigger, transition
+from domain.compute.changes import ALLOCATIONS_TOPIC, store
+from domain.compute.kit import ComputeKit, usage_cost
+from domain.compute.settlement import accrue, settle
+from domain.errors import Conflict
+from domain.events import DomainEvent
+from domain.ledger import book
+from domain.ledger.holds import HoldStatus
+from domain.ports import UnitOfWork
+
+BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class MeterTotals:
+    metered: int = 0
+    captured: int = 0  # minor units
+    warned: int = 0
+    stopped: int = 0
+
+
+async def meter(kit: ComputeKit) -> MeterTotals:
+    """One tick over every running allocation, one transaction each (a slow or refused one does
+    not hold the others back)."""
+    totals = MeterTotals()
+    after = 0
+    while True:
+        uow = kit.uow()
+        async with uow:
+            ids = await uow.allocations.running_ids(after, BATCH)
+        if not ids:
+            return totals
+        for allocation_id in ids:
+            totals = await _meter_one(kit, allocation_id, totals)
+        after = ids[-1]
+
+
+async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -> MeterTotals:
+    now = kit.clock()
+    uow = kit.uow()
+    async with uow:
+        before = await uow.allocations.get(allocation_id, for_update=True)
+        if before is None or before.state is not AllocationState.RUNNING or before.hold_id is None:
+            return totals
+        accrued = await accrue(uow, kit, before, now)
+        captured = await _capture_due(uow, kit, accrued, now)
+        covered = await _reserve_ahead(uow, kit, accrued, now)
+        warned = stopped = 0
+        if covered:
+            after = replace(accrued, low_balance_since=None)
+        elif accrued.low_balance_since is None:
+            after = replace(accrued, low_balance_since=now)
+            uow.record(DomainEvent(topic=ALLOCATIONS_TOPIC, name="allocation.low_balance",
+                                   payload={"allocationId": before.id, "userId": before.user_id,
+                                            "stopsAt": (now + kit.policy.low_balance_grace)
+                                            .isoformat()}))  # fmt: skip
+            warned = 1
+        elif now - accrued.low_balance_since >= kit.policy.low_balance_grace:
+            await settle(uow, kit, accrued, now)
+            after = replace(transition(accrued, AllocationTrigger.STOP, now), stop_reason="balance")
+            stopped = 1
+        else:
+            after = accrued
+        if after.state is before.state:
+            after = replace(after, version=before.version + 1, updated_at=now)
+        await store(uow, before, after, "allocation.stopped_for_balance", now=now)
+        await uow.commit()
+    return MeterTotals(totals.metered + 1, totals.captured + captured, totals.warned + warned,
+                       totals.stopped + stopped)  # fmt: skip
+
+
+async def _capture_due(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
+                       now: datetime) -> int:  # fmt: skip
+    """Capture the cost of the time billed so far not yet captured (at most what is held)."""
+    assert allocation.hold_id is not None
+    hold = (await uow.ledger.holds([allocation.hold_id], for_update=True))[allocation.hold_id]
+    if hold.status is not HoldStatus.OPEN:
+        return 0
+    price = await _price(uow, allocation)
+    owed = min(max(usage_cost(price, allocation.billable_seconds) - hold.captured, 0),
+               hold.remaining)  # fmt: skip
+    if owed:
+        await book.capture(uow.ledger, hold.id, owed, now)
+    return owed
+
+
+async def _reserve_ahead(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
+                         now: datetime) -> bool:  # fmt: skip
+    """Make the hold cover a window past the time billed; False when the balance (or the spend
+    limit) cannot, in which case the hold is still kept alive for what it holds."""
+    assert allocation.hold_id is not None
+    hold = (await uow.ledger.holds([allocation.hold_id], for_update=True))[allocation.hold_id]
+    if hold.status is not HoldStatus.OPEN:
+        return False
+    window = kit.policy.billing_window
+    price = await _price(uow, allocation)
+    wanted = usage_cost(price, allocation.billable_seconds + window.total_seconds())
+    expires = now + window + kit.policy.hold_slack
+    try:
+        await book.extend(uow.ledger, kit.ledger, hold.id, expires, now,
+                          add_amount=max(wanted - hold.amount, 0))  # fmt: skip
+        return True
+    except Conflict:  # INSUFFICIENT_FUNDS or SPEND_LIMIT_REACHED
+        await book.extend(uow.ledger, kit.ledger, hold.id, expires, now)
+        return False
+
+
+async def _price(uow: UnitOfWork, allocation: Allocation) -> int:
+    sku = await uow.skus.get(allocation.sku_id)
+    assert sku is not None  # SKUs are retired, never deleted
+    return sku.hourly_price.amount_minor
