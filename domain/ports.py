@@ -508,6 +508,10 @@ class AllocationRepository(Protocol):
         """The OpenSSH public keys the allocation was made with."""
         ...
 
+    async def on_node(self, node_id: int) -> Sequence[Allocation]:
+        """The node's allocations that have not ended."""
+        ...
+
     async def running_ids(self, after_id: int, limit: int) -> list[int]:
         """Ids of RUNNING allocations above `after_id`, ascending (the metering tick's pages)."""
         ...

@@ -15,3 +15,4 @@ class ComputeSettings:
     node_concurrency: int  # node operations at once per node
     metering_tick_seconds: float  # running time is captured and the hold extended this often
     low_balance_grace_seconds: float  # warned when the next window cannot be held; stopped after
+    reconcile_seconds: float  # how often every node's accounts are compared with the database

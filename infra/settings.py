@@ -340,6 +340,9 @@ def _compute(r: _Reader) -> ComputeSettings:
         low_balance_grace_seconds=r.get(
             "GPUCLOUD_LOW_BALANCE_GRACE_SECONDS", 600.0, _non_negative_float, what=seconds
         ),
+        reconcile_seconds=r.get(
+            "GPUCLOUD_RECONCILE_NODES_SECONDS", 300.0, _positive_float, what=seconds
+        ),
     )
 
 

@@ -14,6 +14,9 @@ import structlog
 
 from domain.compute.kit import ComputeKit
 from domain.compute.metering import meter
+from domain.compute.reconcile import reconcile_node
+from domain.fleet.records import NodeFilter
+from domain.pagination import PageRequest
 from domain.ports import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -74,3 +77,36 @@ class MeteringTicker:
             if totals.metered:
                 log.info("metering.ticked", allocations=totals.metered, captured=totals.captured,
                          warned=totals.warned, stopped=totals.stopped)  # fmt: skip
+
+
+class ReconcileTicker:
+    """Every tick, compare each node's platform accounts with the database and repair the drift
+    (domain/compute/reconcile.py): orphans removed, missing accounts or grants restored."""
+
+    def __init__(self, kit: ComputeKit, tick_seconds: float) -> None:
+        self._kit = kit
+        self._tick = tick_seconds
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._tick)
+            if stop.is_set():
+                return
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not end the loop
+                log.exception("reconcile.tick_failed")
+
+    async def tick(self) -> None:
+        uow = self._kit.uow()
+        async with uow:
+            nodes = [n.id for _, n in (await uow.nodes.list(NodeFilter(), PageRequest(
+                first=10_000, after_key=None))).items]  # fmt: skip
+        for node_id in nodes:
+            repairs = await reconcile_node(self._kit, node_id)
+            if repairs.orphans_removed or repairs.accounts_restored or repairs.allocations_failed:
+                log.warning("reconcile.repaired", node_id=node_id,
+                            orphans_removed=repairs.orphans_removed,
+                            accounts_restored=repairs.accounts_restored,
+                            allocations_failed=repairs.allocations_failed)  # fmt: skip

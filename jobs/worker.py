@@ -20,7 +20,7 @@ from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
-from jobs.compute import EngineTicker, MeteringTicker
+from jobs.compute import EngineTicker, MeteringTicker, ReconcileTicker
 from jobs.fleet import FleetTicker
 from jobs.money import MoneyTicker
 from jobs.relay import OutboxRelay
@@ -72,6 +72,7 @@ def run_worker(settings: Settings) -> int:
         gateway = make_gateway(settings.payments)
         ticker = MoneyTicker(lambda: SqlUnitOfWork(engine), gateway, settings.payments)
         loops = [relay.run(stop), ticker.run(stop)]
+        pools: list[object] = []  # node connection pools to close at the end
         if fleet is not None:
             nodes = FleetTicker(lambda: SqlUnitOfWork(engine), actors.check_node.send,
                                 health_policy(settings.fleet), settings.fleet.tick_seconds)  # fmt: skip
@@ -86,6 +87,8 @@ def run_worker(settings: Settings) -> int:
             billing = make_compute_kit(settings.fleet, settings.compute, fleet_kit,
                                        ledger_policy(settings.payments))  # fmt: skip
             loops.append(MeteringTicker(billing, settings.compute.metering_tick_seconds).run(stop))
+            loops.append(ReconcileTicker(billing, settings.compute.reconcile_seconds).run(stop))
+            pools.append(billing.ops)
         else:
             log.warning("worker.fleet_disabled", reason="GPUCLOUD_KMS_KEY_FILE is not set")
         log.info(
@@ -96,6 +99,10 @@ def run_worker(settings: Settings) -> int:
         try:
             await asyncio.gather(*loops)
         finally:
+            for pool in pools:
+                close = getattr(pool, "aclose", None)
+                if close is not None:
+                    await close()
             await gateway.aclose()
             await engine.dispose()
 

@@ -120,6 +120,16 @@ class SqlAllocationRepository:
         stmt = select(allocations.c.public_keys).where(allocations.c.id == allocation_id)
         return list((await self._conn.execute(stmt)).scalar_one())
 
+    async def on_node(self, node_id: int) -> Sequence[Allocation]:
+        stmt = (
+            select(allocations)
+            .where(allocations.c.node_id == node_id,
+                   allocations.c.state.not_in([AllocationState.STOPPED.value,
+                                               AllocationState.FAILED.value]))
+            .order_by(allocations.c.id)
+        )  # fmt: skip
+        return [_to_allocation(row) for row in await self._conn.execute(stmt)]
+
     async def running_ids(self, after_id: int, limit: int) -> list[int]:
         stmt = (
             select(allocations.c.id)

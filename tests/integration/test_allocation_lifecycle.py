@@ -7,6 +7,8 @@ These make real Linux users (as root), named with a random prefix and deleted af
 
 from __future__ import annotations
 
+import grp
+import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -21,13 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.audit.records import RequestMeta
 from domain.catalog.services import add_sku
 from domain.catalog.sku import SkuSpec
+from domain.compute.accounts import AccountSpec, account_name
 from domain.compute.allocation_services import create_allocation, stop_allocation
 from domain.compute.allocations import Allocation, AllocationState, FailureCode
 from domain.compute.engine import advance
 from domain.compute.kit import AllocationPolicy, ComputeKit, usage_cost
+from domain.compute.reconcile import reconcile_node
 from domain.compute.ssh_key_services import add_ssh_key
 from domain.fleet.checks import check_node
 from domain.fleet.nodes import NodeState
+from domain.fleet.targets import node_target
 from domain.identity.principal import Principal, PrincipalKind
 from domain.identity.scopes import ROLE_SCOPES, Role
 from domain.ledger import book
@@ -220,3 +225,50 @@ async def _move_node(engine: AsyncEngine, node_id: int, port: int) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE nodes SET port = :port WHERE id = :id"),
                            {"port": port, "id": node_id})  # fmt: skip
+
+
+async def _actions(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT action FROM audit_events ORDER BY id"))
+        return list(rows.scalars())
+
+
+async def test_the_reconciler_removes_orphans_and_restores_drifted_accounts(
+    world: World, engine: AsyncEngine
+) -> None:
+    running = await advance(world.kit, (await _create(world, "r")).id)
+    assert running is not None and running.username is not None
+    async with world.kit.uow() as u:
+        node = await u.nodes.get(world.node_id)
+        assert node is not None
+        target = await node_target(world.kit.fleet, u, node, "test")
+    # Drift: an account nobody owns (its allocation never existed), and the running
+    # allocation's account lost its GPU group (someone edited /etc/group by hand).
+    orphan = account_name(world.kit.policy.user_prefix, 999_999)
+    await world.kit.ops.ensure_account(target, AccountSpec(orphan, [], (5,)))
+    gpu_group = f"{grp.getgrgid(os.stat(world.node.root / 'dev' / 'nvidia0').st_gid).gr_name}"
+    subprocess.run(["gpasswd", "-d", running.username, gpu_group], check=True,
+                   capture_output=True)  # fmt: skip
+
+    repairs = await reconcile_node(world.kit, world.node_id)
+
+    assert repairs.orphans_removed == [orphan] and not _exists(orphan)
+    assert repairs.accounts_restored == [running.username]
+    groups = await _login(world, running.username, "id -nG")
+    assert groups.startswith("0:") and gpu_group in groups.split()
+    actions = await _actions(engine)
+    assert "node.orphan_account_removed" in actions and "allocation.account_restored" in actions
+    again = await reconcile_node(world.kit, world.node_id)  # nothing left to repair
+    assert again == type(again)()
+
+
+async def test_the_reconciler_leaves_the_engines_work_alone(world: World) -> None:
+    placed = await _create(world, "busy")  # PLACED: its account does not exist yet
+    async with world.kit.uow() as u:
+        node = await u.nodes.get(world.node_id)
+        assert node is not None
+        target = await node_target(world.kit.fleet, u, node, "test")
+    assert placed.username is not None
+    await world.kit.ops.ensure_account(target, AccountSpec(placed.username, [], (0,)))
+    repairs = await reconcile_node(world.kit, world.node_id)
+    assert repairs.orphans_removed == [] and _exists(placed.username)  # mid-provisioning

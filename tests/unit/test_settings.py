@@ -100,6 +100,7 @@ def test_defaults() -> None:
             node_concurrency=4,
             metering_tick_seconds=60.0,
             low_balance_grace_seconds=600.0,
+            reconcile_seconds=300.0,
         ),
     )
     assert not load_settings(BASE).payments.stripe_enabled

@@ -1,0 +1,109 @@
+"""The reconciler: compare what the database says each node should have with what it has, and
+repair the drift. An account no allocation owns is removed; a running allocation's account that
+is missing, or holds other GPUs than its own, is ensured again, and failed if that is refused.
+Every repair is an audit row.
+
+Allocations the engine is working on (placed, provisioning, stopping) are left to it. The
+database is read after the node, so an account made or removed in between is never mistaken
+for drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from domain.audit.records import audit
+from domain.compute.accounts import AccountSpec
+from domain.compute.allocations import (
+    Allocation,
+    AllocationState,
+    AllocationTrigger,
+    Failure,
+    FailureCode,
+    transition,
+)
+from domain.compute.changes import ENGINE, store
+from domain.compute.kit import ComputeKit
+from domain.compute.settlement import settle
+from domain.fleet.nodes import NodeState
+from domain.fleet.remote import NodeFailure
+from domain.fleet.targets import node_target
+from domain.identity.principal import SYSTEM
+
+# Nodes we talk to for this; an unreachable or quarantined one waits for the fleet's probe.
+_REACHABLE = (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING, NodeState.UNHEALTHY)
+
+
+@dataclass
+class Repairs:
+    orphans_removed: list[str] = field(default_factory=list)
+    accounts_restored: list[str] = field(default_factory=list)
+    allocations_failed: list[int] = field(default_factory=list)
+
+
+async def reconcile_node(kit: ComputeKit, node_id: int) -> Repairs:
+    repairs = Repairs()
+    uow = kit.uow()
+    async with uow:
+        node = await uow.nodes.get(node_id)
+        if node is None or node.state not in _REACHABLE:
+            return repairs
+        target = await node_target(kit.fleet, uow, node, f"reconcile:node-{node_id}")
+    try:
+        found = {a.username: a for a in await kit.ops.accounts(target)}
+    except NodeFailure:
+        return repairs  # the fleet's probe marks the node; try again next time
+    async with uow:
+        allocations = {a.username: a for a in await uow.allocations.on_node(node_id) if a.username}
+        keys = {a.id: await uow.allocations.public_keys(a.id) for a in allocations.values()
+                if a.state is AllocationState.RUNNING}  # fmt: skip
+    for username in sorted(set(found) - set(allocations)):
+        try:
+            await kit.ops.remove_account(target, username, keep_home=kit.policy.keep_home)
+        except NodeFailure:
+            continue
+        await _audit(kit, "node.orphan_account_removed", ("node", node_id),
+                     {"username": username, "gpus": list(found[username].gpu_indices)})  # fmt: skip
+        repairs.orphans_removed.append(username)
+    for username, allocation in sorted(allocations.items()):
+        if allocation.state is not AllocationState.RUNNING:
+            continue  # the engine's
+        seen = found.get(username)
+        if seen is not None and set(seen.gpu_indices) == set(allocation.gpu_indices):
+            continue
+        spec = AccountSpec(username, keys[allocation.id], allocation.gpu_indices)
+        try:
+            await kit.ops.ensure_account(target, spec)
+        except NodeFailure as exc:
+            if await _fail(kit, allocation, str(exc)):
+                repairs.allocations_failed.append(allocation.id)
+            continue
+        await _audit(kit, "allocation.account_restored", ("allocation", allocation.id), {
+            "username": username, "was": None if seen is None else list(seen.gpu_indices),
+            "gpus": list(allocation.gpu_indices)})  # fmt: skip
+        repairs.accounts_restored.append(username)
+    return repairs
+
+
+async def _audit(kit: ComputeKit, action: str, target: tuple[str, object],
+                 after: dict[str, object]) -> None:  # fmt: skip
+    uow = kit.uow()
+    async with uow:
+        await uow.audit.append(audit(SYSTEM, ENGINE, action, target, after=after))
+        await uow.commit()
+
+
+async def _fail(kit: ComputeKit, seen: Allocation, why: str) -> bool:
+    now = kit.clock()
+    uow = kit.uow()
+    async with uow:
+        before = await uow.allocations.get(seen.id, for_update=True)
+        if before is None or (before.state, before.version) != (seen.state, seen.version):
+            return False
+        failing = replace(before, failure=Failure(FailureCode.PROVISIONING_FAILED,
+                                                  f"its account could not be restored: {why}"[:500]))  # fmt: skip
+        await settle(uow, kit, failing, now)
+        after = replace(transition(failing, AllocationTrigger.FAIL, now), stop_reason="failed")
+        await store(uow, before, after, "allocation.failed_by_reconciler", now=now)
+        await uow.commit()
+        return True
