@@ -330,6 +330,9 @@ def _compute(r: _Reader) -> ComputeSettings:
         engine_tick_seconds=r.get(
             "GPUCLOUD_ENGINE_TICK_SECONDS", 1.0, _positive_float, what=seconds
         ),
+        engine_lease_seconds=r.get(
+            "GPUCLOUD_ENGINE_LEASE_SECONDS", 120.0, _positive_float, what=seconds
+        ),
         keep_home=r.get("GPUCLOUD_KEEP_HOME_ON_STOP", False, _bool, what="a boolean"),
         node_concurrency=r.get(
             "GPUCLOUD_NODE_CONCURRENCY", 4, _int_between(1, 10), what="an integer"

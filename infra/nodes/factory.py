@@ -65,6 +65,7 @@ def allocation_policy(compute: ComputeSettings) -> AllocationPolicy:
         provision_deadline=timedelta(seconds=compute.provision_deadline_seconds),
         keep_home=compute.keep_home,
         low_balance_grace=timedelta(seconds=compute.low_balance_grace_seconds),
+        lease=timedelta(seconds=compute.engine_lease_seconds),
     )
 
 

@@ -96,6 +96,7 @@ def test_defaults() -> None:
             billing_window_seconds=3600.0,
             provision_deadline_seconds=600.0,
             engine_tick_seconds=1.0,
+            engine_lease_seconds=120.0,
             keep_home=False,
             node_concurrency=4,
             metering_tick_seconds=60.0,
