@@ -21,6 +21,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
 from domain.catalog.services import CATALOG_TOPIC
+from domain.compute.changes import ALLOCATIONS_TOPIC
 from domain.fleet.changes import FLEET_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
 from gpucloud import health, oidc_routes
@@ -56,6 +57,7 @@ class GraphQLView(GraphQL[AppContext, None]):
             auth=res.kit,
             money=res.money,
             fleet=res.fleet,
+            compute=res.compute,
             key_codec=_KEY_CODEC,
             meta=request_meta(request, request_id),
             request=request,
@@ -144,10 +146,10 @@ def create_app(settings: Settings) -> Starlette:
         followers = []
         if cache is not None:  # a disabled cache needs no invalidation stream
             cache.live_epoch = lambda: resources.hub.epoch
-            # Catalog events change SKUs; fleet events change `Sku.available` (nodes becoming
-            # ready or not). GPUs handed out or released change it without an event: the
-            # cache's TTL bounds how stale a cached `available` can be.
-            for topic in (CATALOG_TOPIC, FLEET_TOPIC):
+            # Catalog events change SKUs; fleet events (nodes becoming ready or not) and
+            # allocation events (GPUs placed, freed at teardown) change `Sku.available`. The
+            # cache's TTL bounds how stale it can be when events are late (worker down).
+            for topic in (CATALOG_TOPIC, FLEET_TOPIC, ALLOCATIONS_TOPIC):
                 followers.append(
                     asyncio.create_task(
                         follow(resources.hub, topic, cache.invalidate), name=f"result-cache-{topic}"

@@ -9,6 +9,7 @@ from datetime import timedelta
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.compute.kit import ComputeKit
 from domain.events import DomainEvent
 from domain.fleet.kit import FleetKit
 from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
@@ -21,7 +22,7 @@ from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.metrics import Metrics
-from infra.nodes.factory import make_fleet_kit
+from infra.nodes.factory import make_compute_kit, make_fleet_kit
 from infra.oidc import OidcClient, OidcConfig
 from infra.passwords import Argon2Hasher, Argon2Params
 from infra.pubsub import EventHub
@@ -74,6 +75,10 @@ class Resources:
     # The fleet's writes seal node keys with the key service: without one (no
     # GPUCLOUD_KMS_KEY_FILE) there is no kit, and they answer SERVICE_UNAVAILABLE.
     fleet: FleetKit | None = field(init=False, default=None)
+    # Allocations reach nodes through the fleet's targets: made with the fleet's kit or not at
+    # all. The API only places and stops; its node operations stay unused (the worker
+    # provisions) and open nothing unless used.
+    compute: ComputeKit | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._stripe = make_gateway(
@@ -85,6 +90,9 @@ class Resources:
         if self.settings.kms_key_file:  # reads the key file now: a bad one stops the start
             kms = LocalKms(self.settings.kms_key_file)
             self.fleet = make_fleet_kit(self.settings.fleet, self.uow, kms)
+            self.compute = make_compute_kit(
+                self.settings.fleet, self.settings.compute, self.fleet, self.money.ledger
+            )
         self.authenticator = Authenticator(
             self.kit, self.uow, self.principals, self.settings, self.metrics
         )
@@ -131,5 +139,8 @@ class Resources:
         if self.oidc is not None:
             await self.oidc.aclose()
         await self._stripe.aclose()
+        close_ops = getattr(self.compute.ops, "aclose", None) if self.compute else None
+        if close_ops is not None:
+            await close_ops()
         await self.hub.stop()
         await asyncio.gather(self.redis.aclose(), self.engine.dispose(), return_exceptions=True)

@@ -19,6 +19,7 @@ from domain.identity.errors import AccessCode, AccessDenied
 from domain.identity.principal import PUBLIC, Principal, Requirement, check_access, owns_or_admin
 from domain.identity.scopes import Scope
 from schema.account import ApiToken, User
+from schema.allocations import Allocation
 from schema.audit import AuditEvent
 from schema.billing import Payment, Refund
 from schema.catalog import Sku
@@ -57,6 +58,12 @@ NODE_TYPES: dict[str, NodeType] = {
         lambda ld, k: ld.ssh_key.load(k),
         lambda p, key: owns_or_admin(p, key.user_id),
         SshKey.from_domain,
+    ),
+    "Allocation": NodeType(
+        Requirement(Scope.COMPUTE_READ),
+        lambda ld, k: ld.allocation.load(k),
+        lambda p, allocation: owns_or_admin(p, allocation.user_id),
+        Allocation.from_domain,
     ),
     "AuditEvent": NodeType(
         ADMIN_READ,

@@ -64,6 +64,7 @@ def make_loaders(uow: Callable[[], UnitOfWork]) -> Loaders:
         user=_loader(uow, lambda tx, ids: tx.users.get_many(ids)),
         api_token=_loader(uow, lambda tx, ids: tx.api_tokens.get_many(ids)),
         ssh_key=_loader(uow, lambda tx, ids: tx.ssh_keys.get_many(ids)),
+        allocation=_loader(uow, lambda tx, ids: tx.allocations.get_many(ids)),
         audit_event=_loader(uow, lambda tx, ids: tx.audit.get_many(ids)),
         payment=_loader(uow, lambda tx, ids: tx.payments.get_many(ids)),
         refund=_loader(uow, lambda tx, ids: tx.payments.refunds_by_id(ids)),

@@ -21,7 +21,17 @@ from strawberry.types import ExecutionContext
 
 from domain.identity.principal import PUBLIC, SIGNED_IN, Requirement
 from domain.identity.scopes import Scope
-from resolvers import account, admin, api_tokens, billing, catalog, fleet, node, ssh_keys
+from resolvers import (
+    account,
+    admin,
+    allocations,
+    api_tokens,
+    billing,
+    catalog,
+    fleet,
+    node,
+    ssh_keys,
+)
 from resolvers.access import ADMIN_READ
 from resolvers.errors import ErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
@@ -36,6 +46,7 @@ from schema.account import (
     UserConnection,
     UserResult,
 )
+from schema.allocations import Allocation, AllocationConnection, AllocationError, AllocationResult
 from schema.audit import AuditEvent, AuditEventConnection
 from schema.billing import (
     CreditResult,
@@ -91,6 +102,14 @@ class Query:
     ssh_keys: SshKeyConnection = field(
         ssh_keys.ssh_keys, COMPUTE_READ, "Your SSH public keys, newest last."
     )
+    # `allocation` before `allocations`: in the class body, that name is the module only until
+    # the field named after it is assigned.
+    allocation: Allocation | None = field(
+        allocations.allocation, COMPUTE_READ, "One of your allocations by ID."
+    )
+    allocations: AllocationConnection = field(
+        allocations.allocations, COMPUTE_READ, "Your allocations, newest first."
+    )
     users: UserConnection = field(admin.users, ADMIN_READ, "Every account.")
     audit_events: AuditEventConnection = field(
         admin.audit_events, ADMIN_READ, "The audit log, newest first."
@@ -142,6 +161,22 @@ class Mutation:
     )
     remove_ssh_key: SshKeyResult = mutation(
         ssh_keys.remove_ssh_key, COMPUTE_WRITE, "Remove one of your SSH keys."
+    )
+    create_allocation: AllocationResult = mutation(
+        allocations.create_allocation,
+        COMPUTE_WRITE,
+        "Allocate a SKU's GPUs on one node, with your SSH keys to log in: PLACED at once (GPUs "
+        "reserved, the first billing window held from your wallet), then provisioned until "
+        "RUNNING. Refused with nothing kept: NO_CAPACITY, INSUFFICIENT_FUNDS, "
+        "SPEND_LIMIT_REACHED, a retired or unknown SKU, keys that are not yours. Repeating the "
+        "idempotency key returns the same allocation.",
+    )
+    stop_allocation: AllocationResult = mutation(
+        allocations.stop_allocation,
+        COMPUTE_WRITE,
+        "Stop one of your allocations: running time is billed to the second and the rest of the "
+        "hold released now; the GPUs are freed once the node is cleaned. Stopping one that is "
+        "already stopping or ended returns it unchanged.",
     )
     set_user_role: UserResult = mutation(
         admin.set_user_role, ADMIN_WRITE, "Change an account's role."
@@ -277,6 +312,8 @@ def build_schema(
             User,
             ApiToken,
             SshKey,
+            Allocation,
+            AllocationError,
             AuditEvent,
             Payment,
             Refund,

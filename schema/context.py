@@ -10,6 +10,8 @@ from strawberry.dataloader import DataLoader
 
 from domain.audit.records import AuditEvent, RequestMeta
 from domain.catalog.sku import Sku
+from domain.compute.allocations import Allocation
+from domain.compute.kit import ComputeKit
 from domain.compute.ssh_keys import SshKey
 from domain.fleet.inventory import NodeGpu
 from domain.fleet.kit import FleetKit
@@ -37,9 +39,11 @@ class Loaders:
     user: DataLoader[int, User | None]
     api_token: DataLoader[int, ApiToken | None]
     ssh_key: DataLoader[int, SshKey | None]
+    allocation: DataLoader[int, Allocation | None]
     audit_event: DataLoader[int, AuditEvent | None]
     payment: DataLoader[int, Payment | None]
     refund: DataLoader[int, Refund | None]
+    # Nodes by id: the fleet's admin views, and the login host and port of running allocations.
     fleet_node: DataLoader[int, Node | None]
     # A node's GPUs, and a page of its events keyed by (node id, page request).
     node_gpus: DataLoader[int, Sequence[NodeGpu] | None]
@@ -73,6 +77,7 @@ class AppContext:
     auth: AuthKit | None = None
     money: MoneyKit | None = None
     fleet: FleetKit | None = None  # None without a key service: fleet writes are unavailable
+    compute: ComputeKit | None = None  # made with the fleet's kit: allocation writes need it
     key_codec: SshKeyCodec | None = None  # reads users' SSH keys; the app always gives one
     principal: Principal = ANONYMOUS
     meta: RequestMeta = field(default_factory=RequestMeta)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import asyncssh
 from httpx import AsyncClient
 
 from domain.catalog import services
@@ -52,3 +54,28 @@ async def add_fleet_node(uow: Any, name: str, *, port: int = 2, region: str = "e
 
 def codes(result: dict[str, Any]) -> list[str]:
     return [e.get("extensions", {}).get("code") for e in result.get("errors", [])]
+
+
+GRANT_CREDIT = """mutation Grant($user: ID!, $amount: Int!, $key: String!) {
+  grantCredit(input: {userId: $user, amount: $amount, currency: "USD", reason: "test funds",
+                      idempotencyKey: $key}) {
+    __typename ... on CreditPayload { wallet { balance } } ... on BillingError { code } } }"""
+ADD_SSH_KEY = """mutation AddKey($name: String!, $key: String!) {
+  addSshKey(input: {name: $name, publicKey: $key}) {
+    __typename ... on SshKeyPayload { sshKey { id fingerprint } } ... on SshKeyError { code } } }"""
+
+
+async def grant_credit(admin: Any, user_gid: str, amount: int) -> None:
+    """Fund a wallet (USD) as an administrator, as support would."""
+    result = await admin.gql(GRANT_CREDIT, {"user": user_gid, "amount": amount,
+                                            "key": f"test-{uuid.uuid4()}"})  # fmt: skip
+    assert result["data"]["grantCredit"]["__typename"] == "CreditPayload", result
+
+
+async def add_ssh_key(account: Any, name: str = "laptop") -> dict[str, str]:
+    """A fresh Ed25519 key added to the account: its `id` and `fingerprint`."""
+    line = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    result = await account.gql(ADD_SSH_KEY, {"name": name, "key": line})
+    payload = result["data"]["addSshKey"]
+    assert payload["__typename"] == "SshKeyPayload", result
+    return payload["sshKey"]  # type: ignore[no-any-return]

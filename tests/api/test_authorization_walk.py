@@ -52,6 +52,7 @@ from schema.permissions import Access, requirement_of
 from schema.relay import to_global_id
 from tests.api.helpers import add_fleet_node, add_skus, codes, gql
 from tests.support.billing import paid_top_up, refund
+from tests.support.fleet import seed_node
 from tests.support.identity import (
     ALL_USER_SCOPES,
     LOG_IN,
@@ -157,8 +158,8 @@ def _id_type(arg_name: str, field_name: str, variant: str | None) -> str:
         for suffix, name in ID_NAME_SUFFIXES.items():
             if field_name.lower().endswith(suffix) and name in NODE_TYPES:
                 return name
-    elif arg_name.lower().endswith("id"):
-        stem = arg_name[:-2].lower()
+    elif arg_name.lower().endswith(("id", "ids")):  # `skuId`, `sshKeyIds`
+        stem = arg_name.lower().removesuffix("s")[:-2]
         for name in names:
             if stem.endswith(name.lower()):
                 return name
@@ -309,11 +310,13 @@ def refusal(result: dict[str, Any], case: Case, code: str) -> str | None:
 
 
 def not_found(result: dict[str, Any], case: Case) -> str | None:
-    """None when the answer is NOT_FOUND: a typed error in the payload or a GraphQL error."""
+    """None when the answer is NOT_FOUND: a typed error in the payload or a GraphQL error. A
+    mutation naming objects of several kinds may say which was not found (SSH_KEY_NOT_FOUND)."""
     value = (result.get("data") or {}).get(case.field)
     if isinstance(value, dict):
         typename = str(value.get("__typename", ""))
-        if typename.endswith("Error") and value.get("code") == "NOT_FOUND":
+        code = str(value.get("code"))
+        if typename.endswith("Error") and (code == "NOT_FOUND" or code.endswith("_NOT_FOUND")):
             return None
         return f"expected NOT_FOUND, got {_show(result)}"
     if value is None and "NOT_FOUND" in codes(result):
@@ -380,6 +383,9 @@ API_TOKENS = "query { apiTokens(first: 100) { edges { node { id name status pref
 VIEWER = "query { viewer { id email role status } }"
 ADD_SSH_KEY = """mutation($key: String!) { addSshKey(input: {name: "walk-key", publicKey: $key}) {
   ... on SshKeyPayload { sshKey { id fingerprint } } } }"""
+CREATE_ALLOCATION = """mutation($sku: ID!, $key: ID!) { createAllocation(input: {skuId: $sku,
+  sshKeyIds: [$key], idempotencyKey: "walk"}) { __typename
+  ... on AllocationPayload { allocation { id } } } }"""
 AUDIT_OF = """query Events($actor: ID!) {
   auditEvents(first: 5, filter: {actorUserId: $actor}) { edges { node { id action } } } }"""
 
@@ -406,6 +412,11 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
     fleet_node = await add_fleet_node(uow, "walk-node")
     key_line = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     ssh_key = (await a.gql(ADD_SSH_KEY, {"key": key_line}))["data"]["addSshKey"]["sshKey"]
+    await seed_node(uow(), "walk-gpu", gpus=1)  # A's top-up pays for the first window
+    made = await a.gql(CREATE_ALLOCATION, {"sku": to_global_id("Sku", sku.id),
+                                           "key": ssh_key["id"]})  # fmt: skip
+    assert made["data"]["createAllocation"]["__typename"] == "AllocationPayload", made
+    allocation = made["data"]["createAllocation"]["allocation"]
     ids = {
         "User": a.user_id,
         "ApiToken": target["id"],
@@ -415,6 +426,7 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
         "Refund": refunded["refund"]["id"],
         "FleetNode": to_global_id("FleetNode", fleet_node.id),
         "SshKey": ssh_key["id"],
+        "Allocation": allocation["id"],
     }
     assert set(ids) >= set(NODE_TYPES), f"give the walk an object of each node type: {NODE_TYPES}"
     b = await accounts.sign_up()
@@ -427,6 +439,7 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
         ids["Refund"],
         ssh_key["id"],
         ssh_key["fingerprint"],
+        allocation["id"],
     ]
     return World(accounts, a, a_token, ids, markers, b, admin)
 
@@ -572,7 +585,7 @@ NODE = """query Node($id: ID!) { node(id: $id) { __typename id
 
 
 @pytest.mark.parametrize(
-    "type_name", ["User", "ApiToken", "AuditEvent", "Payment", "Refund", "SshKey"]
+    "type_name", ["User", "ApiToken", "AuditEvent", "Payment", "Refund", "SshKey", "Allocation"]
 )
 async def test_node_shows_owned_objects_to_owner_and_admin_only(
     accounts, uow, localstripe, type_name
