@@ -12,8 +12,8 @@ from typing import Any, Protocol, Self
 from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.catalog.sku import Sku, SkuChanges, SkuFilter, SkuSpec, SkuStatus
 from domain.compute.accounts import AccountSpec, AccountState
-from domain.compute.allocations import Allocation
-from domain.compute.records import AllocationFilter, NewAllocation
+from domain.compute.allocations import Allocation, AllocationState
+from domain.compute.records import AllocationEvent, AllocationFilter, NewAllocation
 from domain.compute.ssh_keys import NewSshKey, ParsedPublicKey, SshKey
 from domain.events import DomainEvent
 from domain.fleet.ca import CaKeyStatus, CertificateRequest, GeneratedCaKey, SshCaKey
@@ -506,6 +506,14 @@ class AllocationRepository(Protocol):
 
     async def public_keys(self, allocation_id: int) -> list[str]:
         """The OpenSSH public keys the allocation was made with."""
+        ...
+
+    async def add_event(self, allocation_id: int, kind: str, state: AllocationState,
+                        message: str) -> None: ...  # fmt: skip
+
+    async def events(self, allocation_ids: Sequence[int],
+                     limit: int) -> dict[int, list[AllocationEvent]]:  # fmt: skip
+        """Each allocation's latest `limit` events, newest first."""
         ...
 
     async def on_node(self, node_id: int) -> Sequence[Allocation]:

@@ -16,6 +16,7 @@ from resolvers import billing
 from schema.context import Loaders
 
 K = TypeVar("K", bound=Hashable)
+EVENTS = 50  # an allocation's history shown with it: its latest events
 T = TypeVar("T")
 
 
@@ -65,6 +66,7 @@ def make_loaders(uow: Callable[[], UnitOfWork]) -> Loaders:
         api_token=_loader(uow, lambda tx, ids: tx.api_tokens.get_many(ids)),
         ssh_key=_loader(uow, lambda tx, ids: tx.ssh_keys.get_many(ids)),
         allocation=_loader(uow, lambda tx, ids: tx.allocations.get_many(ids)),
+        allocation_events=_loader(uow, lambda tx, ids: tx.allocations.events(ids, EVENTS)),
         audit_event=_loader(uow, lambda tx, ids: tx.audit.get_many(ids)),
         payment=_loader(uow, lambda tx, ids: tx.payments.get_many(ids)),
         refund=_loader(uow, lambda tx, ids: tx.payments.refunds_by_id(ids)),

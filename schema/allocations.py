@@ -77,6 +77,25 @@ async def _ssh_keys(root: Allocation, info: strawberry.Info) -> list[SshKey]:
             if key is not None and key.user_id == allocation.user_id]  # fmt: skip
 
 
+@strawberry.type(description="One entry of an allocation's history.")
+class AllocationEvent:
+    kind: str = strawberry.field(
+        description="state_changed, attempt_failed (a step failed and will be retried) or "
+        "low_balance (the next billing window could not be reserved)."
+    )
+    state: AllocationState = strawberry.field(  # type: ignore[valid-type]
+        description="The allocation's state after the event."
+    )
+    message: str
+    at: datetime
+
+
+async def _events(root: Allocation, info: strawberry.Info) -> list[AllocationEvent]:
+    found = await info.context.loaders.allocation_events.load(root.domain.id) or []
+    return [AllocationEvent(kind=e.kind, state=e.state, message=e.message, at=e.at)
+            for e in found]  # fmt: skip
+
+
 @strawberry.type(description="GPUs of one node, yours until you stop them.")
 class Allocation(Node):
     state: AllocationState  # type: ignore[valid-type]
@@ -102,6 +121,9 @@ class Allocation(Node):
         resolver=_ssh_keys,
         description="The keys it was made with that you still have. Removing a key later does "
         "not take it off a running allocation.",
+    )
+    events: list[AllocationEvent] = strawberry.field(
+        resolver=_events, description="Its latest 50 events, newest first."
     )
     domain: strawberry.Private[DomainAllocation]
 

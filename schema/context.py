@@ -12,6 +12,7 @@ from domain.audit.records import AuditEvent, RequestMeta
 from domain.catalog.sku import Sku
 from domain.compute.allocations import Allocation
 from domain.compute.kit import ComputeKit
+from domain.compute.records import AllocationEvent
 from domain.compute.ssh_keys import SshKey
 from domain.fleet.inventory import NodeGpu
 from domain.fleet.kit import FleetKit
@@ -40,6 +41,8 @@ class Loaders:
     api_token: DataLoader[int, ApiToken | None]
     ssh_key: DataLoader[int, SshKey | None]
     allocation: DataLoader[int, Allocation | None]
+    # Each allocation's latest events (its history), for a page of allocations in one query.
+    allocation_events: DataLoader[int, list[AllocationEvent] | None]
     audit_event: DataLoader[int, AuditEvent | None]
     payment: DataLoader[int, Payment | None]
     refund: DataLoader[int, Refund | None]

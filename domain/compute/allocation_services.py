@@ -72,7 +72,7 @@ async def create_allocation(
         raise InvalidInput(_problem(AllocationErrorCode.NO_SSH_KEYS,
                                     "Give at least one of your SSH keys.", "sshKeyIds"))  # fmt: skip
     if len(key_ids) > MAX_KEYS:
-        raise InvalidInput(_problem(AllocationErrorCode.SSH_KEY_NOT_FOUND,
+        raise InvalidInput(_problem(AllocationErrorCode.TOO_MANY_SSH_KEYS,
                                     f"At most {MAX_KEYS} SSH keys.", "sshKeyIds"))  # fmt: skip
     digest = request_hash(OPERATION, {"skuId": sku_id, "sshKeyIds": key_ids})
     request = Keyed(user_id, idempotency_key, OPERATION, digest, "allocation")

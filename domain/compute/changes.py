@@ -1,5 +1,6 @@
 """Storing an allocation's change with what goes with it, in the caller's transaction: the row
-(version-checked), an audit row and an outbox event for the owner's notifications."""
+(version-checked), an entry in its history, and for a change of state an audit row and an
+outbox event for the owner's notifications."""
 
 from __future__ import annotations
 
@@ -26,11 +27,22 @@ def view(allocation: Allocation) -> dict[str, object]:
 async def store(
     uow: UnitOfWork, before: Allocation | None, after: Allocation, action: str, *,
     actor: Principal = SYSTEM, meta: RequestMeta = ENGINE, now: datetime | None = None,
+    note: tuple[str, str] | None = None,
 ) -> Allocation:  # fmt: skip
-    """Save `after` (made from `before`; None when it was just added) and, when its state
-    changed, audit it and tell the owner."""
+    """Save `after` (made from `before`; None when it was just added). A change of state goes
+    into its history, the audit log and the owner's notifications; `note` (kind, message) adds
+    an entry to its history without one (a failed attempt, a warning)."""
     saved = await uow.allocations.save(after)
-    if before is None or before.state is not saved.state:
+    changed = before is None or before.state is not saved.state
+    if changed:
+        text = f"{'created' if before is None else before.state} -> {saved.state}"
+        if saved.failure is not None and (before is None or before.failure is None):
+            text += f": {saved.failure.message}"  # the failure that caused this change
+        await uow.allocations.add_event(saved.id, "state_changed", saved.state,
+                                        text if note is None else f"{text}; {note[1]}")  # fmt: skip
+    elif note is not None:
+        await uow.allocations.add_event(saved.id, note[0], saved.state, note[1])
+    if changed:
         await uow.audit.append(audit(actor, meta, action, ("allocation", saved.id),
                                      before=None if before is None else view(before),
                                      after=view(saved), now=now))  # fmt: skip

@@ -126,6 +126,7 @@ async def _failed_attempt(kit: ComputeKit, seen: Allocation, exc: NodeFailure) -
             # Same state: the version still goes up, so a late twin of this attempt is void.
             after = replace(before, version=before.version + 1, attempts=attempts,
                             updated_at=now, next_attempt_at=now + kit.policy.retry_after(attempts))  # fmt: skip
-        saved = await store(uow, before, after, "allocation.failed", now=now)
+        note = ("attempt_failed", f"attempt {attempts} failed: {str(exc)[:300]}")
+        saved = await store(uow, before, after, "allocation.failed", now=now, note=note)
         await uow.commit()
         return saved

@@ -78,7 +78,16 @@ async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -
             after = accrued
         if after.state is before.state:
             after = replace(after, version=before.version + 1, updated_at=now)
-        await store(uow, before, after, "allocation.stopped_for_balance", now=now)
+        note = (
+            (
+                "low_balance",
+                "the balance cannot reserve the next window; stops after "
+                f"{kit.policy.low_balance_grace} unless topped up",
+            )
+            if warned
+            else None
+        )
+        await store(uow, before, after, "allocation.stopped_for_balance", now=now, note=note)
         await uow.commit()
     return MeterTotals(totals.metered + 1, totals.captured + captured, totals.warned + warned,
                        totals.stopped + stopped)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from domain.compute.allocations import AllocationState
 
@@ -19,3 +20,15 @@ class NewAllocation:
 @dataclass(frozen=True, slots=True)
 class AllocationFilter:
     states: Sequence[AllocationState] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationEvent:
+    """One entry of an allocation's history: a change of state, a failed attempt, a warning."""
+
+    id: int
+    allocation_id: int
+    kind: str  # "state_changed", "attempt_failed", "low_balance"
+    state: AllocationState  # the state after the event
+    message: str
+    at: datetime

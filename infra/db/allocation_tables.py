@@ -77,3 +77,18 @@ Index("ix_allocations_running", allocations.c.id,
       postgresql_where=text("state = 'running'"))  # fmt: skip
 Index("ix_allocations_node_id", allocations.c.node_id,
       postgresql_where=text("state NOT IN ('stopped', 'failed')"))  # fmt: skip
+
+# Each allocation's history, for its owner: every change of state, failed attempts, warnings.
+allocation_events = Table(
+    "allocation_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("allocation_id", BigInteger, ForeignKey(allocations.c.id), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"state IN ({_STATES})", name="state_known"),
+)
+Index("ix_allocation_events_allocation_id_id", allocation_events.c.allocation_id,
+      allocation_events.c.id.desc())  # fmt: skip

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.compute.allocations import (
@@ -16,10 +16,10 @@ from domain.compute.allocations import (
     Failure,
     FailureCode,
 )
-from domain.compute.records import AllocationFilter, NewAllocation
+from domain.compute.records import AllocationEvent, AllocationFilter, NewAllocation
 from domain.errors import Conflict, Problem
 from domain.pagination import Page, PageRequest
-from infra.db.allocation_tables import allocations
+from infra.db.allocation_tables import allocation_events, allocations
 from infra.db.paging import keyset_page
 
 
@@ -119,6 +119,27 @@ class SqlAllocationRepository:
     async def public_keys(self, allocation_id: int) -> list[str]:
         stmt = select(allocations.c.public_keys).where(allocations.c.id == allocation_id)
         return list((await self._conn.execute(stmt)).scalar_one())
+
+    async def add_event(self, allocation_id: int, kind: str, state: AllocationState,
+                        message: str) -> None:  # fmt: skip
+        await self._conn.execute(insert(allocation_events).values(
+            allocation_id=allocation_id, kind=kind, state=state.value, message=message[:1000]))  # fmt: skip
+
+    async def events(self, allocation_ids: Sequence[int],
+                     limit: int) -> dict[int, list[AllocationEvent]]:  # fmt: skip
+        found: dict[int, list[AllocationEvent]] = {i: [] for i in allocation_ids}
+        if not allocation_ids:
+            return found
+        ranked = select(allocation_events, func.row_number().over(
+            partition_by=allocation_events.c.allocation_id,
+            order_by=allocation_events.c.id.desc()).label("n"),
+        ).where(allocation_events.c.allocation_id.in_(list(allocation_ids))).subquery()  # fmt: skip
+        stmt = select(ranked).where(ranked.c.n <= limit).order_by(ranked.c.id.desc())
+        for row in await self._conn.execute(stmt):
+            found[row.allocation_id].append(AllocationEvent(
+                row.id, row.allocation_id, row.kind, AllocationState(row.state), row.message,
+                row.at))  # fmt: skip
+        return found
 
     async def on_node(self, node_id: int) -> Sequence[Allocation]:
         stmt = (

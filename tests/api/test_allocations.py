@@ -286,6 +286,11 @@ async def test_every_refusal_has_its_code_and_field(
         ({"ssh_keys": [key, strangers_key["id"]]}, "SSH_KEY_NOT_FOUND", "sshKeyIds"),
         ({"ssh_keys": [to_global_id("SshKey", 10**12)]}, "SSH_KEY_NOT_FOUND", "sshKeyIds"),
         ({"ssh_keys": [shop.sku]}, "INVALID_ID", "sshKeyIds"),
+        (
+            {"ssh_keys": [to_global_id("SshKey", i) for i in range(1, 22)]},
+            "TOO_MANY_SSH_KEYS",
+            "sshKeyIds",
+        ),
     ]
     for i, (changes, code, field) in enumerate(cases):
         refused = await shop.create(f"bad-{i}", **changes)

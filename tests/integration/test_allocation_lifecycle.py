@@ -173,6 +173,13 @@ async def test_full_lifecycle_login_gpus_billing_and_teardown(world: World) -> N
     async with world.kit.uow() as u:
         assert await u.placements.active_on(world.node_id) == 0  # the GPU is free again
     assert await advance(world.kit, placed.id) == stopped  # a late message changes nothing
+    async with world.kit.uow() as u:  # its history, oldest first
+        history = list(reversed((await u.allocations.events([placed.id], 50))[placed.id]))
+    assert [(e.kind, str(e.state)) for e in history] == [
+        ("state_changed", "placed"), ("state_changed", "provisioning"),
+        ("state_changed", "running"), ("state_changed", "stopping"),
+        ("state_changed", "stopped")]  # fmt: skip
+    assert history[0].message == "created -> placed"
 
 
 async def test_one_allocation_cannot_open_anothers_gpu(world: World, uow: Uow) -> None:
@@ -211,6 +218,9 @@ async def test_a_node_lost_mid_provisioning_fails_unbilled_and_is_torn_down_on_r
     assert (await _hold(world, failing))[::2] == (HoldStatus.VOIDED, 0)  # nothing billed
     still = await advance(kit, placed.id)  # the node is still away: teardown waits
     assert still is not None and still.state is AllocationState.STOPPING and still.attempts == 1
+    async with world.kit.uow() as u:
+        latest = (await u.allocations.events([placed.id], 1))[placed.id][0]
+    assert latest.kind == "attempt_failed" and "attempt 1 failed" in latest.message
     await _move_node(engine, world.node_id, real_port)  # the node is back
     failed = await advance(kit, placed.id)
     assert failed is not None and failed.state is AllocationState.FAILED

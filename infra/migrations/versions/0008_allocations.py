@@ -127,8 +127,39 @@ def upgrade() -> None:
         unique=False,
     )
 
+    op.create_table(
+        "allocation_events",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("allocation_id", sa.BigInteger(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column(
+            "at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.CheckConstraint(
+            "state IN ('requested', 'placed', 'provisioning', 'running', 'stopping', "
+            "'stopped', 'failed')",
+            name=op.f("ck_allocation_events_state_known"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["allocation_id"],
+            ["allocations.id"],
+            name=op.f("fk_allocation_events_allocation_id_allocations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_allocation_events")),
+    )
+    op.create_index(
+        "ix_allocation_events_allocation_id_id",
+        "allocation_events",
+        ["allocation_id", sa.text("id DESC")],
+        unique=False,
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_allocation_events_allocation_id_id", table_name="allocation_events")
+    op.drop_table("allocation_events")
     op.drop_index("ix_allocations_user_id_id", table_name="allocations")
     op.drop_index(
         "ix_allocations_running",
