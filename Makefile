@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement lock
+.PHONY: install sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning lock
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -69,6 +69,11 @@ bench: install sshd
 # Placement decisions/s on 1,000 nodes x 8 GPUs, and bootstrap overhead on a loopback sshd.
 bench-placement: install sshd
 	$(PY) -m bench.placement
+
+# create -> running on loopback sshd vs the same script sent directly; 200 allocations with 4
+# workers. Makes real Linux users (random prefix, removed after): run as root.
+bench-provisioning: install sshd
+	$(PY) -m bench.provisioning
 
 # The ledger alone: transfers/s vs plain INSERT commits, and one metering tick on 10,000 holds.
 bench-ledger: install

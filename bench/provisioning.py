@@ -183,6 +183,9 @@ def _worker_env(url: str, key_file: Path, root: Path, groups: str, prefix: str,
         "GPUCLOUD_NODE_PLATFORM_GROUP": f"{groups}p", "GPUCLOUD_ALLOCATION_USER_PREFIX": prefix,
         "GPUCLOUD_ENGINE_TICK_SECONDS": "0.05", "GPUCLOUD_WORKER_THREADS": str(threads),
         "GPUCLOUD_PROBE_INTERVAL_SECONDS": "3600", "GPUCLOUD_MIN_DISK_FREE_MIB": "1",
+        # Every "node" here is this one machine, so each would see the others' accounts as
+        # orphans: the reconciler stays out of this run (its tests use one node).
+        "GPUCLOUD_RECONCILE_NODES_SECONDS": "86400",
     }  # fmt: skip
 
 
