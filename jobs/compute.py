@@ -1,14 +1,12 @@
-"""The allocation engine's loop in the worker: find allocations whose next step is due and hand
-each to the `advance_allocation` actor. Claiming pushes the next attempt a lease ahead (SKIP
-LOCKED), so two workers never take one allocation, and a worker killed mid-step only delays it
-by the lease: it comes due again and another worker finishes it (every step is an "ensure")."""
+"""The worker's allocation loops: the engine's (allocations whose next step is due go to the
+`advance_allocation` actor, claimed with a lease by jobs/loop.py's Dispatcher, so a worker
+killed mid-step only delays it: every step is an "ensure"), metering and the node reconciler."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 
 import structlog
 
@@ -18,40 +16,17 @@ from domain.compute.reconcile import reconcile_node
 from domain.fleet.records import NodeFilter
 from domain.pagination import PageRequest
 from domain.ports import UnitOfWork
+from jobs.loop import every
 
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 100
 
 
-class EngineTicker:
-    def __init__(self, uow: Callable[[], UnitOfWork], send: Callable[[int], object],
-                 lease: timedelta, tick_seconds: float) -> None:  # fmt: skip
-        self._uow = uow
-        self._send = send
-        self._lease = lease
-        self._tick = tick_seconds
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except Exception:  # one bad tick must not end the loop
-                log.exception("engine.tick_failed")
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._tick)
-
-    async def tick(self) -> int:
-        now = datetime.now(UTC)
-        uow = self._uow()
-        async with uow:
-            due = await uow.allocations.claim_due(now, now + self._lease, CLAIM_BATCH)
-            await uow.commit()
-        for allocation in due:
-            self._send(allocation.id)
-        if due:
-            log.info("engine.steps_sent", allocations=[a.id for a in due])
-        return len(due)
+async def claim_allocations(uow: UnitOfWork, now: datetime,
+                            lease_until: datetime) -> Sequence[int]:  # fmt: skip
+    """Allocations whose next step is due, for the `advance_allocation` actor."""
+    return [a.id for a in await uow.allocations.claim_due(now, lease_until, CLAIM_BATCH)]
 
 
 class MeteringTicker:
@@ -64,19 +39,13 @@ class MeteringTicker:
         self._tick = tick_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._tick)
-            if stop.is_set():
-                return
-            try:
-                totals = await meter(self._kit)
-            except Exception:  # one bad tick must not end the loop
-                log.exception("metering.tick_failed")
-                continue
-            if totals.metered:
-                log.info("metering.ticked", allocations=totals.metered, captured=totals.captured,
-                         warned=totals.warned, stopped=totals.stopped)  # fmt: skip
+        await every(stop, self._tick, self.tick, "metering", first=False)
+
+    async def tick(self) -> None:
+        totals = await meter(self._kit)
+        if totals.metered:
+            log.info("metering.ticked", allocations=totals.metered, captured=totals.captured,
+                     warned=totals.warned, stopped=totals.stopped)  # fmt: skip
 
 
 class ReconcileTicker:
@@ -88,15 +57,7 @@ class ReconcileTicker:
         self._tick = tick_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._tick)
-            if stop.is_set():
-                return
-            try:
-                await self.tick()
-            except Exception:  # one bad tick must not end the loop
-                log.exception("reconcile.tick_failed")
+        await every(stop, self._tick, self.tick, "reconcile", first=False)
 
     async def tick(self) -> None:
         uow = self._kit.uow()

@@ -20,8 +20,9 @@ from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
-from jobs.compute import EngineTicker, MeteringTicker, ReconcileTicker
-from jobs.fleet import FleetTicker
+from jobs.compute import MeteringTicker, ReconcileTicker, claim_allocations
+from jobs.fleet import claim_nodes
+from jobs.loop import Dispatcher
 from jobs.money import MoneyTicker
 from jobs.relay import OutboxRelay
 
@@ -74,16 +75,17 @@ def run_worker(settings: Settings) -> int:
         loops = [relay.run(stop), ticker.run(stop)]
         pools: list[object] = []  # node connection pools to close at the end
         if fleet is not None:
-            nodes = FleetTicker(lambda: SqlUnitOfWork(engine), actors.check_node.send,
-                                health_policy(settings.fleet), settings.fleet.tick_seconds)  # fmt: skip
-            loops.append(nodes.run(stop))
-            engine_loop = EngineTicker(lambda: SqlUnitOfWork(engine),
-                                       actors.advance_allocation.send,
-                                       allocation_policy(settings.compute).lease,
-                                       settings.compute.engine_tick_seconds)  # fmt: skip
-            loops.append(engine_loop.run(stop))
-            fleet_kit = make_fleet_kit(settings.fleet, lambda: SqlUnitOfWork(engine),
-                                       LocalKms(settings.kms_key_file))  # fmt: skip
+
+            def uow() -> SqlUnitOfWork:
+                return SqlUnitOfWork(engine)
+
+            loops.append(Dispatcher(uow, claim_nodes, actors.check_node.send,
+                                    health_policy(settings.fleet).lease,
+                                    settings.fleet.tick_seconds, "fleet").run(stop))  # fmt: skip
+            loops.append(Dispatcher(uow, claim_allocations, actors.advance_allocation.send,
+                                    allocation_policy(settings.compute).lease,
+                                    settings.compute.engine_tick_seconds, "engine").run(stop))  # fmt: skip
+            fleet_kit = make_fleet_kit(settings.fleet, uow, LocalKms(settings.kms_key_file))
             billing = make_compute_kit(settings.fleet, settings.compute, fleet_kit,
                                        ledger_policy(settings.payments))  # fmt: skip
             loops.append(MeteringTicker(billing, settings.compute.metering_tick_seconds).run(stop))
