@@ -8,16 +8,20 @@ worker provisions it.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import AsyncGenerator
+
 import strawberry
 from strawberry import Info
 
 from domain.compute import allocation_services
-from domain.compute.allocations import AllocationErrorCode
+from domain.compute.allocations import ENDED, AllocationErrorCode
+from domain.compute.changes import ALLOCATIONS_TOPIC
 from domain.compute.kit import ComputeKit
 from domain.compute.records import AllocationFilter as DomainAllocationFilter
 from domain.errors import DomainError, InvalidInput, Problem, ServiceUnavailable
 from domain.pagination import PageRequest
-from resolvers.access import fetch_node, visible
+from resolvers.access import fetch_node, recheck, visible
 from schema.allocations import (
     Allocation,
     AllocationConnection,
@@ -130,3 +134,40 @@ async def stop_allocation(
         return allocation_error(exc)
     ctx.loaders.allocation.prime(allocation_id, stopped, force=True)  # later reads see the stop
     return AllocationPayload(allocation=Allocation.from_domain(stopped))
+
+
+_SEEN_EVENT_IDS = 256  # the relay is at-least-once: absorb its duplicates
+
+
+async def allocation_updated(
+    info: Info[AppContext, None],
+    id: strawberry.ID,  # noqa: A002
+) -> AsyncGenerator[Allocation, None]:
+    """One allocation the caller may see, each time it changes, from any API process: first as
+    it is now, then after every change of state, until it has ended. Another user's id is
+    refused (NOT_FOUND) before anything is streamed."""
+    ctx = info.context
+    key = expect_global_id(id, "Allocation")
+    seen: deque[int] = deque(maxlen=_SEEN_EVENT_IDS)
+    # Listen first, then read: a change made in between arrives as an event, not lost.
+    async with ctx.events.subscribe(ALLOCATIONS_TOPIC) as stream:
+        current: Allocation | None = await fetch_node(info, "Allocation", key)
+        assert current is not None  # fetch_node refuses what the caller may not see
+        yield current
+        if current.domain.state in ENDED:
+            return
+        version = current.domain.version
+        async for message in stream:
+            event_id = int(message["id"])
+            if event_id in seen or int(message["payload"].get("allocationId", -1)) != key:
+                continue
+            seen.append(event_id)
+            await recheck(info)
+            ctx.loaders.allocation.clear(key)  # read it afresh, not from this request's cache
+            fresh: Allocation | None = await fetch_node(info, "Allocation", key)
+            if fresh is None or fresh.domain.version <= version:
+                continue  # an older event arriving late: what it says was already sent
+            version = fresh.domain.version
+            yield fresh
+            if fresh.domain.state in ENDED:
+                return

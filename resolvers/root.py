@@ -268,6 +268,21 @@ class Subscription:
         async for event in fleet.fleet_events(info):
             yield event
 
+    @strawberry.subscription(  # type: ignore[untyped-decorator]
+        **declared(
+            COMPUTE_READ,
+            "One of your allocations: first as it is, then each time it changes, until it has "
+            "ended (STOPPED or FAILED), from whichever API process you are connected to.",
+        ),
+    )
+    async def allocation_updated(
+        self,
+        info: strawberry.Info,
+        id: strawberry.ID,  # noqa: A002
+    ) -> AsyncGenerator[Allocation, None]:
+        async for allocation in allocations.allocation_updated(info, id):
+            yield allocation
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -1,0 +1,144 @@
+"""`allocationUpdated(id)` over graphql-transport-ws against real `gpucloud serve` and
+`gpucloud worker` processes: the allocation as it is, then each change (relayed through the
+outbox and Redis); another user's allocation is refused before anything is streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import httpx
+import pytest
+import redis
+import websockets
+
+from domain.audit.records import RequestMeta
+from domain.catalog.services import add_sku
+from domain.catalog.sku import SkuSpec
+from domain.compute.allocation_services import create_allocation, stop_allocation
+from domain.compute.ssh_key_services import add_ssh_key
+from domain.identity.principal import Principal, PrincipalKind
+from domain.identity.scopes import ROLE_SCOPES, Role
+from domain.ledger import book
+from domain.ledger.accounts import AccountKind, platform, wallet
+from domain.ledger.transfers import TransferCode
+from domain.ports import UnitOfWork
+from infra.crypto.local_kms import LocalKms
+from infra.nodes.factory import make_compute_kit
+from infra.nodes.keys import AsyncsshKeyCodec
+from infra.payment_settings import ledger_policy
+from infra.settings import Settings
+from schema.relay import from_global_id, to_global_id
+from tests.support.fleet import fleet_settings, kit_for, seed_node
+from tests.support.identity import body, sync_sign_up_with_token
+from tests.support.processes import Process, free_port, wait_ready
+
+META = RequestMeta(request_id="test")
+SUBSCRIBE = """subscription($id: ID!) { allocationUpdated(id: $id) {
+  id state version stopReason } }"""
+Uow = Callable[[], UnitOfWork]
+
+
+@pytest.fixture
+def stack(service_env: dict[str, str], tmp_path: Path, engine: object) -> Iterator[dict[str, Any]]:
+    """API and worker on this run's servers, in a Redis namespace of their own (the relay's
+    delivery marks would otherwise hide this test's outbox ids from a later test)."""
+    namespace = f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}_alloc"
+    port = free_port()
+    env = {**service_env, "GPUCLOUD_PORT": str(port), "GPUCLOUD_REDIS_NAMESPACE": namespace,
+           "GPUCLOUD_ENGINE_TICK_SECONDS": "3600"}  # fmt: skip
+    api = Process(["serve"], env, tmp_path / "api.log")
+    worker = Process(["worker"], env, tmp_path / "worker.log")
+    try:
+        http = f"http://127.0.0.1:{port}"
+        wait_ready(http, api.proc, api.output)
+        yield {"http": http, "ws": f"ws://127.0.0.1:{port}/graphql", "env": env}
+    finally:
+        api.stop()
+        worker.stop()
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        try:
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+def _user_id(http: str, token: str) -> int:
+    with httpx.Client(base_url=http) as client:
+        found = client.post("/graphql", json=body("{ viewer { id } }"),
+                            headers={"authorization": f"Bearer {token}"}).json()  # fmt: skip
+    return from_global_id(found["data"]["viewer"]["id"])[1]
+
+
+async def _subscribe(ws_url: str, token: str, allocation_gid: str) -> Any:
+    ws = await websockets.connect(ws_url,
+                                  subprotocols=[websockets.Subprotocol("graphql-transport-ws")])  # fmt: skip
+    await ws.send(json.dumps({"type": "connection_init",
+                              "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+        "query": SUBSCRIBE, "variables": {"id": allocation_gid}}}))  # fmt: skip
+    return ws
+
+
+async def _next(ws: Any, timeout: float = 30) -> dict[str, Any]:
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] == "ping":
+            await ws.send(json.dumps({"type": "pong"}))
+            continue
+        return message  # type: ignore[no-any-return]
+
+
+async def test_an_owner_sees_each_change_and_a_stranger_is_refused(
+    stack: dict[str, Any], uow: Uow, settings: Settings, tmp_path: Path
+) -> None:
+    token = await asyncio.to_thread(sync_sign_up_with_token, stack["http"])
+    stranger = await asyncio.to_thread(sync_sign_up_with_token, stack["http"])
+    user_id = await asyncio.to_thread(_user_id, stack["http"], token)
+    # A placed allocation, made through the domain on the same database the processes use.
+    await seed_node(uow(), "gpu-sub", gpus=2)
+    fleet = fleet_settings(tmp_path, "gpctsub")
+    kit = make_compute_kit(fleet, settings.compute,
+                           kit_for(uow, LocalKms(stack["env"]["GPUCLOUD_KMS_KEY_FILE"]), fleet),
+                           ledger_policy(settings.payments))  # fmt: skip
+    sku = await add_sku(uow(), SkuSpec.create(
+        name="h200x1-sub", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
+        region="eu-west", hourly_price_minor=399, currency="USD"))  # fmt: skip
+    async with uow() as u:
+        await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
+                        wallet(user_id, "USD"), 100_000, TransferCode.CREDIT)  # fmt: skip
+        await u.commit()
+    owner = Principal(PrincipalKind.SESSION, user_id, Role.USER, ROLE_SCOPES[Role.USER])
+    public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    key = await add_ssh_key(uow(), AsyncsshKeyCodec(), owner, "k", public, META)
+    placed = await create_allocation(kit, owner, sku.id, [key.id], "sub", META)
+    gid = to_global_id("Allocation", placed.id)
+
+    refused = await _subscribe(stack["ws"], stranger, gid)
+    try:
+        message = await _next(refused)
+        assert message["type"] in ("error", "next") and "NOT_FOUND" in json.dumps(message)
+        assert "PLACED" not in json.dumps(message)
+    finally:
+        await refused.close()
+
+    ws = await _subscribe(stack["ws"], token, gid)
+    try:
+        first = await _next(ws)
+        assert first["type"] == "next", first
+        now = first["payload"]["data"]["allocationUpdated"]
+        assert (now["id"], now["state"], now["version"]) == (gid, "PLACED", placed.version)
+        await stop_allocation(kit, owner, placed.id, META)
+        changed = (await _next(ws))["payload"]["data"]["allocationUpdated"]
+        assert (changed["state"], changed["stopReason"]) == ("STOPPING", "user")
+        assert changed["version"] > now["version"]
+    finally:
+        await ws.close()
+        await kit.ops.aclose()  # type: ignore[attr-defined]
