@@ -37,6 +37,7 @@ from domain.identity.tokens import ApiToken, TokenSpec
 from domain.ledger.accounts import Account, AccountKey, Balance
 from domain.ledger.holds import Hold
 from domain.ledger.transfers import Entry, Transfer, TransferCode, TransferSpec
+from domain.notifications.notices import Notice, NoticeType, Notification
 from domain.pagination import Page, PageRequest
 from domain.payments.findings import Finding, ReconciliationIssue
 from domain.payments.gateway import (
@@ -561,6 +562,33 @@ class SshKeyRepository(Protocol):
         ...
 
 
+class NotificationRepository(Protocol):
+    async def add(self, notice: Notice) -> list[Notification]:
+        """One row per recipient, each with the recipient's next sequence number; the
+        recipients' counters stay locked until the transaction ends (see notices.py)."""
+        ...
+
+    async def admin_ids(self) -> list[int]:
+        """Active administrators, who receive the fleet's notifications."""
+        ...
+
+    async def after(self, user_id: int, seq: int, types: Sequence[NoticeType] | None,
+                    limit: int) -> Sequence[Notification]:  # fmt: skip
+        """Sequence number above `seq`, ascending, of the given types (None: all)."""
+        ...
+
+    async def page(self, user_id: int, unread_only: bool,
+                   request: PageRequest) -> Page[Notification]:  # fmt: skip
+        """Newest first, keyed by sequence number."""
+        ...
+
+    async def mark_read(self, user_id: int, up_to_seq: int) -> int: ...
+
+    async def latest_seq(self, user_id: int) -> int:
+        """The user's last sequence number handed out (0: none yet)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Use cases call `commit`; leaving the block without it rolls back.
 
@@ -582,6 +610,7 @@ class UnitOfWork(Protocol):
     nodes: NodeRepository
     placements: PlacementRepository
     allocations: AllocationRepository
+    notifications: NotificationRepository
     ssh_keys: SshKeyRepository
 
     async def __aenter__(self) -> Self: ...

@@ -24,7 +24,7 @@ from domain.catalog.services import CATALOG_TOPIC
 from domain.compute.changes import ALLOCATIONS_TOPIC
 from domain.fleet.changes import FLEET_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
-from gpucloud import health, oidc_routes
+from gpucloud import health, oidc_routes, terminal
 from gpucloud.auth import ResponseCookies, request_meta
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import OIDC_CALLBACK_PATH, Resources
@@ -58,6 +58,7 @@ class GraphQLView(GraphQL[AppContext, None]):
             money=res.money,
             fleet=res.fleet,
             compute=res.compute,
+            terminals=res.terminals,
             key_codec=_KEY_CODEC,
             meta=request_meta(request, request_id),
             request=request,
@@ -175,6 +176,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            WebSocketRoute("/terminal", terminal.terminal),
             Route("/auth/oidc/login", oidc_routes.login, methods=["GET"]),
             Route(OIDC_CALLBACK_PATH, oidc_routes.callback, methods=["GET"]),
             Route("/stripe/webhook", stripe_webhook, methods=["POST"]),

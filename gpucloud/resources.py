@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.compute.kit import ComputeKit
+from domain.compute.terminals import TerminalKit
 from domain.events import DomainEvent
 from domain.fleet.kit import FleetKit
 from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
@@ -29,6 +30,7 @@ from infra.pubsub import EventHub
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import Settings
 from infra.stripe.factory import make_gateway
+from infra.terminal_tickets import RedisTerminalSlots, RedisTicketStore
 
 
 def auth_kit(settings: Settings, limiter: RedisRateLimiter, hasher: Argon2Hasher) -> AuthKit:
@@ -57,6 +59,8 @@ def password_hasher(settings: Settings) -> Argon2Hasher:
     )
 
 
+# An open terminal renews its slot well within this; a dead process's slots lapse after it.
+TERMINAL_SLOT_LEASE = timedelta(seconds=90)
 OIDC_CALLBACK_PATH = "/auth/oidc/callback"  # registered with the provider under PUBLIC_URL
 
 
@@ -79,8 +83,13 @@ class Resources:
     # all. The API only places and stops; its node operations stay unused (the worker
     # provisions) and open nothing unless used.
     compute: ComputeKit | None = field(init=False, default=None)
+    # Browser terminals: single-use tickets and open-terminal slots, shared through Redis.
+    terminals: TerminalKit = field(init=False)
+    terminal_slots: RedisTerminalSlots = field(init=False)
 
     def __post_init__(self) -> None:
+        namespace = self.settings.redis_namespace
+        self.terminal_slots = RedisTerminalSlots(self.redis, namespace, TERMINAL_SLOT_LEASE)
         self._stripe = make_gateway(
             self.settings.payments
         )  # no I/O: the HTTP client connects lazily
@@ -97,6 +106,8 @@ class Resources:
             self.kit, self.uow, self.principals, self.settings, self.metrics
         )
         self.metrics.state.principal_cache_stats = self.principals.stats
+        self.terminals = TerminalKit(RedisTicketStore(self.redis, namespace),
+                                     frozenset(self.authenticator.allowed_origins))  # fmt: skip
         if self.settings.oidc_enabled:  # no I/O here: discovery happens at the first sign-in
             self.oidc = OidcClient(
                 OidcConfig(

@@ -30,7 +30,9 @@ from resolvers import (
     catalog,
     fleet,
     node,
+    notifications,
     ssh_keys,
+    terminals,
 )
 from resolvers.access import ADMIN_READ
 from resolvers.errors import ErrorShaping, log_errors
@@ -66,9 +68,16 @@ from schema.fleet import (
     NodeResult,
 )
 from schema.fleet_views import FleetCapacity, FleetEvent
+from schema.notifications import (
+    MarkNotificationsReadResult,
+    Notification,
+    NotificationConnection,
+    NotificationType,
+)
 from schema.permissions import declared
 from schema.relay import Node
 from schema.ssh_keys import SshKey, SshKeyConnection, SshKeyResult
+from schema.terminals import TerminalTicketResult
 
 ACCOUNT_READ = Requirement(Scope.ACCOUNT_READ)
 ACCOUNT_WRITE = Requirement(Scope.ACCOUNT_WRITE)
@@ -96,6 +105,12 @@ class Query:
     skus: SkuConnection = field(catalog.skus, PUBLIC, "The SKU catalog.")
     sku: Sku | None = field(catalog.sku, PUBLIC, "One SKU by ID, retired ones too.")
     viewer: User = field(account.viewer, ACCOUNT_READ, "The signed-in account.")
+    notifications: NotificationConnection = field(
+        notifications.notifications,
+        ACCOUNT_READ,
+        "What you were told (allocations, payments, refunds; node events for admins), newest "
+        "first.",
+    )
     api_tokens: ApiTokenConnection = field(
         api_tokens.api_tokens_list, ACCOUNT_READ, "Your API tokens, newest last."
     )
@@ -153,6 +168,11 @@ class Mutation:
     revoke_api_token: ApiTokenResult = mutation(
         api_tokens.revoke_api_token, ACCOUNT_WRITE, "Revoke an API token at once."
     )
+    mark_notifications_read: MarkNotificationsReadResult = mutation(
+        notifications.mark_notifications_read,
+        ACCOUNT_WRITE,
+        "Mark your notifications up to and including `upTo` (a notification's cursor) read.",
+    )
     add_ssh_key: SshKeyResult = mutation(
         ssh_keys.add_ssh_key,
         COMPUTE_WRITE,
@@ -177,6 +197,14 @@ class Mutation:
         "Stop one of your allocations: running time is billed to the second and the rest of the "
         "hold released now; the GPUs are freed once the node is cleaned. Stopping one that is "
         "already stopping or ended returns it unchanged.",
+    )
+    create_terminal_ticket: TerminalTicketResult = mutation(
+        terminals.create_terminal_ticket,
+        COMPUTE_WRITE,
+        "A single-use ticket (30 s) to open a browser terminal to one of your RUNNING "
+        "allocations at `/terminal?ticket=...`, bound to you, the allocation and this "
+        "request's Origin; the websocket must come from the same Origin. Refused: "
+        "ORIGIN_REQUIRED (no Origin header), NOT_FOUND, NOT_RUNNING.",
     )
     set_user_role: UserResult = mutation(
         admin.set_user_role, ADMIN_WRITE, "Change an account's role."
@@ -267,6 +295,21 @@ class Subscription:
     async def fleet_events(self, info: strawberry.Info) -> AsyncGenerator[FleetEvent, None]:
         async for event in fleet.fleet_events(info):
             yield event
+
+    @strawberry.subscription(  # type: ignore[untyped-decorator]
+        **declared(
+            ACCOUNT_READ,
+            "Your notifications: first every one after `after` (a notification's cursor; none: "
+            "from now on), then each new one as it happens, in order, none missed or repeated "
+            "across the switch. Reconnect with the last cursor you received to resume.",
+        ),
+    )
+    async def notifications(
+        self, info: strawberry.Info, after: str | None = None,
+        types: list[NotificationType] | None = None,  # type: ignore[valid-type]
+    ) -> AsyncGenerator[Notification, None]:  # fmt: skip
+        async for notification in notifications.notifications_stream(info, after, types):
+            yield notification
 
     @strawberry.subscription(  # type: ignore[untyped-decorator]
         **declared(

@@ -14,6 +14,7 @@ from domain.compute.allocations import Allocation
 from domain.compute.kit import ComputeKit
 from domain.compute.records import AllocationEvent
 from domain.compute.ssh_keys import SshKey
+from domain.compute.terminals import TerminalKit
 from domain.fleet.inventory import NodeGpu
 from domain.fleet.kit import FleetKit
 from domain.fleet.nodes import Node
@@ -81,6 +82,7 @@ class AppContext:
     money: MoneyKit | None = None
     fleet: FleetKit | None = None  # None without a key service: fleet writes are unavailable
     compute: ComputeKit | None = None  # made with the fleet's kit: allocation writes need it
+    terminals: TerminalKit | None = None  # browser terminal tickets
     key_codec: SshKeyCodec | None = None  # reads users' SSH keys; the app always gives one
     principal: Principal = ANONYMOUS
     meta: RequestMeta = field(default_factory=RequestMeta)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.support.localstripe"]  # the session-wide `localstripe` fixture
 
-CLEARED_TABLES = ("allocation_events", "allocations", "gpu_assignments", "node_events", "node_gpus", "nodes", "ssh_ca_keys",
+CLEARED_TABLES = ("notifications", "notification_counters", "allocation_events", "allocations", "gpu_assignments", "node_events", "node_gpus", "nodes", "ssh_ca_keys",
                   "secrets", "reconciliation_issues", "stripe_events", "refunds", "payments",
                   "idempotency_keys", "ledger_transfers", "ledger_holds", "ledger_balances",
                   "ledger_accounts", "skus", "outbox", "audit_events", "ssh_keys", "api_tokens", "sessions",

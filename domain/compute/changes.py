@@ -10,6 +10,8 @@ from domain.audit.records import RequestMeta, audit
 from domain.compute.allocations import Allocation
 from domain.events import DomainEvent
 from domain.identity.principal import SYSTEM, Principal
+from domain.notifications.notices import NoticeType
+from domain.notifications.services import notify
 from domain.ports import UnitOfWork
 
 ALLOCATIONS_TOPIC = "allocations"
@@ -46,6 +48,11 @@ async def store(
         await uow.audit.append(audit(actor, meta, action, ("allocation", saved.id),
                                      before=None if before is None else view(before),
                                      after=view(saved), now=now))  # fmt: skip
+        await notify(uow, [saved.user_id], NoticeType.ALLOCATION_STATE_CHANGED, {
+            "allocationId": saved.id, "state": str(saved.state), "version": saved.version,
+            "previous": None if before is None else str(before.state),
+            "failure": None if saved.failure is None else str(saved.failure.code),
+            "stopReason": saved.stop_reason})  # fmt: skip
         uow.record(DomainEvent(topic=ALLOCATIONS_TOPIC, name="allocation.state_changed",
                                payload={"allocationId": saved.id, "userId": saved.user_id,
                                         "state": str(saved.state), "version": saved.version,

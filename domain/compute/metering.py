@@ -21,6 +21,8 @@ from domain.errors import Conflict
 from domain.events import DomainEvent
 from domain.ledger import book
 from domain.ledger.holds import HoldStatus
+from domain.notifications.notices import NoticeType
+from domain.notifications.services import notify
 from domain.ports import UnitOfWork
 
 BATCH = 200
@@ -65,10 +67,12 @@ async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -
             after = replace(accrued, low_balance_since=None)
         elif accrued.low_balance_since is None:
             after = replace(accrued, low_balance_since=now)
+            stops_at = (now + kit.policy.low_balance_grace).isoformat()
             uow.record(DomainEvent(topic=ALLOCATIONS_TOPIC, name="allocation.low_balance",
                                    payload={"allocationId": before.id, "userId": before.user_id,
-                                            "stopsAt": (now + kit.policy.low_balance_grace)
-                                            .isoformat()}))  # fmt: skip
+                                            "stopsAt": stops_at}))  # fmt: skip
+            await notify(uow, [before.user_id], NoticeType.ALLOCATION_LOW_BALANCE,
+                         {"allocationId": before.id, "stopsAt": stops_at})  # fmt: skip
             warned = 1
         elif now - accrued.low_balance_since >= kit.policy.low_balance_grace:
             await settle(uow, kit, accrued, now)

@@ -11,6 +11,8 @@ from domain.events import DomainEvent
 from domain.fleet.nodes import Node, NodeState
 from domain.fleet.records import NewNodeEvent, NodeEventKind
 from domain.identity.principal import SYSTEM, Principal
+from domain.notifications.notices import NoticeType
+from domain.notifications.services import notify_admins
 from domain.ports import UnitOfWork
 
 FLEET_TOPIC = "fleet"
@@ -50,9 +52,14 @@ async def store(
                                      after=view(saved), now=now))  # fmt: skip
         uow.record(fleet_event("node.state_changed", saved, previous=str(before.state),
                                reason=None if reason is None else str(reason.code)))  # fmt: skip
+        news = {"nodeId": saved.id, "name": saved.name, "state": str(saved.state),
+                "previous": str(before.state),
+                "reason": None if reason is None else str(reason.code)}  # fmt: skip
+        await notify_admins(uow, NoticeType.NODE_STATE_CHANGED, news)
         if after.state in ALERT_STATES:
             uow.record(fleet_event("node.alert", saved, reason=None if reason is None
                                    else str(reason.code), message=text))  # fmt: skip
+            await notify_admins(uow, NoticeType.NODE_ALERT, {**news, "message": text})
     elif after.health is not before.health or _code(after) != _code(before):
         text = message or f"health {before.health} -> {after.health}"
         if reason is not None:

@@ -26,6 +26,7 @@ class CaLogin:
     """Log in with a fresh key pair and a short-lived certificate from the platform CA."""
 
     key_id: str  # shown in the node's sshd log and in our audit, e.g. "bootstrap:node-7"
+    permit_pty: bool = False  # the certificate allows a terminal (the browser terminal's login)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,19 @@ from domain.ledger import book
 from domain.ledger.accounts import AccountKind, platform, wallet
 from domain.ledger.holds import Capture, Void
 from domain.ledger.transfers import Phase, TransferCode
+from domain.notifications.notices import NoticeType
+from domain.notifications.services import notify
 from domain.payments.payments import Payment, PaymentStatus, advance
 from domain.payments.refunds import UNSETTLED, Refund, RefundStatus
 from domain.payments.refunds import advance as advance_refund
 from domain.ports import UnitOfWork
 
 BILLING_TOPIC = "billing"
+# What the owner is told of (and not, e.g., of a payment still processing).
+_PAYMENT_NOTICES = {PaymentStatus.SUCCEEDED: NoticeType.PAYMENT_SUCCEEDED,
+                    PaymentStatus.FAILED: NoticeType.PAYMENT_FAILED}  # fmt: skip
+_REFUND_NOTICES = {RefundStatus.SUCCEEDED: NoticeType.REFUND_SUCCEEDED,
+                   RefundStatus.FAILED: NoticeType.REFUND_FAILED}  # fmt: skip
 
 
 def _news(name: str, user_id: int, **ids: int) -> DomainEvent:
@@ -41,6 +48,10 @@ async def move_payment(
         moved = replace(moved, credit_transfer_id=credit.id)
     saved = await uow.payments.save(moved)
     uow.record(_news(f"payment.{to}", payment.user_id, paymentId=payment.id))
+    if to in _PAYMENT_NOTICES:
+        await notify(uow, [payment.user_id], _PAYMENT_NOTICES[to], {
+            "paymentId": payment.id, "amount": saved.amount_received or saved.amount,
+            "currency": saved.currency})  # fmt: skip
     return saved
 
 
@@ -74,6 +85,10 @@ async def move_refund(
     uow.record(
         _news(f"refund.{to}", refund.user_id, refundId=refund.id, paymentId=refund.payment_id)
     )
+    if to in _REFUND_NOTICES:
+        await notify(uow, [refund.user_id], _REFUND_NOTICES[to], {
+            "refundId": refund.id, "paymentId": refund.payment_id, "amount": refund.amount,
+            "currency": refund.currency})  # fmt: skip
     return saved
 
 

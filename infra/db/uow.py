@@ -18,6 +18,7 @@ from domain.ports import (
     IdempotencyStore,
     LedgerRepository,
     NodeRepository,
+    NotificationRepository,
     PaymentRepository,
     PlacementRepository,
     SecretRepository,
@@ -35,6 +36,7 @@ from infra.db.audit import SqlAuditLog
 from infra.db.idempotency import SqlIdempotencyStore
 from infra.db.ledger import SqlLedgerRepository
 from infra.db.nodes import SqlNodeRepository
+from infra.db.notifications import SqlNotificationRepository
 from infra.db.payments import SqlPaymentRepository
 from infra.db.placements import SqlPlacementRepository
 from infra.db.secrets import SqlSecretRepository
@@ -74,6 +76,7 @@ class SqlUnitOfWork:
     nodes: NodeRepository
     placements: PlacementRepository
     allocations: AllocationRepository
+    notifications: NotificationRepository
     ssh_keys: SshKeyRepository
 
     def __init__(
@@ -111,6 +114,7 @@ class SqlUnitOfWork:
         self.nodes = SqlNodeRepository(self._conn)
         self.placements = SqlPlacementRepository(self._conn)
         self.allocations = SqlAllocationRepository(self._conn)
+        self.notifications = SqlNotificationRepository(self._conn)
         self.ssh_keys = SqlSshKeyRepository(self._conn)
         return self
 

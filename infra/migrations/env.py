@@ -12,6 +12,7 @@ import infra.db.allocation_tables
 import infra.db.compute_tables
 import infra.db.fleet_tables
 import infra.db.money_tables
+import infra.db.notification_tables
 import infra.db.secret_tables
 import infra.db.ssh_ca_tables  # noqa: F401
 from infra.db.engine import make_engine

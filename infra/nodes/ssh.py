@@ -155,13 +155,13 @@ class SshDialer:
         ca = self._ca
         if ca is None:
             raise NodeAuthRefused("This node logs in with CA certificates; no CA is configured.")
-        key_id = login.key_id
+        key_id, permit_pty = login.key_id, login.permit_pty
 
         async def certified() -> list[object]:
             key = asyncssh.generate_private_key("ssh-ed25519")  # for this session only
             try:
                 request = CertificateRequest.starting(datetime.now(UTC), [target.user], key_id,
-                                                      CERT_VALIDITY)  # fmt: skip
+                                                      CERT_VALIDITY, permit_pty=permit_pty)  # fmt: skip
                 line = await ca.issue(key.export_public_key().decode("ascii"), request)
             except (InvalidInput, NotFound) as exc:
                 raise NodeAuthRefused(f"No certificate to log in with: {clip(str(exc))}") from None

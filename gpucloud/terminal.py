@@ -1,0 +1,234 @@
+"""The browser terminal: `/terminal?ticket=...[&cols=..&rows=..]`, a websocket (not GraphQL).
+
+The ticket comes from the `createTerminalTicket` mutation (see domain/compute/terminals.py).
+Binary frames carry terminal bytes both ways; text frames carry JSON control messages:
+{"type": "resize", "cols": C, "rows": R} and {"type": "ping"} (answered {"type": "pong"}).
+
+A handshake from an Origin that is not the platform's is refused (HTTP 403) before anything
+else. Every other refusal, and every end, is a close frame whose code says why (CLOSE_CODES) and
+whose reason is the error code, so a client can tell "ask for a new ticket" from "stopped".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.http.websocket_origin import normalize_origin
+
+from domain.compute.allocations import AllocationState
+from domain.compute.changes import ALLOCATIONS_TOPIC
+from domain.compute.terminals import (
+    TerminalErrorCode,
+    TerminalPolicy,
+    TerminalRefused,
+    TerminalTicket,
+    check_ticket,
+    key_id,
+    refused,
+    still_running,
+    terminal_size,
+    terminal_target,
+)
+from domain.compute.terminals import record as audit_terminal
+from domain.errors import DomainError, InvalidInput, SubscriberLagged
+from domain.fleet.remote import NodeFailure
+from gpucloud.auth import request_meta
+from gpucloud.resources import Resources
+from infra.nodes.connector import SshNodeConnector
+from infra.nodes.terminal import TerminalSession, open_terminal
+
+log = structlog.get_logger(__name__)
+
+SHELL_EXITED = 1000  # the shell ended (exit, logout)
+GOING_AWAY = 1001  # the server is shutting down
+INTERNAL_ERROR = 1011  # a bug or an outage mid-session; logged with the request id
+BAD_MESSAGE = 4400  # a text frame that is not a known control message
+CLOSE_CODES = {
+    TerminalErrorCode.TICKET_INVALID: 4401,  # unknown or already used: get a new ticket
+    TerminalErrorCode.TICKET_EXPIRED: 4401,
+    TerminalErrorCode.ORIGIN_MISMATCH: 4403,
+    TerminalErrorCode.NOT_FOUND: 4403,  # the allocation is gone or not the ticket's user's
+    TerminalErrorCode.NOT_RUNNING: 4409,
+    TerminalErrorCode.TERMINAL_LIMIT: 4429,
+}
+IDLE = 4408  # no input for the idle timeout
+STOPPED = 4410  # the allocation left RUNNING
+NODE_UNREACHABLE = 4502  # the node could not be reached or refused the login
+UNAVAILABLE = 4503  # the key service (and so the CA) is not configured
+
+Events = AsyncIterator[dict[str, Any]]
+
+
+@dataclass
+class _Ended:
+    code: int
+    reason: str
+
+
+async def terminal(websocket: WebSocket) -> None:
+    res: Resources = websocket.app.state.resources
+    origin = normalize_origin(websocket.headers.get("origin") or "")
+    if origin is None or origin not in res.authenticator.allowed_origins:
+        await websocket.close(code=1008)  # before accept: the handshake is refused with 403
+        return
+    await websocket.accept()
+    request_id = websocket.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+    meta = request_meta(websocket, request_id)
+    if res.compute is None or not isinstance(res.compute.fleet.connector, SshNodeConnector):
+        await websocket.close(code=UNAVAILABLE, reason="SERVICE_UNAVAILABLE")
+        return
+    dialer = res.compute.fleet.connector.dialer
+    try:
+        policy = res.terminals.policy
+        ticket = check_ticket(await res.terminals.tickets.take(websocket.query_params.get(
+            "ticket", "")), origin, res.compute.clock())  # fmt: skip
+        try:
+            cols, rows = terminal_size(websocket.query_params.get("cols", policy.default_cols),
+                                       websocket.query_params.get("rows", policy.default_rows),
+                                       policy)  # fmt: skip
+        except InvalidInput:
+            cols, rows = policy.default_cols, policy.default_rows
+        # Listen first, then read: a stop committed in between arrives as an event.
+        async with res.hub.subscribe(ALLOCATIONS_TOPIC) as stream:
+            allocation, target = await terminal_target(res.uow(), ticket)
+            holder = uuid.uuid4().hex
+            if not await res.terminal_slots.acquire(allocation.id, holder,
+                                                    policy.max_per_allocation):  # fmt: skip
+                raise refused(TerminalErrorCode.TERMINAL_LIMIT,
+                              f"At most {policy.max_per_allocation} terminals may be open to one "
+                              "allocation.")  # fmt: skip
+            try:
+                try:
+                    session = await open_terminal(dialer, target, cols, rows)
+                except NodeFailure as exc:
+                    log.warning("terminal.node_failed", allocation_id=allocation.id,
+                                error=str(exc), request_id=request_id)  # fmt: skip
+                    await websocket.close(code=NODE_UNREACHABLE, reason="NODE_UNREACHABLE")
+                    return
+                cert_key_id = key_id(allocation)
+                await audit_terminal(res.uow(), ticket, "terminal.opened", meta,
+                                     {"keyId": cert_key_id, "username": target.user,
+                                      "nodeId": target.node_id})  # fmt: skip
+                started = time.monotonic()
+                ended = _Ended(GOING_AWAY, "SERVER_SHUTDOWN")
+                try:
+                    ended = await _run(websocket, session, stream, ticket, res, holder)
+                finally:
+                    await session.close()
+                    with contextlib.suppress(Exception):
+                        await websocket.close(code=ended.code, reason=ended.reason)
+                    await audit_terminal(res.uow(), ticket, "terminal.closed", meta,
+                                         {"keyId": cert_key_id, "code": ended.code,
+                                          "reason": ended.reason,
+                                          "seconds": round(time.monotonic() - started, 3)})  # fmt: skip
+            finally:
+                await res.terminal_slots.release(allocation.id, holder)
+    except TerminalRefused as exc:
+        await websocket.close(code=CLOSE_CODES[exc.code], reason=str(exc.code))
+    except DomainError as exc:  # the database or Redis is down
+        log.warning("terminal.refused", error=str(exc), request_id=request_id)
+        await websocket.close(code=UNAVAILABLE, reason=exc.problems[0].code)
+
+
+async def _run(websocket: WebSocket, session: TerminalSession, stream: Events,
+               ticket: TerminalTicket, res: Resources, holder: str) -> _Ended:  # fmt: skip
+    """Pump bytes both ways until one side ends, the client idles out or the allocation stops;
+    returns why it ended."""
+    policy = res.terminals.policy
+    last_input = [time.monotonic()]
+    tasks = [
+        asyncio.create_task(_to_client(websocket, session)),
+        asyncio.create_task(_from_client(websocket, session, last_input, policy)),
+        asyncio.create_task(_idle(last_input, policy)),
+        asyncio.create_task(_stopped(stream, ticket.allocation_id)),
+        asyncio.create_task(_lease(res, ticket.allocation_id, holder)),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        first = next(iter(done))
+        if (error := first.exception()) is not None:
+            log.error("terminal.failed", allocation_id=ticket.allocation_id, exc_info=error)
+            return _Ended(INTERNAL_ERROR, "INTERNAL_ERROR")
+        return first.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _to_client(websocket: WebSocket, session: TerminalSession) -> _Ended:
+    while data := await session.read():
+        try:
+            await websocket.send_bytes(data)
+        except (WebSocketDisconnect, RuntimeError, OSError):  # the client went away meanwhile
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
+    return _Ended(SHELL_EXITED, "SHELL_EXITED")
+
+
+async def _from_client(websocket: WebSocket, session: TerminalSession, last_input: list[float],
+                       policy: TerminalPolicy) -> _Ended:  # fmt: skip
+    while True:
+        try:
+            message = await websocket.receive()
+        except WebSocketDisconnect:
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
+        if message["type"] == "websocket.disconnect":
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
+        last_input[0] = time.monotonic()
+        if message.get("bytes") is not None:
+            session.write(message["bytes"])
+            continue
+        try:
+            control = orjson.loads(message.get("text") or "")
+            kind = control.get("type") if isinstance(control, dict) else None
+            if kind == "ping":
+                await websocket.send_text('{"type":"pong"}')
+            elif kind == "resize":
+                session.resize(*terminal_size(control.get("cols"), control.get("rows"), policy))
+            else:
+                return _Ended(BAD_MESSAGE, "BAD_MESSAGE")
+        except (orjson.JSONDecodeError, InvalidInput):
+            return _Ended(BAD_MESSAGE, "BAD_MESSAGE")
+
+
+async def _idle(last_input: list[float], policy: TerminalPolicy) -> _Ended:
+    limit = policy.idle_timeout.total_seconds()
+    while True:
+        left = last_input[0] + limit - time.monotonic()
+        if left <= 0:
+            return _Ended(IDLE, "IDLE_TIMEOUT")
+        await asyncio.sleep(left)
+
+
+async def _stopped(stream: Events, allocation_id: int) -> _Ended:
+    """Ends when an event says the allocation left RUNNING (from any API process or worker)."""
+    try:
+        async for message in stream:
+            payload = message.get("payload") or {}
+            if (int(payload.get("allocationId", -1)) == allocation_id
+                    and payload.get("state") != AllocationState.RUNNING):  # fmt: skip
+                return _Ended(STOPPED, "ALLOCATION_STOPPED")
+    except SubscriberLagged:
+        pass
+    # The stream ended: `_lease` still re-reads the state now and then.
+    return await asyncio.get_running_loop().create_future()  # type: ignore[no-any-return]
+
+
+async def _lease(res: Resources, allocation_id: int, holder: str) -> _Ended:
+    """Keeps the terminal's slot, and re-reads the allocation now and then in case an event was
+    missed (a Redis reconnect, a lagging stream)."""
+    every = min(res.terminals.policy.recheck_interval, res.terminal_slots.lease / 3).total_seconds()
+    while True:
+        await asyncio.sleep(every)
+        await res.terminal_slots.renew(allocation_id, holder)
+        if not await still_running(res.uow(), allocation_id):
+            return _Ended(STOPPED, "ALLOCATION_STOPPED")

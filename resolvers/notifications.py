@@ -1,0 +1,94 @@
+"""Notification resolvers: the list, marking read, and the subscription that replays what a
+client missed after its cursor and then streams live, in order, without gaps or repeats."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from strawberry import Info
+
+from domain.errors import DomainError, InvalidInput, Problem
+from domain.notifications import services
+from domain.notifications.notices import NOTIFICATIONS_TOPIC, NoticeType
+from domain.pagination import PageRequest
+from resolvers.access import recheck
+from schema.context import AppContext
+from schema.errors import typed_error
+from schema.notifications import (
+    MarkNotificationsReadPayload,
+    Notification,
+    NotificationConnection,
+    NotificationError,
+    NotificationProblem,
+    seq_of,
+)
+
+BATCH = 200
+
+
+def _me(info: Info[AppContext, None]) -> int:
+    user_id = info.context.principal.user_id
+    assert user_id is not None  # the requirement asks for a signed-in caller
+    return user_id
+
+
+def _seq(cursor: str, field: str) -> int:
+    try:
+        return seq_of(cursor)
+    except InvalidInput as exc:
+        raise InvalidInput(Problem("INVALID_CURSOR", exc.problems[0].message, field)) from exc
+
+
+async def notifications(
+    info: Info[AppContext, None], first: int | None = 20, after: str | None = None,
+    unread_only: bool = False,
+) -> NotificationConnection:  # fmt: skip
+    page = await services.page(info.context.uow(), _me(info), unread_only,
+                               PageRequest.parse(first, after))  # fmt: skip
+    return NotificationConnection.from_page(page, Notification.from_domain)
+
+
+async def mark_notifications_read(
+    info: Info[AppContext, None], up_to: str
+) -> MarkNotificationsReadPayload | NotificationError:
+    try:
+        marked = await services.mark_read(info.context.uow(), _me(info), _seq(up_to, "upTo"))
+    except DomainError as exc:
+        return typed_error(exc, NotificationError, NotificationProblem)
+    return MarkNotificationsReadPayload(marked=marked)
+
+
+async def notifications_stream(
+    info: Info[AppContext, None], after: str | None = None,
+    types: list[NoticeType] | None = None,
+) -> AsyncGenerator[Notification, None]:  # fmt: skip
+    """Everything after `after` (from now on when it is not given), then each new one live.
+
+    The stream listens before it reads, so nothing committed in between is lost; a poke only
+    says "read again", and every read asks the database for sequence numbers above the last
+    one delivered, which become visible in order (see domain/notifications/notices.py)."""
+    ctx = info.context
+    user_id = _me(info)
+    wanted = list(types) if types else None
+    async with ctx.events.subscribe(NOTIFICATIONS_TOPIC) as stream:
+        last = (_seq(after, "after") if after is not None
+                else await services.latest_seq(ctx.uow(), user_id))  # fmt: skip
+
+        async def newer() -> AsyncGenerator[Notification, None]:
+            nonlocal last
+            while True:
+                batch = await services.after(ctx.uow(), user_id, last, wanted, BATCH)
+                for found in batch:
+                    last = found.seq
+                    yield Notification.from_domain(found)
+                if len(batch) < BATCH:
+                    return
+
+        async for replayed in newer():
+            yield replayed
+        async for message in stream:
+            if user_id not in message["payload"].get("userIds", ()):
+                continue
+            await recheck(info)
+            async for live in newer():
+                yield live

@@ -1,0 +1,92 @@
+"""Notification types: what a user (or an administrator) is told, and its cursor."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from domain.notifications.notices import NoticeType
+from domain.notifications.notices import Notification as DomainNotification
+from domain.pagination import decode_cursor, encode_cursor
+from schema.errors import Error
+from schema.relay import Connection
+
+NotificationType = strawberry.enum(
+    NoticeType,
+    name="NotificationType",
+    description="What a notification is about. ALLOCATION_*, PAYMENT_* and REFUND_* go to the "
+    "owner; NODE_* to every administrator.",
+)
+
+
+def seq_cursor(seq: int) -> str:
+    return encode_cursor(seq)
+
+
+def seq_of(cursor: str) -> int:
+    """The sequence number of a notification's `cursor`; raises ValueError if malformed."""
+    return decode_cursor(cursor)
+
+
+@strawberry.type(description="One thing you were told. Notifications are never edited.")
+class Notification:
+    cursor: str = strawberry.field(
+        description="Where this one stands in your notifications: pass it as `after` to the "
+        "`notifications` subscription to get only what came later, or to "
+        "`markNotificationsRead(upTo:)`."
+    )
+    type: NotificationType  # type: ignore[valid-type]
+    payload: JSON = strawberry.field(
+        description="The ids and facts of the event (e.g. allocationId, state, previous; "
+        "paymentId, amount, currency; nodeId, name, reason). Read the object for more."
+    )
+    created_at: datetime
+    read_at: datetime | None
+
+    @classmethod
+    def from_domain(cls, notification: DomainNotification) -> Notification:
+        payload: Any = dict(notification.payload)
+        return cls(cursor=seq_cursor(notification.seq), type=notification.type, payload=payload,
+                   created_at=notification.created_at, read_at=notification.read_at)  # fmt: skip
+
+
+NotificationConnection = Connection[Notification]
+
+
+@strawberry.type(description="How many notifications were marked read.")
+class MarkNotificationsReadPayload:
+    marked: int
+
+
+class DomainNotificationErrorCode(StrEnum):
+    INVALID_CURSOR = "INVALID_CURSOR"
+
+
+NotificationErrorCode = strawberry.enum(
+    DomainNotificationErrorCode,
+    name="NotificationErrorCode",
+    description="Why a notifications request was refused.",
+)
+
+
+@strawberry.type(description="One problem with a notifications request.")
+class NotificationProblem:
+    code: NotificationErrorCode  # type: ignore[valid-type]
+    message: str
+    field: str | None
+
+
+@strawberry.type(description="A notifications request was refused.")
+class NotificationError(Error):
+    code: NotificationErrorCode  # type: ignore[valid-type]
+    problems: list[NotificationProblem]
+
+
+MarkNotificationsReadResult = Annotated[
+    MarkNotificationsReadPayload | NotificationError,
+    strawberry.union("MarkNotificationsReadResult"),
+]

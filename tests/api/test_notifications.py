@@ -1,0 +1,162 @@
+"""Notifications over graphql-transport-ws against real `gpucloud serve` and `gpucloud worker`
+processes: a subscriber that disconnects, misses three and reconnects with its cursor gets
+exactly those three, in order, then live ones; the list, the type filter and marking read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import websockets
+
+from domain.notifications.notices import NoticeType
+from domain.notifications.services import notify
+from domain.ports import UnitOfWork
+from schema.relay import from_global_id
+from tests.support.identity import body, sync_sign_up_with_token
+from tests.support.processes import Process, free_port, wait_ready
+
+SUBSCRIBE = """subscription($after: String, $types: [NotificationType!]) {
+  notifications(after: $after, types: $types) { cursor type payload } }"""
+LIST = """query($first: Int, $unread: Boolean!) { notifications(first: $first, unreadOnly: $unread) {
+  edges { node { cursor type payload readAt } } } }"""
+MARK = """mutation($upTo: String!) { markNotificationsRead(upTo: $upTo) {
+  __typename ... on MarkNotificationsReadPayload { marked }
+  ... on NotificationError { code field } } }"""
+Uow = Callable[[], UnitOfWork]
+
+
+@pytest.fixture
+def stack(service_env: dict[str, str], tmp_path: Path, engine: object) -> Iterator[dict[str, Any]]:
+    """API and worker (the outbox relay) in a Redis namespace of their own."""
+    namespace = f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}_notify"
+    port = free_port()
+    env = {**service_env, "GPUCLOUD_PORT": str(port), "GPUCLOUD_REDIS_NAMESPACE": namespace,
+           "GPUCLOUD_OUTBOX_POLL_SECONDS": "0.2"}  # fmt: skip
+    api = Process(["serve"], env, tmp_path / "api.log")
+    worker = Process(["worker"], env, tmp_path / "worker.log")
+    try:
+        http = f"http://127.0.0.1:{port}"
+        wait_ready(http, api.proc, api.output)
+        yield {"http": http, "ws": f"ws://127.0.0.1:{port}/graphql"}
+    finally:
+        api.stop()
+        worker.stop()
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        try:
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+def _gql(http: str, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    with httpx.Client(base_url=http) as client:
+        found = client.post("/graphql", json=body(query, variables),
+                            headers={"authorization": f"Bearer {token}"}).json()  # fmt: skip
+    assert "errors" not in found, found
+    return found["data"]  # type: ignore[no-any-return]
+
+
+async def _subscribe(ws_url: str, token: str, variables: dict[str, Any]) -> Any:
+    ws = await websockets.connect(ws_url,
+                                  subprotocols=[websockets.Subprotocol("graphql-transport-ws")])  # fmt: skip
+    await ws.send(json.dumps({"type": "connection_init",
+                              "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    await ws.send(json.dumps({"id": "1", "type": "subscribe",
+                              "payload": {"query": SUBSCRIBE, "variables": variables}}))  # fmt: skip
+    return ws
+
+
+async def _received(ws: Any, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    while len(got) < count:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] == "ping":
+            await ws.send(json.dumps({"type": "pong"}))
+            continue
+        assert message["type"] == "next", message
+        got.append(message["payload"]["data"]["notifications"])
+    return got
+
+
+async def _quiet(ws: Any, seconds: float = 1.5) -> bool:
+    """Nothing more arrives for a while."""
+    try:
+        await asyncio.wait_for(ws.recv(), seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def _tell(uow: Uow, user_id: int, n: int, kind: NoticeType = NoticeType.PAYMENT_SUCCEEDED,
+                ) -> None:  # fmt: skip
+    async with uow() as u:  # each in its own transaction, as causes happen
+        await notify(u, [user_id], kind, {"n": n})
+        await u.commit()
+
+
+async def test_a_subscriber_resumes_from_its_cursor_without_gaps_or_repeats(
+    stack: dict[str, Any], uow: Uow
+) -> None:
+    token = await asyncio.to_thread(sync_sign_up_with_token, stack["http"])
+    viewer = await asyncio.to_thread(_gql, stack["http"], token, "{ viewer { id } }", {})
+    user_id = from_global_id(viewer["viewer"]["id"])[1]
+    other = await asyncio.to_thread(sync_sign_up_with_token, stack["http"])
+    other_id = from_global_id((await asyncio.to_thread(
+        _gql, stack["http"], other, "{ viewer { id } }", {}))["viewer"]["id"])[1]  # fmt: skip
+
+    ws = await _subscribe(stack["ws"], token, {})
+    await asyncio.sleep(0.5)  # subscribed before anything happens: from now on
+    await _tell(uow, user_id, 1)
+    await _tell(uow, other_id, 99)  # someone else's: never seen here
+    await _tell(uow, user_id, 2)
+    first = await _received(ws, 2)
+    assert [n["payload"]["n"] for n in first] == [1, 2]
+    await ws.close()
+
+    for n in (3, 4, 5):  # while disconnected
+        await _tell(uow, user_id, n)
+    ws = await _subscribe(stack["ws"], token, {"after": first[-1]["cursor"]})
+    try:
+        missed = await _received(ws, 3)
+        assert [n["payload"]["n"] for n in missed] == [3, 4, 5]
+        assert await _quiet(ws)  # exactly those three: nothing repeated
+        await _tell(uow, user_id, 6)  # then live
+        assert [n["payload"]["n"] for n in await _received(ws, 1)] == [6]
+    finally:
+        await ws.close()
+
+    # Only some types, from the very first one on.
+    ws = await _subscribe(stack["ws"], token,
+                          {"after": None, "types": ["ALLOCATION_LOW_BALANCE"]})  # fmt: skip
+    try:
+        await asyncio.sleep(0.5)
+        await _tell(uow, user_id, 7)
+        await _tell(uow, user_id, 8, NoticeType.ALLOCATION_LOW_BALANCE)
+        only = await _received(ws, 1)
+        assert [(n["type"], n["payload"]["n"]) for n in only] == [("ALLOCATION_LOW_BALANCE", 8)]
+    finally:
+        await ws.close()
+
+    listed = await asyncio.to_thread(_gql, stack["http"], token, LIST, {"first": 3,
+                                                                         "unread": False})  # fmt: skip
+    edges = [e["node"] for e in listed["notifications"]["edges"]]
+    assert [e["payload"]["n"] for e in edges] == [8, 7, 6]  # newest first
+    marked = await asyncio.to_thread(_gql, stack["http"], token, MARK, {"upTo": edges[1]["cursor"]})
+    assert marked["markNotificationsRead"] == {"__typename": "MarkNotificationsReadPayload",
+                                               "marked": 7}  # fmt: skip
+    unread = await asyncio.to_thread(_gql, stack["http"], token, LIST, {"first": 10,
+                                                                         "unread": True})  # fmt: skip
+    assert [e["node"]["payload"]["n"] for e in unread["notifications"]["edges"]] == [8]
+    bad = await asyncio.to_thread(_gql, stack["http"], token, MARK, {"upTo": "nonsense"})
+    assert bad["markNotificationsRead"] == {"__typename": "NotificationError",
+                                            "code": "INVALID_CURSOR", "field": "upTo"}  # fmt: skip

@@ -1,0 +1,321 @@
+"""The browser terminal end to end: the real app served by uvicorn on loopback, a real websocket
+client, a RUNNING allocation on a real OpenSSH sshd that trusts the platform CA, real Redis and
+PostgreSQL.
+
+Tickets are refused when reused, expired, for another user's allocation or from another Origin;
+a terminal types a command and reads its output as the allocation's own user, resizes its PTY,
+and is cut when the allocation stops. These make real Linux users (as root), deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncssh
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from domain.audit.records import RequestMeta
+from domain.catalog.services import add_sku
+from domain.catalog.sku import SkuSpec
+from domain.compute.allocation_services import create_allocation, stop_allocation
+from domain.compute.allocations import Allocation, AllocationState
+from domain.compute.engine import advance
+from domain.compute.ssh_key_services import add_ssh_key
+from domain.compute.terminals import TerminalTicket
+from domain.fleet.ca_services import create_ca
+from domain.fleet.checks import check_node
+from domain.fleet.nodes import NodeState
+from domain.identity.principal import Principal, PrincipalKind
+from domain.identity.scopes import ROLE_SCOPES, Role
+from domain.ledger import book
+from domain.ledger.accounts import AccountKind, platform, wallet
+from domain.ledger.transfers import TransferCode
+from domain.ports import UnitOfWork
+from gpucloud.app import create_app
+from infra.crypto.envelope import AesGcmCipher
+from infra.crypto.local_kms import LocalKms
+from infra.nodes.factory import make_compute_kit
+from infra.nodes.keys import AsyncsshKeyCodec
+from infra.nodes.ssh_ca import AsyncsshCaSigner
+from infra.payment_settings import ledger_policy
+from infra.pubsub import publish
+from infra.settings import Settings
+from infra.terminal_tickets import RedisTerminalSlots, RedisTicketStore
+from schema.relay import from_global_id, to_global_id
+from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
+from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
+from tests.support.identity import PASSWORD, SIGN_UP, body, unique_email
+from tests.support.processes import free_port
+from tests.support.ssh_node import EIGHT_H200, running_node
+
+META = RequestMeta(request_id="test")
+APP = "https://app.test"
+OTHER = "https://other.test"  # also one of the platform's origins
+EVIL = "https://evil.test"  # not one
+Uow = Callable[[], UnitOfWork]
+
+TICKET = """mutation T($id: ID!) { createTerminalTicket(allocationId: $id) {
+  __typename
+  ... on TerminalTicketPayload { ticket expiresAt url }
+  ... on TerminalError { code message field }
+} }"""
+
+
+@dataclass
+class Browser:
+    client: httpx.AsyncClient
+    user_id: int
+    csrf: str
+
+    async def ticket(self, allocation_id: int, origin: str | None = APP) -> dict[str, Any]:
+        headers = {"x-csrf-token": self.csrf}
+        if origin is not None:
+            headers["origin"] = origin
+        response = await self.client.post(
+            "/graphql",
+            json=body(TICKET, {"id": to_global_id("Allocation", allocation_id)}),
+            headers=headers,
+        )
+        return response.json()["data"]["createTerminalTicket"]  # type: ignore[no-any-return]
+
+
+@dataclass
+class World:
+    base: str  # http://127.0.0.1:port
+    namespace: str
+    redis: aioredis.Redis
+    ada: Browser
+    bob: Browser
+    allocation: Allocation
+    stop: Callable[[], Any]
+    app: Any
+
+    def url(self, ticket: str, **size: int) -> str:
+        extra = "".join(f"&{k}={v}" for k, v in size.items())
+        return f"{self.base.replace('http', 'ws')}/terminal?ticket={ticket}{extra}"
+
+
+async def _serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on", ws="websockets-sansio"))  # fmt: skip
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    assert server.started
+    return server, task, f"http://127.0.0.1:{port}"
+
+
+async def _browser(stack: contextlib.AsyncExitStack, base: str) -> Browser:
+    client = await stack.enter_async_context(httpx.AsyncClient(base_url=base))
+    signed = await client.post("/graphql", json=body(SIGN_UP, {"email": unique_email(),
+                                                               "password": PASSWORD}))  # fmt: skip
+    payload = signed.json()["data"]["signUp"]
+    return Browser(client, from_global_id(payload["user"]["id"], "id")[1], payload["csrfToken"])
+
+
+@pytest.fixture
+async def world(uow: Uow, settings: Settings, redis_namespace: str) -> AsyncIterator[World]:
+    kms = LocalKms(settings.kms_key_file)
+    ca_keys = [(await create_ca(uow(), kms, AesGcmCipher(), AsyncsshCaSigner())).public_key]
+    async with contextlib.AsyncExitStack() as stack:
+        root = stack.enter_context(open_node_root())
+        groups = stack.enter_context(group_prefix())
+        prefix = stack.enter_context(user_prefix())
+        node = stack.enter_context(running_node(root, report=EIGHT_H200, trusted_ca_keys=ca_keys))
+        serve_user_keys(node)
+        fake_devices(node, 8)
+        fleet = fleet_settings(node.root, groups)
+        compute = replace(settings.compute, user_prefix=prefix)
+        served = replace(settings, fleet=fleet, compute=compute, allowed_origins=(APP, OTHER))
+        app = create_app(served)
+        server, task, base = await _serve(app)
+
+        async def shutdown() -> None:
+            server.should_exit = True
+            await task
+
+        stack.push_async_callback(shutdown)
+        fleet_kit = kit_for(uow, kms, fleet)
+        kit = make_compute_kit(fleet, compute, fleet_kit, ledger_policy(settings.payments))
+        stack.push_async_callback(kit.ops.aclose)  # type: ignore[attr-defined]
+        ready = await check_node(fleet_kit, (await register(fleet_kit, node)).id)
+        assert ready is not None and ready.state is NodeState.READY, ready
+        sku = await add_sku(uow(), SkuSpec.create(
+            name="h200x1", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
+            region="eu-west", hourly_price_minor=3600, currency="USD"))  # fmt: skip
+        ada, bob = await _browser(stack, base), await _browser(stack, base)
+        user = Principal(PrincipalKind.SESSION, ada.user_id, Role.USER, ROLE_SCOPES[Role.USER])
+        async with uow() as u:
+            await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
+                            wallet(ada.user_id, "USD"), 100_000, TransferCode.CREDIT)  # fmt: skip
+            await u.commit()
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        added = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "laptop",
+                                  key.export_public_key().decode(), META)  # fmt: skip
+        placed = await create_allocation(kit, user, sku.id, [added.id], "t1", META)
+        running = await advance(kit, placed.id)
+        assert running is not None and running.state is AllocationState.RUNNING
+
+        async def stop() -> Allocation:
+            return await stop_allocation(kit, user, placed.id, META)
+
+        client = aioredis.Redis.from_url(settings.redis_url)
+        stack.push_async_callback(client.aclose)
+        yield World(base, redis_namespace, client, ada, bob, running, stop, app)
+
+
+async def _relay(engine: AsyncEngine, world: World) -> None:
+    """What the worker's outbox relay does: publish the allocation events to every API process."""
+    async with engine.begin() as conn:
+        rows = (await conn.execute(text(
+            "SELECT id, topic, name, payload FROM outbox WHERE published_at IS NULL ORDER BY id"
+        ))).all()  # fmt: skip
+        await conn.execute(text("UPDATE outbox SET published_at = now()"))
+    for row in rows:
+        await publish(world.redis, world.namespace, row.topic,
+                      {"id": row.id, "topic": row.topic, "name": row.name, "payload": row.payload})  # fmt: skip
+
+
+async def _read_until(ws: ClientConnection, needle: bytes, seen: bytearray) -> None:
+    async with asyncio.timeout(15):
+        while needle not in seen:
+            frame = await ws.recv()
+            assert isinstance(frame, bytes), frame
+            seen += frame
+
+
+async def _closed(ws: ClientConnection) -> tuple[int, str]:
+    async with asyncio.timeout(15):
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def _refused(url: str, origin: str = APP) -> tuple[int, str]:
+    async with connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+        return await _closed(ws)
+
+
+async def test_a_terminal_round_trip_resize_and_cut_when_the_allocation_stops(
+    world: World, engine: AsyncEngine
+) -> None:
+    issued = await world.ada.ticket(world.allocation.id)
+    assert issued["__typename"] == "TerminalTicketPayload", issued
+    assert issued["url"] == f"/terminal?ticket={issued['ticket']}"
+    url = world.url(issued["ticket"], cols=80, rows=24)
+    async with connect(url, origin=APP) as ws:  # type: ignore[arg-type]
+        seen = bytearray()
+        await ws.send(b"echo hello-$((6*7)); whoami\n")
+        await _read_until(ws, b"hello-42", seen)
+        await _read_until(ws, world.allocation.username.encode(), seen)  # type: ignore[union-attr]
+        await ws.send(b"stty size\n")
+        await _read_until(ws, b"24 80", seen)
+        await ws.send(orjson.dumps({"type": "resize", "cols": 100, "rows": 30}).decode())
+        await ws.send(b"stty size\n")
+        await _read_until(ws, b"30 100", seen)
+        await ws.send('{"type":"ping"}')
+        async with asyncio.timeout(10):
+            while (frame := await ws.recv()) != '{"type":"pong"}':
+                assert isinstance(frame, bytes)
+
+        # The ticket was good once: the same URL again is refused.
+        assert await _refused(url) == (4401, "TICKET_INVALID")
+
+        await world.stop()
+        await _relay(engine, world)
+        assert await _closed(ws) == (4410, "ALLOCATION_STOPPED")
+
+    refused = await world.ada.ticket(world.allocation.id)
+    assert (refused["__typename"], refused["code"]) == ("TerminalError", "NOT_RUNNING")
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT action, actor_user_id, target_id, after FROM audit_events "
+            "WHERE action LIKE 'terminal.%' ORDER BY id"))).all()  # fmt: skip
+    key_id = f"terminal:alloc-{world.allocation.id}:user-{world.ada.user_id}"
+    assert [(r.action, r.actor_user_id, r.target_id) for r in rows] == [
+        ("terminal.opened", world.ada.user_id, str(world.allocation.id)),
+        ("terminal.closed", world.ada.user_id, str(world.allocation.id)),
+    ]
+    assert (
+        rows[0].after["keyId"] == key_id and rows[0].after["username"] == world.allocation.username
+    )
+    assert rows[1].after["code"] == 4410 and rows[1].after["seconds"] > 0
+    async with engine.connect() as conn:
+        issued_certs = (await conn.execute(text(
+            "SELECT after FROM audit_events WHERE action = 'ssh_ca.certificate_issued' "
+            "AND after->>'keyId' = :k"), {"k": key_id})).all()  # fmt: skip
+    assert [r.after["principals"] for r in issued_certs] == [[world.allocation.username]]
+
+
+async def test_tickets_are_refused_reused_expired_for_others_and_cross_origin(
+    world: World,
+) -> None:
+    alloc = world.allocation.id
+    # Someone else's allocation: as if it did not exist.
+    theirs = await world.bob.ticket(alloc)
+    assert (theirs["__typename"], theirs["code"], theirs["field"]) == (
+        "TerminalError", "NOT_FOUND", "allocationId")  # fmt: skip
+    # No Origin (a script): nothing could bind the ticket to the page that opens it.
+    assert (await world.ada.ticket(alloc, origin=None))["code"] == "ORIGIN_REQUIRED"
+    assert (await world.ada.ticket(alloc, origin=EVIL))["code"] == "ORIGIN_MISMATCH"
+
+    # Issued to one of the platform's origins, presented from another: refused, and used up.
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    assert await _refused(world.url(ticket), origin=OTHER) == (4403, "ORIGIN_MISMATCH")
+    assert await _refused(world.url(ticket)) == (4401, "TICKET_INVALID")
+    # From an Origin that is not the platform's, the handshake itself is refused.
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    with pytest.raises(InvalidStatus) as handshake:
+        await _refused(world.url(ticket), origin=EVIL)
+    assert handshake.value.response.status_code == 403
+    # An unknown ticket, and an expired one.
+    assert await _refused(world.url("nope")) == (4401, "TICKET_INVALID")
+    store = RedisTicketStore(world.redis, world.namespace)
+    late = await store.put(TerminalTicket(world.ada.user_id, alloc, APP,
+                                          datetime.now(UTC) - timedelta(seconds=1)))  # fmt: skip
+    assert await _refused(world.url(late)) == (4401, "TICKET_EXPIRED")
+    # A ticket for an allocation that is not its user's (only forgeable in Redis) opens nothing.
+    forged = await store.put(TerminalTicket(world.bob.user_id, alloc, APP,
+                                            datetime.now(UTC) + timedelta(seconds=30)))  # fmt: skip
+    assert await _refused(world.url(forged)) == (4403, "NOT_FOUND")
+
+    # The limit on open terminals counts across processes: four slots held elsewhere.
+    slots = RedisTerminalSlots(world.redis, world.namespace, timedelta(seconds=60))
+    for holder in range(4):
+        assert await slots.acquire(alloc, f"elsewhere-{holder}", 4)
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    assert await _refused(world.url(ticket)) == (4429, "TERMINAL_LIMIT")
+    await slots.release(alloc, "elsewhere-0")
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+        seen = bytearray()
+        await ws.send(b"echo ok-$((1+1))\n")
+        await _read_until(ws, b"ok-2", seen)
+        await ws.send("not json")
+        assert await _closed(ws) == (4400, "BAD_MESSAGE")
+
+    # No input for the idle timeout (shortened here) closes the terminal.
+    res = world.app.state.resources
+    res.terminals = replace(res.terminals, policy=replace(res.terminals.policy,
+                                                          idle_timeout=timedelta(seconds=1)))  # fmt: skip
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+        assert await _closed(ws) == (4408, "IDLE_TIMEOUT")
