@@ -10,15 +10,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import httpx
 import pytest
 import redis
 import websockets
 
+from domain.catalog.services import add_sku
+from domain.catalog.sku import SkuSpec
+from domain.ledger import book
+from domain.ledger.accounts import AccountKind, platform, wallet
+from domain.ledger.transfers import TransferCode
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import notify
 from domain.ports import UnitOfWork
-from schema.relay import from_global_id
+from schema.relay import from_global_id, to_global_id
+from tests.support.fleet import seed_node
 from tests.support.identity import body, sync_sign_up_with_token
 from tests.support.processes import Process, free_port, wait_ready
 
@@ -160,3 +167,71 @@ async def test_a_subscriber_resumes_from_its_cursor_without_gaps_or_repeats(
     bad = await asyncio.to_thread(_gql, stack["http"], token, MARK, {"upTo": "nonsense"})
     assert bad["markNotificationsRead"] == {"__typename": "NotificationError",
                                             "code": "INVALID_CURSOR", "field": "upTo"}  # fmt: skip
+
+
+ADD_KEY = """mutation($input: AddSshKeyInput!) { addSshKey(input: $input) {
+  ... on SshKeyPayload { sshKey { id } } } }"""
+CREATE_ALLOCATION = """mutation($input: CreateAllocationInput!) { createAllocation(input: $input) {
+  __typename ... on AllocationPayload { allocation { id state } } } }"""
+
+
+@pytest.fixture
+def two_apis(
+    service_env: dict[str, str], tmp_path: Path, engine: object
+) -> Iterator[dict[str, Any]]:
+    """Two API processes and one worker on the same PostgreSQL and Redis."""
+    namespace = f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}_two"
+    env = {**service_env, "GPUCLOUD_REDIS_NAMESPACE": namespace,
+           "GPUCLOUD_OUTBOX_POLL_SECONDS": "0.2", "GPUCLOUD_ENGINE_TICK_SECONDS": "3600"}  # fmt: skip
+    ports = [free_port(), free_port()]
+    apis = [Process(["serve"], {**env, "GPUCLOUD_PORT": str(port)}, tmp_path / f"api-{i}.log")
+            for i, port in enumerate(ports)]  # fmt: skip
+    worker = Process(["worker"], env, tmp_path / "worker.log")
+    try:
+        for api, port in zip(apis, ports, strict=True):
+            wait_ready(f"http://127.0.0.1:{port}", api.proc, api.output)
+        yield {"a": f"http://127.0.0.1:{ports[0]}", "b_ws": f"ws://127.0.0.1:{ports[1]}/graphql"}
+    finally:
+        for api in apis:
+            api.stop()
+        worker.stop()
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        try:
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+async def test_an_event_caused_through_one_api_reaches_a_subscriber_on_another(
+    two_apis: dict[str, Any], uow: Uow
+) -> None:
+    token = await asyncio.to_thread(sync_sign_up_with_token, two_apis["a"])
+    viewer = await asyncio.to_thread(_gql, two_apis["a"], token, "{ viewer { id } }", {})
+    user_id = from_global_id(viewer["viewer"]["id"])[1]
+    await seed_node(uow(), "gpu-two", gpus=1)
+    sku = await add_sku(uow(), SkuSpec.create(
+        name="h200x1-two", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
+        region="eu-west", hourly_price_minor=399, currency="USD"))  # fmt: skip
+    async with uow() as u:
+        await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
+                        wallet(user_id, "USD"), 100_000, TransferCode.CREDIT)  # fmt: skip
+        await u.commit()
+    public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    key = await asyncio.to_thread(_gql, two_apis["a"], token, ADD_KEY,
+                                  {"input": {"name": "k", "publicKey": public}})  # fmt: skip
+
+    ws = await _subscribe(two_apis["b_ws"], token, {})  # on process B
+    try:
+        await asyncio.sleep(0.5)
+        made = await asyncio.to_thread(_gql, two_apis["a"], token, CREATE_ALLOCATION, {"input": {
+            "skuId": to_global_id("Sku", sku.id), "sshKeyIds": [key["addSshKey"]["sshKey"]["id"]],
+            "idempotencyKey": "two-apis"}})  # fmt: skip
+        allocation = made["createAllocation"]["allocation"]
+        (told,) = await _received(ws, 1)
+        assert told["type"] == "ALLOCATION_STATE_CHANGED"
+        assert to_global_id("Allocation", told["payload"]["allocationId"]) == allocation["id"]
+        assert told["payload"]["state"] == "placed" and allocation["state"] == "PLACED"
+    finally:
+        await ws.close()
