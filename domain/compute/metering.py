@@ -20,7 +20,7 @@ from domain.compute.settlement import accrue, settle
 from domain.errors import Conflict
 from domain.events import DomainEvent
 from domain.ledger import book
-from domain.ledger.holds import HoldStatus
+from domain.ledger.holds import Hold, HoldStatus
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import notify
 from domain.ports import UnitOfWork
@@ -60,8 +60,10 @@ async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -
         if before is None or before.state is not AllocationState.RUNNING or before.hold_id is None:
             return totals
         accrued = await accrue(uow, kit, before, now)
-        captured = await _capture_due(uow, kit, accrued, now)
-        covered = await _reserve_ahead(uow, kit, accrued, now)
+        hold = (await uow.ledger.holds([before.hold_id], for_update=True))[before.hold_id]
+        price = await _price(uow, accrued)
+        captured, hold = await _capture_due(uow, hold, price, accrued, now)
+        covered = await _reserve_ahead(uow, kit, hold, price, accrued, now)
         warned = stopped = 0
         if covered:
             after = replace(accrued, low_balance_since=None)
@@ -82,46 +84,36 @@ async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -
             after = accrued
         if after.state is before.state:
             after = replace(after, version=before.version + 1, updated_at=now)
-        note = (
-            (
-                "low_balance",
-                "the balance cannot reserve the next window; stops after "
-                f"{kit.policy.low_balance_grace} unless topped up",
-            )
-            if warned
-            else None
-        )
+        note = None
+        if warned:
+            note = ("low_balance", "the balance cannot reserve the next window; stops after "
+                    f"{kit.policy.low_balance_grace} unless topped up")  # fmt: skip
         await store(uow, before, after, "allocation.stopped_for_balance", now=now, note=note)
         await uow.commit()
     return MeterTotals(totals.metered + 1, totals.captured + captured, totals.warned + warned,
                        totals.stopped + stopped)  # fmt: skip
 
 
-async def _capture_due(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
-                       now: datetime) -> int:  # fmt: skip
-    """Capture the cost of the time billed so far not yet captured (at most what is held)."""
-    assert allocation.hold_id is not None
-    hold = (await uow.ledger.holds([allocation.hold_id], for_update=True))[allocation.hold_id]
+async def _capture_due(uow: UnitOfWork, hold: Hold, price: int, allocation: Allocation,
+                       now: datetime) -> tuple[int, Hold]:  # fmt: skip
+    """Capture the cost of the time billed so far not yet captured (at most what is held);
+    returns the amount and the hold after it."""
     if hold.status is not HoldStatus.OPEN:
-        return 0
-    price = await _price(uow, allocation)
+        return 0, hold
     owed = min(max(usage_cost(price, allocation.billable_seconds) - hold.captured, 0),
                hold.remaining)  # fmt: skip
-    if owed:
-        await book.capture(uow.ledger, hold.id, owed, now)
-    return owed
+    if not owed:
+        return 0, hold
+    return owed, await book.capture(uow.ledger, hold.id, owed, now)
 
 
-async def _reserve_ahead(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
-                         now: datetime) -> bool:  # fmt: skip
+async def _reserve_ahead(uow: UnitOfWork, kit: ComputeKit, hold: Hold, price: int,
+                         allocation: Allocation, now: datetime) -> bool:  # fmt: skip
     """Make the hold cover a window past the time billed; False when the balance (or the spend
     limit) cannot, in which case the hold is still kept alive for what it holds."""
-    assert allocation.hold_id is not None
-    hold = (await uow.ledger.holds([allocation.hold_id], for_update=True))[allocation.hold_id]
     if hold.status is not HoldStatus.OPEN:
         return False
     window = kit.policy.billing_window
-    price = await _price(uow, allocation)
     wanted = usage_cost(price, allocation.billable_seconds + window.total_seconds())
     expires = now + window + kit.policy.hold_slack
     try:
