@@ -14,6 +14,7 @@ the node may hold a user with GPU access, so it is retried (capped backoff) unti
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 from domain.compute.accounts import AccountSpec
 from domain.compute.allocations import (
@@ -32,6 +33,7 @@ from domain.fleet.nodes import NodeState
 from domain.fleet.placement_services import release_gpus
 from domain.fleet.remote import NodeFailure, NodeTarget, NodeUnreachable
 from domain.fleet.targets import node_target
+from domain.ports import UnitOfWork
 
 _S, _T = AllocationState, AllocationTrigger
 
@@ -82,14 +84,32 @@ def _reachable(target: NodeTarget | None) -> NodeTarget:
     return target
 
 
+async def locked_as_seen(uow: UnitOfWork, seen: Allocation) -> Allocation | None:
+    """Lock the allocation (in the caller's transaction) and return it if it is still in the
+    state and version `seen` had; None when it moved meanwhile, so the caller does nothing."""
+    now = await uow.allocations.get(seen.id, for_update=True)
+    if now is None or (now.state, now.version) != (seen.state, seen.version):
+        return None
+    return now
+
+
+async def give_up(uow: UnitOfWork, kit: ComputeKit, before: Allocation, failure: Failure,
+                  now: datetime) -> Allocation:  # fmt: skip
+    """The allocation failing for `failure`: its money settled (nothing billed unless it ran)
+    and on its way through the teardown to FAILED. The caller stores it."""
+    failing = replace(before, failure=Failure(failure.code, failure.message[:500]))
+    await settle(uow, kit, failing, now)
+    return replace(transition(failing, _T.FAIL, now), stop_reason="failed")
+
+
 async def _move(kit: ComputeKit, seen: Allocation, trigger: AllocationTrigger) -> Allocation | None:
     """Apply `trigger` if the allocation is still as we saw it; None when it moved meanwhile
     (another worker, or the user stopped it: the next claim takes it from there)."""
     now = kit.clock()
     uow = kit.uow()
     async with uow:
-        before = await uow.allocations.get(seen.id, for_update=True)
-        if before is None or (before.state, before.version) != (seen.state, seen.version):
+        before = await locked_as_seen(uow, seen)
+        if before is None:
             return None
         after = transition(before, trigger, now)
         if trigger is _T.PROVISION:
@@ -110,18 +130,16 @@ async def _failed_attempt(kit: ComputeKit, seen: Allocation, exc: NodeFailure) -
     now = kit.clock()
     uow = kit.uow()
     async with uow:
-        before = await uow.allocations.get(seen.id, for_update=True)
-        if before is None or (before.state, before.version) != (seen.state, seen.version):
+        before = await locked_as_seen(uow, seen)
+        if before is None:
             return None
         attempts = before.attempts + 1
-        give_up = (before.state is _S.PROVISIONING and before.deadline is not None
-                   and now >= before.deadline)  # fmt: skip
-        if give_up:
+        past_deadline = (before.state is _S.PROVISIONING and before.deadline is not None
+                         and now >= before.deadline)  # fmt: skip
+        if past_deadline:
             code = (FailureCode.NODE_UNREACHABLE if isinstance(exc, NodeUnreachable)
                     else FailureCode.PROVISIONING_FAILED)  # fmt: skip
-            failing = replace(before, failure=Failure(code, str(exc)[:500]))
-            await settle(uow, kit, failing, now)
-            after = replace(transition(failing, _T.FAIL, now), stop_reason="failed")
+            after = await give_up(uow, kit, before, Failure(code, str(exc)), now)
         else:
             # Same state: the version still goes up, so a late twin of this attempt is void.
             after = replace(before, version=before.version + 1, attempts=attempts,

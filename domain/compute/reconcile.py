@@ -10,21 +10,19 @@ for drift.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from domain.audit.records import audit
 from domain.compute.accounts import AccountSpec
 from domain.compute.allocations import (
     Allocation,
     AllocationState,
-    AllocationTrigger,
     Failure,
     FailureCode,
-    transition,
 )
 from domain.compute.changes import ENGINE, store
+from domain.compute.engine import give_up, locked_as_seen
 from domain.compute.kit import ComputeKit
-from domain.compute.settlement import settle
 from domain.fleet.nodes import NodeState
 from domain.fleet.remote import NodeFailure
 from domain.fleet.targets import node_target
@@ -97,13 +95,12 @@ async def _fail(kit: ComputeKit, seen: Allocation, why: str) -> bool:
     now = kit.clock()
     uow = kit.uow()
     async with uow:
-        before = await uow.allocations.get(seen.id, for_update=True)
-        if before is None or (before.state, before.version) != (seen.state, seen.version):
+        before = await locked_as_seen(uow, seen)
+        if before is None:
             return False
-        failing = replace(before, failure=Failure(FailureCode.PROVISIONING_FAILED,
-                                                  f"its account could not be restored: {why}"[:500]))  # fmt: skip
-        await settle(uow, kit, failing, now)
-        after = replace(transition(failing, AllocationTrigger.FAIL, now), stop_reason="failed")
+        failure = Failure(FailureCode.PROVISIONING_FAILED,
+                          f"its account could not be restored: {why}")  # fmt: skip
+        after = await give_up(uow, kit, before, failure, now)
         await store(uow, before, after, "allocation.failed_by_reconciler", now=now)
         await uow.commit()
         return True
