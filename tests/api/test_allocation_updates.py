@@ -13,8 +13,6 @@ from typing import Any
 import asyncssh
 import httpx
 import pytest
-import redis
-import websockets
 
 from domain.audit.records import RequestMeta
 from domain.catalog.services import add_sku
@@ -35,7 +33,7 @@ from infra.settings import Settings
 from schema.relay import from_global_id, to_global_id
 from tests.support.fleet import fleet_settings, kit_for, seed_node
 from tests.support.identity import body, sync_sign_up_with_token
-from tests.support.processes import Process, free_port, wait_ready
+from tests.support.stack import next_message, served, subscribe
 
 META = RequestMeta(request_id="test")
 SUBSCRIBE = """subscription($id: ID!) { allocationUpdated(id: $id) {
@@ -45,28 +43,9 @@ Uow = Callable[[], UnitOfWork]
 
 @pytest.fixture
 def stack(service_env: dict[str, str], tmp_path: Path, engine: object) -> Iterator[dict[str, Any]]:
-    """API and worker on this run's servers, in a Redis namespace of their own (the relay's
-    delivery marks would otherwise hide this test's outbox ids from a later test)."""
-    namespace = f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}_alloc"
-    port = free_port()
-    env = {**service_env, "GPUCLOUD_PORT": str(port), "GPUCLOUD_REDIS_NAMESPACE": namespace,
-           "GPUCLOUD_ENGINE_TICK_SECONDS": "3600"}  # fmt: skip
-    api = Process(["serve"], env, tmp_path / "api.log")
-    worker = Process(["worker"], env, tmp_path / "worker.log")
-    try:
-        http = f"http://127.0.0.1:{port}"
-        wait_ready(http, api.proc, api.output)
-        yield {"http": http, "ws": f"ws://127.0.0.1:{port}/graphql", "env": env}
-    finally:
-        api.stop()
-        worker.stop()
-        client = redis.Redis.from_url(env["REDIS_URL"])
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+    """API and worker on this run's servers, in a Redis namespace of their own."""
+    with served(service_env, tmp_path, "alloc", GPUCLOUD_ENGINE_TICK_SECONDS="3600") as running:
+        yield {"http": running.http[0], "ws": running.ws[0], "env": running.env}
 
 
 def _user_id(http: str, token: str) -> int:
@@ -77,23 +56,7 @@ def _user_id(http: str, token: str) -> int:
 
 
 async def _subscribe(ws_url: str, token: str, allocation_gid: str) -> Any:
-    ws = await websockets.connect(ws_url,
-                                  subprotocols=[websockets.Subprotocol("graphql-transport-ws")])  # fmt: skip
-    await ws.send(json.dumps({"type": "connection_init",
-                              "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-        "query": SUBSCRIBE, "variables": {"id": allocation_gid}}}))  # fmt: skip
-    return ws
-
-
-async def _next(ws: Any, timeout: float = 30) -> dict[str, Any]:
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "ping":
-            await ws.send(json.dumps({"type": "pong"}))
-            continue
-        return message  # type: ignore[no-any-return]
+    return await subscribe(ws_url, token, SUBSCRIBE, {"id": allocation_gid})
 
 
 async def test_an_owner_sees_each_change_and_a_stranger_is_refused(
@@ -123,7 +86,7 @@ async def test_an_owner_sees_each_change_and_a_stranger_is_refused(
 
     refused = await _subscribe(stack["ws"], stranger, gid)
     try:
-        message = await _next(refused)
+        message = await next_message(refused)
         assert message["type"] in ("error", "next") and "NOT_FOUND" in json.dumps(message)
         assert "PLACED" not in json.dumps(message)
     finally:
@@ -131,12 +94,12 @@ async def test_an_owner_sees_each_change_and_a_stranger_is_refused(
 
     ws = await _subscribe(stack["ws"], token, gid)
     try:
-        first = await _next(ws)
+        first = await next_message(ws)
         assert first["type"] == "next", first
         now = first["payload"]["data"]["allocationUpdated"]
         assert (now["id"], now["state"], now["version"]) == (gid, "PLACED", placed.version)
         await stop_allocation(kit, owner, placed.id, META)
-        changed = (await _next(ws))["payload"]["data"]["allocationUpdated"]
+        changed = (await next_message(ws))["payload"]["data"]["allocationUpdated"]
         assert (changed["state"], changed["stopReason"]) == ("STOPPING", "user")
         assert changed["version"] > now["version"]
     finally:

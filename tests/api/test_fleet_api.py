@@ -18,8 +18,6 @@ from typing import Any
 import asyncssh
 import httpx
 import pytest
-import redis
-import websockets
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -47,7 +45,8 @@ from tests.support.identity import (
     sync_sign_up_with_token,
     unique_email,
 )
-from tests.support.processes import Process, free_port, gpucloud, wait_ready
+from tests.support.processes import free_port, gpucloud
+from tests.support.stack import next_message, served, subscribe
 
 NODE_FIELDS = """id name host port sshUser auth hostKey hostKeyFingerprint region
   labels { key value } state version health reason { code message } gpuModel gpuCount
@@ -643,33 +642,10 @@ def fleet_stack(
     engine: AsyncEngine, service_env: dict[str, str], tmp_path: Path
 ) -> Iterator[dict[str, Any]]:
     """`gpucloud serve` and `gpucloud worker` (relay and fleet loop) on this run's servers;
-    `engine` has emptied the tables first, so the worker meets only this test's nodes.
-
-    A Redis namespace of their own: the relay marks each outbox id it delivered there, and
-    outbox ids start again at 1 after the tables are emptied, so sharing the run's namespace
-    would make a later test's worker skip events with the same ids."""
-    namespace = f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}_fleet"
-    port = free_port()
-    env = {**service_env, "GPUCLOUD_PORT": str(port), "GPUCLOUD_REDIS_NAMESPACE": namespace,
-           "GPUCLOUD_FLEET_TICK_SECONDS": "0.3",
-           "GPUCLOUD_SSH_CONNECT_TIMEOUT_SECONDS": "3"}  # fmt: skip
-    api = Process(["serve"], env, tmp_path / "api.log")
-    worker = Process(["worker"], env, tmp_path / "worker.log")
-    try:
-        http = f"http://127.0.0.1:{port}"
-        wait_ready(http, api.proc, api.output)
-        yield {"http": http, "ws": f"ws://127.0.0.1:{port}/graphql", "env": env, "api": api,
-               "worker": worker}  # fmt: skip
-    finally:
-        api.stop()
-        worker.stop()
-        client = redis.Redis.from_url(env["REDIS_URL"])
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+    `engine` has emptied the tables first, so the worker meets only this test's nodes."""
+    with served(service_env, tmp_path, "fleet", GPUCLOUD_FLEET_TICK_SECONDS="0.3",
+                GPUCLOUD_SSH_CONNECT_TIMEOUT_SECONDS="3") as running:  # fmt: skip
+        yield {"http": running.http[0], "ws": running.ws[0], "env": running.env}
 
 
 def _admin_session(stack: dict[str, Any]) -> tuple[httpx.Client, str]:
@@ -685,24 +661,8 @@ def _admin_session(stack: dict[str, Any]) -> tuple[httpx.Client, str]:
     return client, payload["csrfToken"]
 
 
-async def _subscribe(stack: dict[str, Any], token: str) -> websockets.ClientConnection:
-    ws = await websockets.connect(
-        stack["ws"], subprotocols=[websockets.Subprotocol("graphql-transport-ws")]
-    )
-    await ws.send(json.dumps({"type": "connection_init",
-                              "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
-    return ws
-
-
-async def _next(ws: websockets.ClientConnection, timeout: float = 30) -> dict[str, Any]:
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "ping":
-            await ws.send(json.dumps({"type": "pong"}))
-            continue
-        return message  # type: ignore[no-any-return]
+async def _subscribe(stack: dict[str, Any], token: str) -> Any:
+    return await subscribe(stack["ws"], token, SUBSCRIBE)
 
 
 async def test_fleet_events_stream_registrations_and_unreachable_alerts_to_admins(
@@ -717,7 +677,7 @@ async def test_fleet_events_stream_registrations_and_unreachable_alerts_to_admin
 
     refused = await _subscribe(fleet_stack, user_token)
     try:
-        message = await _next(refused)
+        message = await next_message(refused)
         assert "FORBIDDEN" in json.dumps(message), message
         assert message["type"] in ("error", "next")
     finally:
@@ -735,7 +695,7 @@ async def test_fleet_events_stream_registrations_and_unreachable_alerts_to_admin
         seen: dict[str, dict[str, Any]] = {}
         wanted = {"node.registered", "node.state_changed", "node.alert"}
         while not wanted <= set(seen):
-            message = await _next(ws)
+            message = await next_message(ws)
             assert message["type"] == "next", message
             event = message["payload"]["data"]["fleetEvents"]
             if event["nodeName"] == "gpu-live":

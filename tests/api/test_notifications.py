@@ -5,7 +5,6 @@ exactly those three, in order, then live ones; the list, the type filter and mar
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,6 @@ from typing import Any
 import asyncssh
 import httpx
 import pytest
-import redis
-import websockets
 
 from domain.catalog.services import add_sku
 from domain.catalog.sku import SkuSpec
@@ -27,7 +24,7 @@ from domain.ports import UnitOfWork
 from schema.relay import from_global_id, to_global_id
 from tests.support.fleet import seed_node
 from tests.support.identity import body, sync_sign_up_with_token
-from tests.support.processes import Process, free_port, wait_ready
+from tests.support.stack import next_message, served, subscribe
 
 SUBSCRIBE = """subscription($after: String, $types: [NotificationType!]) {
   notifications(after: $after, types: $types) { cursor type payload } }"""
@@ -42,26 +39,8 @@ Uow = Callable[[], UnitOfWork]
 @pytest.fixture
 def stack(service_env: dict[str, str], tmp_path: Path, engine: object) -> Iterator[dict[str, Any]]:
     """API and worker (the outbox relay) in a Redis namespace of their own."""
-    namespace = f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}_notify"
-    port = free_port()
-    env = {**service_env, "GPUCLOUD_PORT": str(port), "GPUCLOUD_REDIS_NAMESPACE": namespace,
-           "GPUCLOUD_OUTBOX_POLL_SECONDS": "0.2"}  # fmt: skip
-    api = Process(["serve"], env, tmp_path / "api.log")
-    worker = Process(["worker"], env, tmp_path / "worker.log")
-    try:
-        http = f"http://127.0.0.1:{port}"
-        wait_ready(http, api.proc, api.output)
-        yield {"http": http, "ws": f"ws://127.0.0.1:{port}/graphql"}
-    finally:
-        api.stop()
-        worker.stop()
-        client = redis.Redis.from_url(env["REDIS_URL"])
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+    with served(service_env, tmp_path, "notify", GPUCLOUD_OUTBOX_POLL_SECONDS="0.2") as running:
+        yield {"http": running.http[0], "ws": running.ws[0]}
 
 
 def _gql(http: str, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -73,23 +52,13 @@ def _gql(http: str, token: str, query: str, variables: dict[str, Any]) -> dict[s
 
 
 async def _subscribe(ws_url: str, token: str, variables: dict[str, Any]) -> Any:
-    ws = await websockets.connect(ws_url,
-                                  subprotocols=[websockets.Subprotocol("graphql-transport-ws")])  # fmt: skip
-    await ws.send(json.dumps({"type": "connection_init",
-                              "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
-    await ws.send(json.dumps({"id": "1", "type": "subscribe",
-                              "payload": {"query": SUBSCRIBE, "variables": variables}}))  # fmt: skip
-    return ws
+    return await subscribe(ws_url, token, SUBSCRIBE, variables)
 
 
 async def _received(ws: Any, count: int, timeout: float = 30) -> list[dict[str, Any]]:
     got: list[dict[str, Any]] = []
     while len(got) < count:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "ping":
-            await ws.send(json.dumps({"type": "pong"}))
-            continue
+        message = await next_message(ws, timeout)
         assert message["type"] == "next", message
         got.append(message["payload"]["data"]["notifications"])
     return got
@@ -180,28 +149,9 @@ def two_apis(
     service_env: dict[str, str], tmp_path: Path, engine: object
 ) -> Iterator[dict[str, Any]]:
     """Two API processes and one worker on the same PostgreSQL and Redis."""
-    namespace = f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}_two"
-    env = {**service_env, "GPUCLOUD_REDIS_NAMESPACE": namespace,
-           "GPUCLOUD_OUTBOX_POLL_SECONDS": "0.2", "GPUCLOUD_ENGINE_TICK_SECONDS": "3600"}  # fmt: skip
-    ports = [free_port(), free_port()]
-    apis = [Process(["serve"], {**env, "GPUCLOUD_PORT": str(port)}, tmp_path / f"api-{i}.log")
-            for i, port in enumerate(ports)]  # fmt: skip
-    worker = Process(["worker"], env, tmp_path / "worker.log")
-    try:
-        for api, port in zip(apis, ports, strict=True):
-            wait_ready(f"http://127.0.0.1:{port}", api.proc, api.output)
-        yield {"a": f"http://127.0.0.1:{ports[0]}", "b_ws": f"ws://127.0.0.1:{ports[1]}/graphql"}
-    finally:
-        for api in apis:
-            api.stop()
-        worker.stop()
-        client = redis.Redis.from_url(env["REDIS_URL"])
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+    with served(service_env, tmp_path, "two", apis=2, GPUCLOUD_OUTBOX_POLL_SECONDS="0.2",
+                GPUCLOUD_ENGINE_TICK_SECONDS="3600") as running:  # fmt: skip
+        yield {"a": running.http[0], "b_ws": running.ws[1]}
 
 
 async def test_an_event_caused_through_one_api_reaches_a_subscriber_on_another(

@@ -1,0 +1,78 @@
+"""Real `gpucloud serve` and `gpucloud worker` processes for subscription tests, and a
+graphql-transport-ws client for them.
+
+Each stack gets a Redis namespace of its own, removed afterwards: the relay marks each outbox
+id it delivered there, and outbox ids start again at 1 after the tables are emptied, so sharing
+the run's namespace would make a later test's worker skip events with the same ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import websockets
+
+from tests.support.processes import Process, free_port, wait_ready
+
+
+@dataclass(frozen=True)
+class Stack:
+    http: list[str]  # one base URL per API process
+    ws: list[str]
+    env: dict[str, str]
+
+
+@contextmanager
+def served(service_env: dict[str, str], logs: Path, name: str, *, apis: int = 1,
+           **settings: str) -> Iterator[Stack]:  # fmt: skip
+    namespace = f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}_{name}"
+    env = {**service_env, "GPUCLOUD_REDIS_NAMESPACE": namespace, **settings}
+    ports = [free_port() for _ in range(apis)]
+    servers = [Process(["serve"], {**env, "GPUCLOUD_PORT": str(port)}, logs / f"api-{i}.log")
+               for i, port in enumerate(ports)]  # fmt: skip
+    worker = Process(["worker"], env, logs / "worker.log")
+    try:
+        for server, port in zip(servers, ports, strict=True):
+            wait_ready(f"http://127.0.0.1:{port}", server.proc, server.output)
+        yield Stack([f"http://127.0.0.1:{p}" for p in ports],
+                    [f"ws://127.0.0.1:{p}/graphql" for p in ports], env)  # fmt: skip
+    finally:
+        for server in servers:
+            server.stop()
+        worker.stop()
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        try:
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+async def subscribe(ws_url: str, token: str, query: str,
+                    variables: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    """A websocket signed in with the token (connection_init), with one subscription open."""
+    ws = await websockets.connect(ws_url,
+                                  subprotocols=[websockets.Subprotocol("graphql-transport-ws")])  # fmt: skip
+    await ws.send(json.dumps({"type": "connection_init",
+                              "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    await ws.send(json.dumps({"id": "1", "type": "subscribe",
+                              "payload": {"query": query, "variables": variables or {}}}))  # fmt: skip
+    return ws
+
+
+async def next_message(ws: Any, timeout: float = 30) -> dict[str, Any]:
+    """The next message that is not a ping (pings are answered)."""
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] == "ping":
+            await ws.send(json.dumps({"type": "pong"}))
+            continue
+        return message  # type: ignore[no-any-return]
