@@ -10,6 +10,7 @@ backoff; a changed host key quarantines the node and nothing talks to it until a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar
@@ -131,31 +132,32 @@ def _check_inventory(gpus: list[GpuInfo]) -> list[GpuInfo]:
 
 
 async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget) -> Outcome:
-    session_cm = kit.connector.session(target)
-    try:
-        session: NodeSession = await _step(
-            kit, node, BootstrapStep.CONNECT, f"connecting to {node.host}:{node.port}",
-            session_cm.__aenter__, lambda s: f"connected; host key {kit.codec.fingerprint(s.host_key)}")  # fmt: skip
-    except _StepFailed as failed:
-        return failed.outcome
-    try:
-        os = await _step(kit, node, BootstrapStep.OS, "checking the operating system",
-                         lambda: _os(session), lambda o: f"{o.os_id} {o.os_version}, "
-                         f"kernel {o.kernel}")  # fmt: skip
-        gpus = await _step(kit, node, BootstrapStep.GPUS, "reading GPUs with nvidia-smi",
-                           lambda: _gpus(session), _describe_gpus)  # fmt: skip
-        facts = await _step(kit, node, BootstrapStep.FACTS, "reading CPU, memory and disk",
-                            lambda: session.facts(os),
-                            lambda f: f"{f.cpus} CPUs, {f.ram_mib} MiB RAM, "
-                            f"{f.disk_free_mib}/{f.disk_total_mib} MiB disk free")  # fmt: skip
-        prep = await _prep(kit, gpus)
-        await _step(kit, node, BootstrapStep.PREPARE,
-                    "preparing: platform group, GPU device permissions, CA trust",
-                    lambda: session.prepare(prep), lambda _: "prepared")  # fmt: skip
-    except _StepFailed as failed:
-        return replace(failed.outcome, host_key=session.host_key)
-    finally:
-        await session_cm.__aexit__(None, None, None)
+    # One exit stack: the session, once connected, is closed however the steps end.
+    async with AsyncExitStack() as open_session:
+        try:
+            session: NodeSession = await _step(
+                kit, node, BootstrapStep.CONNECT, f"connecting to {node.host}:{node.port}",
+                lambda: open_session.enter_async_context(kit.connector.session(target)),
+                lambda s: f"connected; host key {kit.codec.fingerprint(s.host_key)}")  # fmt: skip
+        except _StepFailed as failed:
+            return failed.outcome
+        try:
+            os = await _step(kit, node, BootstrapStep.OS, "checking the operating system",
+                             lambda: _os(session), lambda o: f"{o.os_id} {o.os_version}, "
+                             f"kernel {o.kernel}")  # fmt: skip
+            gpus = await _step(kit, node, BootstrapStep.GPUS, "reading GPUs with nvidia-smi",
+                               lambda: _gpus(session), _describe_gpus)  # fmt: skip
+            facts = await _step(kit, node, BootstrapStep.FACTS, "reading CPU, memory and disk",
+                                lambda: session.facts(os),
+                                lambda f: f"{f.cpus} CPUs, {f.ram_mib} MiB RAM, "
+                                f"{f.disk_free_mib}/{f.disk_total_mib} MiB disk free")  # fmt: skip
+            prep = await _prep(kit, gpus)
+            await _step(kit, node, BootstrapStep.PREPARE,
+                        "preparing: platform group, GPU device permissions, CA trust",
+                        lambda: session.prepare(prep), lambda _: "prepared")  # fmt: skip
+        except _StepFailed as failed:
+            # Connected: the key met is pinned, whatever failed after.
+            return replace(failed.outcome, host_key=session.host_key)
     problems = assess([], gpus, facts, kit.policy)
     trusted = tuple(prep.ca_public_keys)
     if problems:
