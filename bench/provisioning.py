@@ -46,12 +46,9 @@ from domain.compute.ssh_key_services import add_ssh_key
 from domain.fleet.checks import check_node
 from domain.fleet.remote import NodePrep, NodeTarget
 from domain.fleet.targets import node_target
-from domain.identity.principal import Principal, PrincipalKind
-from domain.identity.scopes import ROLE_SCOPES, Role
-from domain.ledger import book
-from domain.ledger.accounts import AccountKind, platform, wallet
+from domain.identity.principal import Principal
+from domain.identity.scopes import Role
 from domain.ledger.policy import LedgerPolicy
-from domain.ledger.transfers import TransferCode
 from domain.ports import UnitOfWork
 from infra import migrate
 from infra.crypto.local_kms import LocalKms
@@ -65,6 +62,7 @@ from infra.nodes.nvidia_smi import parse_query_csv
 from infra.nodes.ssh import SshDialer
 from infra.settings import load_settings
 from tests.support.accounts import open_node_root, remove_users
+from tests.support.compute import credit, signed_in
 from tests.support.fleet import fleet_settings, group_prefix, kit_for, register
 from tests.support.processes import Process
 from tests.support.servers import create_database, drop_database
@@ -97,10 +95,9 @@ async def _world(uow: Callable[[], UnitOfWork], kit: ComputeKit, nodes: list[Ssh
         region="eu-west", hourly_price_minor=399, currency="USD"))  # fmt: skip
     async with uow() as u:
         made = await u.users.add(f"{prefix}@bench.test", None, Role.USER)
-        await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
-                        wallet(made.id, "USD"), 10**9, TransferCode.CREDIT)  # fmt: skip
+        await credit(u.ledger, made.id, 10**9)
         await u.commit()
-    user = Principal(PrincipalKind.SESSION, made.id, Role.USER, ROLE_SCOPES[Role.USER])
+    user = signed_in(made.id)
     public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     key = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "bench", public, META)
     return user, sku.id, key.id

@@ -19,11 +19,6 @@ from domain.catalog.services import add_sku
 from domain.catalog.sku import SkuSpec
 from domain.compute.allocation_services import create_allocation, stop_allocation
 from domain.compute.ssh_key_services import add_ssh_key
-from domain.identity.principal import Principal, PrincipalKind
-from domain.identity.scopes import ROLE_SCOPES, Role
-from domain.ledger import book
-from domain.ledger.accounts import AccountKind, platform, wallet
-from domain.ledger.transfers import TransferCode
 from domain.ports import UnitOfWork
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.factory import make_compute_kit
@@ -31,6 +26,7 @@ from infra.nodes.keys import AsyncsshKeyCodec
 from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from schema.relay import from_global_id, to_global_id
+from tests.support.compute import credit, signed_in
 from tests.support.fleet import fleet_settings, kit_for, seed_node
 from tests.support.identity import body, sync_sign_up_with_token
 from tests.support.stack import next_message, served, subscribe
@@ -75,10 +71,9 @@ async def test_an_owner_sees_each_change_and_a_stranger_is_refused(
         name="h200x1-sub", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
         region="eu-west", hourly_price_minor=399, currency="USD"))  # fmt: skip
     async with uow() as u:
-        await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
-                        wallet(user_id, "USD"), 100_000, TransferCode.CREDIT)  # fmt: skip
+        await credit(u.ledger, user_id, 100_000)
         await u.commit()
-    owner = Principal(PrincipalKind.SESSION, user_id, Role.USER, ROLE_SCOPES[Role.USER])
+    owner = signed_in(user_id)
     public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     key = await add_ssh_key(uow(), AsyncsshKeyCodec(), owner, "k", public, META)
     placed = await create_allocation(kit, owner, sku.id, [key.id], "sub", META)

@@ -15,13 +15,11 @@ import pytest
 
 from domain.catalog.services import add_sku
 from domain.catalog.sku import SkuSpec
-from domain.ledger import book
-from domain.ledger.accounts import AccountKind, platform, wallet
-from domain.ledger.transfers import TransferCode
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import notify
 from domain.ports import UnitOfWork
 from schema.relay import from_global_id, to_global_id
+from tests.support.compute import credit
 from tests.support.fleet import seed_node
 from tests.support.identity import body, sync_sign_up_with_token
 from tests.support.stack import next_message, served, subscribe
@@ -165,8 +163,7 @@ async def test_an_event_caused_through_one_api_reaches_a_subscriber_on_another(
         name="h200x1-two", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
         region="eu-west", hourly_price_minor=399, currency="USD"))  # fmt: skip
     async with uow() as u:
-        await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
-                        wallet(user_id, "USD"), 100_000, TransferCode.CREDIT)  # fmt: skip
+        await credit(u.ledger, user_id, 100_000)
         await u.commit()
     public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     key = await asyncio.to_thread(_gql, two_apis["a"], token, ADD_KEY,

@@ -31,11 +31,7 @@ from domain.compute.allocation_services import create_allocation, stop_allocatio
 from domain.compute.ssh_key_services import add_ssh_key
 from domain.fleet.checks import check_node
 from domain.fleet.nodes import NodeState
-from domain.identity.principal import Principal, PrincipalKind
-from domain.identity.scopes import ROLE_SCOPES, Role
-from domain.ledger import book
-from domain.ledger.accounts import AccountKind, platform, wallet
-from domain.ledger.transfers import TransferCode
+from domain.identity.scopes import Role
 from domain.ports import UnitOfWork
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.factory import make_compute_kit
@@ -43,6 +39,7 @@ from infra.nodes.keys import AsyncsshKeyCodec
 from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
+from tests.support.compute import credit, signed_in
 from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
 from tests.support.processes import Process
 from tests.support.ssh_node import EIGHT_H200, SshNode, running_node
@@ -129,10 +126,9 @@ async def test_sigkill_at_each_step_boundary_converges_without_orphans_or_double
         region="eu-west", hourly_price_minor=3600, currency="USD"))  # fmt: skip
     async with uow() as u:
         made = await u.users.add("crash@example.com", None, Role.USER)
-        await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
-                        wallet(made.id, "USD"), 1_000_000, TransferCode.CREDIT)  # fmt: skip
+        await credit(u.ledger, made.id, 1_000_000)
         await u.commit()
-    user = Principal(PrincipalKind.SESSION, made.id, Role.USER, ROLE_SCOPES[Role.USER])
+    user = signed_in(made.id)
     public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     key = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "k", public, META)
     placed = await create_allocation(kit, user, 1, [key.id], "crash", META)

@@ -33,12 +33,9 @@ from domain.compute.ssh_key_services import add_ssh_key
 from domain.fleet.checks import check_node
 from domain.fleet.nodes import NodeState
 from domain.fleet.targets import node_target
-from domain.identity.principal import Principal, PrincipalKind
-from domain.identity.scopes import ROLE_SCOPES, Role
-from domain.ledger import book
-from domain.ledger.accounts import AccountKind, platform, wallet
+from domain.identity.principal import Principal
+from domain.identity.scopes import Role
 from domain.ledger.holds import HoldStatus
-from domain.ledger.transfers import TransferCode
 from domain.ports import UnitOfWork
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.factory import make_compute_kit
@@ -46,6 +43,7 @@ from infra.nodes.keys import AsyncsshKeyCodec
 from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
+from tests.support.compute import credit, signed_in
 from tests.support.fleet import (
     fake_devices,
     fleet_settings,
@@ -75,10 +73,9 @@ class World:
 async def _user(uow: Uow, email: str, funds: int) -> Principal:
     async with uow() as u:
         made = await u.users.add(email, None, Role.USER)
-        await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
-                        wallet(made.id, "USD"), funds, TransferCode.CREDIT)  # fmt: skip
+        await credit(u.ledger, made.id, funds)
         await u.commit()
-    return Principal(PrincipalKind.SESSION, made.id, Role.USER, ROLE_SCOPES[Role.USER])
+    return signed_in(made.id)
 
 
 @pytest.fixture

@@ -22,18 +22,17 @@ from domain.compute.allocations import Allocation, AllocationState, AllocationTr
 from domain.compute.kit import AllocationPolicy, ComputeKit, usage_cost
 from domain.compute.metering import meter
 from domain.compute.ssh_key_services import add_ssh_key
-from domain.identity.principal import Principal, PrincipalKind
-from domain.identity.scopes import ROLE_SCOPES, Role
-from domain.ledger import book
-from domain.ledger.accounts import AccountKind, platform, wallet
+from domain.identity.principal import Principal
+from domain.identity.scopes import Role
+from domain.ledger.accounts import wallet
 from domain.ledger.holds import HoldStatus
 from domain.ledger.policy import LedgerPolicy
-from domain.ledger.transfers import TransferCode
 from domain.ports import UnitOfWork
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.factory import make_compute_kit
 from infra.nodes.keys import AsyncsshKeyCodec
 from infra.settings import Settings
+from tests.support.compute import credit, signed_in
 from tests.support.fleet import fleet_settings, kit_for, seed_node
 
 META = RequestMeta(request_id="test")
@@ -77,10 +76,9 @@ async def _running(uow: Uow, settings: Settings, root: Path, funds: int) -> Runn
         region="eu-west", hourly_price_minor=PRICE, currency="USD"))  # fmt: skip
     async with uow() as u:
         made = await u.users.add("grace@example.com", None, Role.USER)
-        await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
-                        wallet(made.id, "USD"), funds, TransferCode.CREDIT)  # fmt: skip
+        await credit(u.ledger, made.id, funds)
         await u.commit()
-    user = Principal(PrincipalKind.SESSION, made.id, Role.USER, ROLE_SCOPES[Role.USER])
+    user = signed_in(made.id)
     public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     key = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "k", public, META)
     placed = await create_allocation(kit, user, 1, [key.id], "m", META)

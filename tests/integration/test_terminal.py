@@ -38,11 +38,6 @@ from domain.compute.terminals import TerminalTicket
 from domain.fleet.ca_services import create_ca
 from domain.fleet.checks import check_node
 from domain.fleet.nodes import NodeState
-from domain.identity.principal import Principal, PrincipalKind
-from domain.identity.scopes import ROLE_SCOPES, Role
-from domain.ledger import book
-from domain.ledger.accounts import AccountKind, platform, wallet
-from domain.ledger.transfers import TransferCode
 from domain.ports import UnitOfWork
 from gpucloud.app import create_app
 from infra.crypto.envelope import AesGcmCipher
@@ -56,6 +51,7 @@ from infra.settings import Settings
 from infra.terminal_tickets import RedisTerminalSlots, RedisTicketStore
 from schema.relay import from_global_id, to_global_id
 from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
+from tests.support.compute import credit, signed_in
 from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
 from tests.support.identity import PASSWORD, SIGN_UP, body, unique_email
 from tests.support.processes import free_port
@@ -160,10 +156,9 @@ async def world(uow: Uow, settings: Settings, redis_namespace: str) -> AsyncIter
             name="h200x1", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
             region="eu-west", hourly_price_minor=3600, currency="USD"))  # fmt: skip
         ada, bob = await _browser(stack, base), await _browser(stack, base)
-        user = Principal(PrincipalKind.SESSION, ada.user_id, Role.USER, ROLE_SCOPES[Role.USER])
+        user = signed_in(ada.user_id)
         async with uow() as u:
-            await book.move(u.ledger, platform(AccountKind.PROMOTIONAL_CREDIT, "USD"),
-                            wallet(ada.user_id, "USD"), 100_000, TransferCode.CREDIT)  # fmt: skip
+            await credit(u.ledger, ada.user_id, 100_000)
             await u.commit()
         key = asyncssh.generate_private_key("ssh-ed25519")
         added = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "laptop",
