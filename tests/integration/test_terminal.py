@@ -48,7 +48,8 @@ from infra.nodes.ssh_ca import AsyncsshCaSigner
 from infra.payment_settings import ledger_policy
 from infra.pubsub import publish
 from infra.settings import Settings
-from infra.terminal_tickets import RedisTerminalSlots, RedisTicketStore
+from infra.slots import RedisSlots
+from infra.terminal_tickets import RedisTicketStore
 from schema.relay import from_global_id, to_global_id
 from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
 from tests.support.compute import credit, signed_in
@@ -293,7 +294,7 @@ async def test_tickets_are_refused_reused_expired_for_others_and_cross_origin(
     assert await _refused(world.url(forged)) == (4403, "NOT_FOUND")
 
     # The limit on open terminals counts across processes: four slots held elsewhere.
-    slots = RedisTerminalSlots(world.redis, world.namespace, timedelta(seconds=60))
+    slots = RedisSlots(world.redis, f"{world.namespace}:terminal:open", timedelta(seconds=60))
     for holder in range(4):
         assert await slots.acquire(alloc, f"elsewhere-{holder}", 4)
     ticket = (await world.ada.ticket(alloc))["ticket"]
