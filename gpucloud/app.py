@@ -7,6 +7,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any, cast
 
 import orjson
@@ -26,6 +27,7 @@ from domain.fleet.changes import FLEET_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
 from gpucloud import health, oidc_routes, terminal
 from gpucloud.auth import ResponseCookies, request_meta
+from gpucloud.live import LiveHandler
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import OIDC_CALLBACK_PATH, Resources
 from gpucloud.stripe_webhook import stripe_webhook
@@ -46,6 +48,9 @@ _KEY_CODEC = AsyncsshKeyCodec()  # stateless: one for every request
 
 
 class GraphQLView(GraphQL[AppContext, None]):
+    graphql_transport_ws_handler_class = LiveHandler
+    connection_init_wait_timeout = timedelta(seconds=10)  # an idle socket may not linger unsigned
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> AppContext:
         res: Resources = request.app.state.resources
         request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
@@ -78,6 +83,9 @@ class GraphQLView(GraphQL[AppContext, None]):
         if not found.principal.authenticated:
             # graphql-transport-ws closes the socket with 4403 Forbidden.
             raise ConnectionRejectionError()
+        # Counted before the ack: beyond the limit the handler closes with 4429 instead.
+        assert found.principal.user_id is not None
+        context.request.state.live_admission = await res.live.admit(found.principal.user_id)
         context.principal = found.principal
         context.still_authorized = lambda: res.authenticator.still_valid(found)
         return cast(UnsetType, UNSET)  # acknowledge with no payload
@@ -153,16 +161,16 @@ def create_app(settings: Settings) -> Starlette:
             for topic in (CATALOG_TOPIC, FLEET_TOPIC, ALLOCATIONS_TOPIC):
                 followers.append(
                     asyncio.create_task(
-                        follow(resources.hub, topic, cache.invalidate), name=f"result-cache-{topic}"
+                        follow(resources.hub, topic, lambda _: cache.invalidate()),
+                        name=f"result-cache-{topic}",
                     )
                 )
-        if settings.auth_cache_seconds > 0:
-            followers.append(
-                asyncio.create_task(
-                    follow(resources.hub, IDENTITY_TOPIC, resources.principals.invalidate),
-                    name="principal-cache",
-                )
+        followers.append(
+            asyncio.create_task(
+                follow(resources.hub, IDENTITY_TOPIC, resources.identity_changed),
+                name="identity-changes",
             )
+        )
         try:
             yield
         finally:

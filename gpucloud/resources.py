@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,6 +18,7 @@ from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
 from domain.identity.sessions import SessionPolicy
 from domain.payments.kit import MoneyKit
 from gpucloud.auth import Authenticator
+from gpucloud.live import LiveConnections, LivePolicy, users_named
 from gpucloud.payments import ledger_policy, topup_policy
 from gpucloud.principal_cache import PrincipalCache
 from infra.crypto.local_kms import LocalKms
@@ -29,8 +31,9 @@ from infra.passwords import Argon2Hasher, Argon2Params
 from infra.pubsub import EventHub
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import Settings
+from infra.slots import RedisSlots
 from infra.stripe.factory import make_gateway
-from infra.terminal_tickets import RedisTerminalSlots, RedisTicketStore
+from infra.terminal_tickets import RedisTicketStore
 
 
 def auth_kit(settings: Settings, limiter: RedisRateLimiter, hasher: Argon2Hasher) -> AuthKit:
@@ -85,11 +88,20 @@ class Resources:
     compute: ComputeKit | None = field(init=False, default=None)
     # Browser terminals: single-use tickets and open-terminal slots, shared through Redis.
     terminals: TerminalKit = field(init=False)
-    terminal_slots: RedisTerminalSlots = field(init=False)
+    terminal_slots: RedisSlots = field(init=False)
+    # Live subscription sockets: slots per user across processes, wakers in this one.
+    live: LiveConnections = field(init=False)
 
     def __post_init__(self) -> None:
         namespace = self.settings.redis_namespace
-        self.terminal_slots = RedisTerminalSlots(self.redis, namespace, TERMINAL_SLOT_LEASE)
+        live = LivePolicy(timedelta(seconds=self.settings.ws_ping_interval_seconds),
+                          timedelta(seconds=self.settings.ws_pong_timeout_seconds),
+                          self.settings.ws_max_connections_per_user)  # fmt: skip
+        self.live = LiveConnections(RedisSlots(self.redis, f"{namespace}:ws:user", live.lease),
+                                    live, self.metrics)  # fmt: skip
+        self.terminal_slots = RedisSlots(
+            self.redis, f"{namespace}:terminal:open", TERMINAL_SLOT_LEASE
+        )
         self._stripe = make_gateway(
             self.settings.payments
         )  # no I/O: the HTTP client connects lazily
@@ -122,8 +134,17 @@ class Resources:
         return SqlUnitOfWork(self.engine, on_commit=self._committed)
 
     def _committed(self, events: list[DomainEvent]) -> None:
+        # This process applies its own identity changes at commit, before the relay brings
+        # them back through Redis (as it does to every other process: `identity_changed`).
         if any(event.topic == IDENTITY_TOPIC for event in events):
             self.principals.invalidate()
+            self.live.wake(users_named(events))
+
+    def identity_changed(self, message: dict[str, Any] | None) -> None:
+        """An identity event from any process (None: some may have been lost): drop cached
+        principals, then have the named user's live sockets check their credential."""
+        self.principals.invalidate()
+        self.live.identity_changed(message)
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> Resources:

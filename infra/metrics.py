@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -101,6 +101,14 @@ class Metrics:
         self.stripe_webhooks = Counter(
             "gpucloud_stripe_webhooks", "Stripe webhook deliveries by outcome",
             ["outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.ws_connections = Gauge(
+            "gpucloud_ws_connections", "Acknowledged graphql-transport-ws connections",
+            registry=self.registry,
+        )  # fmt: skip
+        self.ws_closed = Counter(
+            "gpucloud_ws_closed", "Websocket connections the server closed or refused, by reason",
+            ["reason"], registry=self.registry,
         )  # fmt: skip
         self.state = _StateCollector()
         self.registry.register(self.state)

@@ -55,6 +55,9 @@ class Settings:
     session_idle_minutes: int
     session_max_hours: int
     auth_cache_seconds: float
+    ws_ping_interval_seconds: float  # graphql-transport-ws: server pings this often
+    ws_pong_timeout_seconds: float  # ... and closes a connection that does not answer in time
+    ws_max_connections_per_user: int  # live websocket connections per user, across processes
     argon2_time_cost: int
     argon2_memory_kib: int
     argon2_parallelism: int
@@ -414,6 +417,15 @@ def load_settings(
         ),
         auth_cache_seconds=r.get(
             "GPUCLOUD_AUTH_CACHE_SECONDS", 5.0, _non_negative_float, what="a number of seconds"
+        ),
+        ws_ping_interval_seconds=r.get(
+            "GPUCLOUD_WS_PING_INTERVAL_SECONDS", 20.0, _positive_float, what="a number of seconds"
+        ),
+        ws_pong_timeout_seconds=r.get(
+            "GPUCLOUD_WS_PONG_TIMEOUT_SECONDS", 10.0, _positive_float, what="a number of seconds"
+        ),
+        ws_max_connections_per_user=r.get(
+            "GPUCLOUD_WS_MAX_CONNECTIONS_PER_USER", 10, _int_between(1, 10_000), what="an integer"
         ),
         argon2_time_cost=r.get(
             "GPUCLOUD_ARGON2_TIME_COST", 3, _int_between(1, 20), what="an integer"

@@ -288,6 +288,25 @@ async def test_ended_session_cookie_is_closed_with_4403(stack, user) -> None:
     assert await handshake(stack.ws, origin=stack.http, cookie=user.session) == 4403
 
 
+async def test_logging_out_closes_the_open_socket_with_4401(stack, user) -> None:
+    """The socket outlives connection_init: logging out ends it at once (4401, which
+    graphql-ws clients do not retry), not at its next event or heartbeat (20 s here)."""
+    async with websockets.connect(
+        stack.ws, subprotocols=PROTOCOL, origin=websockets.Origin(stack.http),
+        additional_headers={"Cookie": f"{SESSION_COOKIE}={user.session}"},
+    ) as ws:  # fmt: skip
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": ACK}
+        await ws.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
+        ended = await user.gql(LOG_OUT)
+        assert ended["data"]["logOut"]["__typename"] == "LogOutPayload", ended
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+
+
 async def test_explicit_bad_token_does_not_fall_back_to_the_cookie(stack, user) -> None:
     payload = {"authorization": "Bearer gpc_" + "A" * 43}
     assert await handshake(stack.ws, payload, origin=stack.http, cookie=user.session) == 4403

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 import websockets
 
@@ -76,3 +77,37 @@ async def next_message(ws: Any, timeout: float = 30) -> dict[str, Any]:
             await ws.send(json.dumps({"type": "pong"}))
             continue
         return message  # type: ignore[no-any-return]
+
+
+async def connect_as(url: str, token: str) -> tuple[Any, str | int]:
+    """A socket and what connection_init got: "connection_ack" or the close code."""
+    ws = await websockets.connect(
+        url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")]
+    )
+    await ws.send(json.dumps({"type": "connection_init",
+                              "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
+    try:
+        return ws, json.loads(await asyncio.wait_for(ws.recv(), 10))["type"]
+    except websockets.exceptions.ConnectionClosed as closed:
+        assert closed.rcvd is not None
+        return ws, closed.rcvd.code
+
+
+async def closed_with(ws: Any, *, answer_pings: bool, timeout: float = 15) -> tuple[int, str]:
+    """Read until the server closes; returns its close code and reason."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = json.loads(await ws.recv())
+                if message["type"] == "ping" and answer_pings:
+                    await ws.send(json.dumps({"type": "pong"}))
+    except websockets.exceptions.ConnectionClosed as closed:
+        assert closed.rcvd is not None, closed
+        return closed.rcvd.code, closed.rcvd.reason
+    raise AssertionError("unreachable")
+
+
+def bearer_gql(http: str, token: str, query: str, variables: dict[str, Any] | None = None) -> Any:
+    response = httpx.post(f"{http}/graphql", json={"query": query, "variables": variables or {}},
+                          headers={"authorization": f"Bearer {token}"})  # fmt: skip
+    return response.json()

@@ -1,0 +1,214 @@
+"""Live graphql-transport-ws connections: heartbeat, a per-user limit, and an end on revocation.
+
+Strawberry runs the protocol; `LiveHandler` adds what a long-lived socket needs in production:
+
+- Heartbeat. Once acknowledged, the server sends {"type": "ping"} every ping interval and
+  closes the connection with 4408 when no pong came back within the pong timeout. A half-open
+  TCP connection (a closed laptop, a NAT that forgot it) would otherwise hold its
+  subscriptions, and its slot, forever. Standard clients (graphql-ws) answer pings by themselves.
+- Per-user limit. Each acknowledged connection holds a slot in Redis (`RedisSlots`, renewed at
+  every ping), so the limit counts every API process; a `connection_init` beyond it is closed
+  with 4429 before any ack.
+- Revocation. The credential is checked again when an identity event names the user (log out,
+  token revoked, suspension: from this process at commit, from the others through Redis) and at
+  every ping interval (expiry has no event). Once it no longer stands the connection is closed
+  with 4401, which graphql-ws clients treat as final: sign in again, do not retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    PongMessage,
+)
+
+from domain.identity.kit import IDENTITY_TOPIC
+from infra.metrics import Metrics
+from infra.slots import RedisSlots
+from schema.context import AppContext
+
+log = structlog.get_logger(__name__)
+
+UNAUTHORIZED = 4401  # the session or token was revoked, expired or its user suspended
+HEARTBEAT_TIMEOUT = 4408  # no pong within the pong timeout
+TOO_MANY_CONNECTIONS = 4429  # the user already holds the maximum number of connections
+
+
+class TooManyConnections(Exception):
+    """Raised by `LiveConnections.admit`; the handler closes with 4429."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    user_id: int
+    holder: str  # this connection's member in the user's slot set
+
+
+@dataclass(frozen=True)
+class LivePolicy:
+    ping_interval: timedelta
+    pong_timeout: timedelta
+    max_per_user: int
+
+    @property
+    def lease(self) -> timedelta:
+        # Renewed at every ping: three missed rounds before a dead process's slot lapses.
+        return 3 * (self.ping_interval + self.pong_timeout)
+
+
+class LiveConnections:
+    """This process's acknowledged connections by user, and their slots across processes."""
+
+    def __init__(self, slots: RedisSlots, policy: LivePolicy, metrics: Metrics) -> None:
+        self.slots = slots
+        self.policy = policy
+        self._metrics = metrics
+        self._wakers: defaultdict[int, set[asyncio.Event]] = defaultdict(set)
+
+    async def admit(self, user_id: int) -> Admission:
+        admission = Admission(user_id, uuid.uuid4().hex)
+        if not await self.slots.acquire(user_id, admission.holder, self.policy.max_per_user):
+            self.closed("too_many_connections")
+            raise TooManyConnections
+        return admission
+
+    def watch(self, admission: Admission) -> asyncio.Event:
+        """An event set whenever the user's credentials change."""
+        woken = asyncio.Event()
+        self._wakers[admission.user_id].add(woken)
+        self._metrics.ws_connections.inc()
+        return woken
+
+    async def leave(self, admission: Admission, woken: asyncio.Event | None) -> None:
+        if woken is not None:
+            self._metrics.ws_connections.dec()
+            wakers = self._wakers.get(admission.user_id)
+            if wakers is not None:
+                wakers.discard(woken)
+                if not wakers:
+                    del self._wakers[admission.user_id]
+        with contextlib.suppress(Exception):  # the lease lapses by itself if Redis is away
+            await self.slots.release(admission.user_id, admission.holder)
+
+    def wake(self, user_ids: Iterable[int] | None) -> None:
+        """Have the named users' connections check their credential now; None: everyone's
+        (a lagging or broken event stream may have lost an event)."""
+        groups = self._wakers.values() if user_ids is None else (
+            self._wakers.get(user_id, ()) for user_id in user_ids)  # fmt: skip
+        for group in groups:
+            for woken in group:
+                woken.set()
+
+    def identity_changed(self, message: dict[str, Any] | None) -> None:
+        """Follower of IDENTITY_TOPIC messages (None: some may have been lost)."""
+        user_id = None if message is None else message.get("payload", {}).get("userId")
+        self.wake(None if user_id is None else [int(user_id)])
+
+    def closed(self, reason: str) -> None:
+        self._metrics.ws_closed.labels(reason).inc()
+
+
+def users_named(events: Iterable[Any]) -> list[int]:
+    """The users whose identity events (domain events just committed) name them."""
+    return [int(event.payload["userId"]) for event in events
+            if event.topic == IDENTITY_TOPIC and "userId" in event.payload]  # fmt: skip
+
+
+def admitted(context: AppContext) -> Admission | None:
+    """The admission `GraphQLView.on_ws_connect` kept on the websocket, if it admitted one."""
+    return getattr(context.request.state, "live_admission", None)
+
+
+class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
+    """graphql-transport-ws with heartbeat, per-user limit and revocation (module docstring)."""
+
+    _admission: Admission | None = None
+    _woken: asyncio.Event | None = None
+    _pong: asyncio.Event
+    _tasks: tuple[asyncio.Task[None], ...] = ()
+
+    @property
+    def _live(self) -> LiveConnections:
+        return self.context.request.app.state.resources.live  # type: ignore[no-any-return]
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except TooManyConnections:
+            await self._close(TOO_MANY_CONNECTIONS, "Too many connections")
+            return
+        admission = admitted(self.context)
+        if self.connection_acknowledged and admission is not None and not self._tasks:
+            self._admission = admission
+            self._woken = self._live.watch(admission)
+            self._pong = asyncio.Event()
+            self._tasks = (asyncio.create_task(self._heartbeat(), name="ws-heartbeat"),
+                           asyncio.create_task(self._watch(), name="ws-credential"))  # fmt: skip
+
+    async def handle_pong(self, message: PongMessage) -> None:
+        if self._tasks:
+            self._pong.set()
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        admission = self._admission or admitted(self.context)
+        if admission is not None:  # admitted, perhaps never acknowledged: give the slot back
+            await self._live.leave(admission, self._woken)
+        await super().shutdown()
+
+    async def _heartbeat(self) -> None:
+        policy = self._live.policy
+        while True:
+            await asyncio.sleep(policy.ping_interval.total_seconds())
+            self._pong.clear()
+            await self.send_message({"type": "ping"})
+            try:
+                async with asyncio.timeout(policy.pong_timeout.total_seconds()):
+                    await self._pong.wait()
+            except TimeoutError:
+                self._live.closed("heartbeat_timeout")
+                await self._close(HEARTBEAT_TIMEOUT, "Heartbeat timeout")
+                return
+            assert self._admission is not None
+            if not await self._live.slots.renew(self._admission.user_id, self._admission.holder):
+                log.warning("ws.slot_lapsed", user_id=self._admission.user_id)
+
+    async def _watch(self) -> None:
+        assert self._woken is not None and self.context.still_authorized is not None
+        every = self._live.policy.ping_interval.total_seconds()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._woken.wait()
+            self._woken.clear()
+            try:
+                valid = await self.context.still_authorized()
+            except Exception:  # an outage is not a revocation: keep the socket, look again
+                log.exception("ws.credential_check_failed")
+                continue
+            if not valid:
+                self._live.closed("unauthorized")
+                await self._close(UNAUTHORIZED, "Unauthorized: the credential no longer stands")
+                return
+
+    async def _close(self, code: int, reason: str) -> None:
+        # The client may have gone, or another task closed first: either way it is closed.
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=code, reason=reason)
