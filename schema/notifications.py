@@ -19,7 +19,8 @@ NotificationType = strawberry.enum(
     NoticeType,
     name="NotificationType",
     description="What a notification is about. ALLOCATION_*, PAYMENT_* and REFUND_* go to the "
-    "owner; NODE_* to every administrator.",
+    "owner; NODE_* and AUDIT_RECORDED (platform changes: catalog, fleet, keys and CA, roles "
+    "and suspensions, credits and refunds; not one's own) to every administrator.",
 )
 
 

@@ -30,6 +30,7 @@ class NoticeType(StrEnum):
     REFUND_FAILED = "refund.failed"
     NODE_ALERT = "node.alert"  # administrators: a node quarantined, unreachable or unhealthy
     NODE_STATE_CHANGED = "node.state_changed"  # administrators
+    AUDIT_RECORDED = "audit.recorded"  # administrators: see domain/notifications/audit.py
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from domain.errors import Contention, ServiceUnavailable
 from domain.events import DomainEvent
+from domain.notifications.audit import AdminAuditNotices
 from domain.ports import (
     AllocationRepository,
     ApiTokenRepository,
@@ -104,7 +105,8 @@ class SqlUnitOfWork:
         self.users = SqlUserRepository(self._conn)
         self.sessions = SqlSessionRepository(self._conn)
         self.api_tokens = SqlApiTokenRepository(self._conn)
-        self.audit = SqlAuditLog(self._conn)
+        # Administrators are told of some audit rows in the same transaction (notifications).
+        self.audit = AdminAuditNotices(SqlAuditLog(self._conn), self)
         self.ledger = SqlLedgerRepository(self._conn)
         self.idempotency = SqlIdempotencyStore(self._conn)
         self.payments = SqlPaymentRepository(self._conn)

@@ -1,0 +1,54 @@
+"""Administrators hear of the audit rows they should see, in the transaction that writes them.
+
+Not every row: logins, tokens, SSH keys, terminals and allocations are each user's own business
+(and would bury the rest), and certificates are issued for every provisioning step and terminal.
+What is told is what changes the platform: catalog, fleet, keys and CA, roles and suspensions,
+credits and refunds. The acting administrator is not told of their own action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
+from domain.notifications.notices import NoticeType
+from domain.notifications.services import notify
+from domain.pagination import Page, PageRequest
+from domain.ports import AuditLog, UnitOfWork
+
+_TOLD = ("admin.", "catalog.", "fleet.", "node.", "keys.", "ssh_ca.", "billing.credit.",
+         "billing.refund.")  # fmt: skip
+_NOT_TOLD = ("ssh_ca.certificate_issued",)
+
+
+def tells_admins(action: str) -> bool:
+    return action.startswith(_TOLD) and not action.startswith(_NOT_TOLD)
+
+
+class AdminAuditNotices:
+    """The `AuditLog` port: appends through `log`, then notifies administrators in `uow`."""
+
+    def __init__(self, log: AuditLog, uow: UnitOfWork) -> None:
+        self._log = log
+        self._uow = uow
+
+    async def append(self, record: AuditRecord) -> AuditEvent:
+        event = await self._log.append(record)
+        if tells_admins(record.action):
+            admins = [a for a in await self._uow.notifications.admin_ids()
+                      if a != record.actor_user_id]  # fmt: skip
+            await notify(self._uow, admins, NoticeType.AUDIT_RECORDED, {
+                "auditEventId": event.id, "action": record.action,
+                "actorType": record.actor_type, "actorUserId": record.actor_user_id,
+                "targetType": record.target_type, "targetId": record.target_id,
+            })  # fmt: skip
+        return event
+
+    async def list(self, audit_filter: AuditFilter, page: PageRequest) -> Page[AuditEvent]:
+        return await self._log.list(audit_filter, page)
+
+    async def get_many(self, event_ids: Sequence[int]) -> dict[int, AuditEvent]:
+        return await self._log.get_many(event_ids)
+
+    async def scan(self, after_id: int, limit: int) -> Sequence[AuditEvent]:
+        return await self._log.scan(after_id, limit)
