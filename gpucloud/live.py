@@ -70,7 +70,8 @@ class LivePolicy:
 
 
 class LiveConnections:
-    """This process's acknowledged connections by user, and their slots across processes."""
+    """This process's acknowledged connections by user, and their slots across processes; open
+    terminals watch their user's credentials through it too."""
 
     def __init__(self, slots: RedisSlots, policy: LivePolicy, metrics: Metrics) -> None:
         self.slots = slots
@@ -85,21 +86,26 @@ class LiveConnections:
             raise TooManyConnections
         return admission
 
-    def watch(self, admission: Admission) -> asyncio.Event:
-        """An event set whenever the user's credentials change."""
+    def watch(self, user_id: int) -> asyncio.Event:
+        """An event set whenever the user's credentials change (a live socket or terminal)."""
         woken = asyncio.Event()
-        self._wakers[admission.user_id].add(woken)
-        self._metrics.ws_connections.inc()
+        self._wakers[user_id].add(woken)
         return woken
+
+    def unwatch(self, user_id: int, woken: asyncio.Event) -> None:
+        wakers = self._wakers.get(user_id)
+        if wakers is not None:
+            wakers.discard(woken)
+            if not wakers:
+                del self._wakers[user_id]
+
+    def opened(self) -> None:
+        self._metrics.ws_connections.inc()
 
     async def leave(self, admission: Admission, woken: asyncio.Event | None) -> None:
         if woken is not None:
             self._metrics.ws_connections.dec()
-            wakers = self._wakers.get(admission.user_id)
-            if wakers is not None:
-                wakers.discard(woken)
-                if not wakers:
-                    del self._wakers[admission.user_id]
+            self.unwatch(admission.user_id, woken)
         with contextlib.suppress(Exception):  # the lease lapses by itself if Redis is away
             await self.slots.release(admission.user_id, admission.holder)
 
@@ -153,7 +159,8 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
         admission = admitted(self.context)
         if self.connection_acknowledged and admission is not None and not self._tasks:
             self._admission = admission
-            self._woken = self._live.watch(admission)
+            self._woken = self._live.watch(admission.user_id)
+            self._live.opened()
             self._pong = asyncio.Event()
             self._tasks = (asyncio.create_task(self._heartbeat(), name="ws-heartbeat"),
                            asyncio.create_task(self._watch(), name="ws-credential"))  # fmt: skip

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from domain.compute.terminals import (
     check_ticket,
     key_id,
     refused,
+    still_entitled,
     still_running,
     terminal_size,
     terminal_target,
@@ -61,6 +63,7 @@ CLOSE_CODES = {
     TerminalErrorCode.TERMINAL_LIMIT: 4429,
 }
 IDLE = 4408  # no input for the idle timeout
+SIGNED_OUT = 4401  # the session or token that asked for the ticket ended, or the user suspended
 STOPPED = 4410  # the allocation left RUNNING
 NODE_UNREACHABLE = 4502  # the node could not be reached or refused the login
 UNAVAILABLE = 4503  # the key service (and so the CA) is not configured
@@ -145,12 +148,14 @@ async def _run(websocket: WebSocket, session: TerminalSession, stream: Events,
     returns why it ended."""
     policy = res.terminals.policy
     last_input = [time.monotonic()]
+    woken = res.live.watch(ticket.user_id)  # set when an identity event names the user
     tasks = [
         asyncio.create_task(_to_client(websocket, session)),
         asyncio.create_task(_from_client(websocket, session, last_input, policy)),
         asyncio.create_task(_idle(last_input, policy)),
         asyncio.create_task(_stopped(stream, ticket.allocation_id)),
         asyncio.create_task(_lease(res, ticket.allocation_id, holder)),
+        asyncio.create_task(_entitled(res, ticket, woken)),
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -160,6 +165,7 @@ async def _run(websocket: WebSocket, session: TerminalSession, stream: Events,
             return _Ended(INTERNAL_ERROR, "INTERNAL_ERROR")
         return first.result()
     finally:
+        res.live.unwatch(ticket.user_id, woken)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -183,16 +189,17 @@ async def _from_client(websocket: WebSocket, session: TerminalSession, last_inpu
             return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
         if message["type"] == "websocket.disconnect":
             return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
-        last_input[0] = time.monotonic()
         if message.get("bytes") is not None:
+            last_input[0] = time.monotonic()
             session.write(message["bytes"])
             continue
         try:
             control = orjson.loads(message.get("text") or "")
             kind = control.get("type") if isinstance(control, dict) else None
-            if kind == "ping":
+            if kind == "ping":  # a keep-alive, not input: it does not hold off the idle timeout
                 await websocket.send_text('{"type":"pong"}')
             elif kind == "resize":
+                last_input[0] = time.monotonic()
                 session.resize(*terminal_size(control.get("cols"), control.get("rows"), policy))
             else:
                 return _Ended(BAD_MESSAGE, "BAD_MESSAGE")
@@ -232,3 +239,21 @@ async def _lease(res: Resources, allocation_id: int, holder: str) -> _Ended:
         await res.terminal_slots.renew(allocation_id, holder)
         if not await still_running(res.uow(), allocation_id):
             return _Ended(STOPPED, "ALLOCATION_STOPPED")
+
+
+async def _entitled(res: Resources, ticket: TerminalTicket, woken: asyncio.Event) -> _Ended:
+    """Ends once the user may no longer hold the terminal (logged out, token revoked, account
+    suspended): checked when an identity event names them, from any process, and periodically."""
+    every = res.terminals.policy.recheck_interval.total_seconds()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await woken.wait()
+        woken.clear()
+        try:
+            entitled = await still_entitled(res.uow(), ticket, datetime.now(UTC))
+        except DomainError as exc:  # an outage is not a revocation: keep the shell, look again
+            log.warning("terminal.entitlement_unknown", error=str(exc))
+            continue
+        if not entitled:
+            return _Ended(SIGNED_OUT, "SIGNED_OUT")

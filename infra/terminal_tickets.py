@@ -35,7 +35,9 @@ class RedisTicketStore:
         secret = secrets.token_urlsafe(32)
         body = orjson.dumps({"user_id": ticket.user_id, "allocation_id": ticket.allocation_id,
                              "origin": ticket.origin,
-                             "expires_at": ticket.expires_at.isoformat()})  # fmt: skip
+                             "expires_at": ticket.expires_at.isoformat(),
+                             "session_id": ticket.session_id,
+                             "token_id": ticket.token_id})  # fmt: skip
         left = ticket.expires_at - datetime.now(UTC) + self._grace
         await self._client.set(self._prefix + _digest(secret), body,
                                px=max(int(left.total_seconds() * 1000), 1))  # fmt: skip
@@ -49,5 +51,5 @@ class RedisTicketStore:
             return None
         data = orjson.loads(raw)
         return TerminalTicket(int(data["user_id"]), int(data["allocation_id"]),
-                              str(data["origin"]),
-                              datetime.fromisoformat(data["expires_at"]))  # fmt: skip
+                              str(data["origin"]), datetime.fromisoformat(data["expires_at"]),
+                              data.get("session_id"), data.get("token_id"))  # fmt: skip

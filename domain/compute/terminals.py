@@ -57,6 +57,9 @@ class TerminalTicket:
     allocation_id: int
     origin: str  # normalised ("https://app.example.com", no path, default port dropped)
     expires_at: datetime
+    # The credential that asked for it: the terminal lasts no longer than it does.
+    session_id: int | None = None
+    token_id: int | None = None
 
 
 class TerminalRefused(DomainError):
@@ -168,7 +171,8 @@ async def issue_ticket(uow: UnitOfWork, kit: TerminalKit, user: Principal, alloc
         running(found)
     except TerminalRefused as exc:
         raise Conflict([replace(p, field="allocationId") for p in exc.problems]) from None
-    ticket = TerminalTicket(user.user_id, allocation_id, origin, now + kit.policy.ticket_ttl)
+    ticket = TerminalTicket(user.user_id, allocation_id, origin, now + kit.policy.ticket_ttl,
+                            user.session_id, user.token_id)  # fmt: skip
     return await kit.tickets.put(ticket), ticket
 
 
@@ -191,6 +195,23 @@ async def still_running(uow: UnitOfWork, allocation_id: int) -> bool:
     async with uow:
         found = await uow.allocations.get(allocation_id)
     return found is not None and found.state is AllocationState.RUNNING
+
+
+async def still_entitled(uow: UnitOfWork, ticket: TerminalTicket, now: datetime) -> bool:
+    """Whether the user may still hold the terminal: the account is active and the session or
+    token that asked for the ticket has not been revoked or reached its absolute expiry. (A
+    session's idle limit does not count: typing in the terminal is not seen by the session.)"""
+    async with uow:
+        user = await uow.users.get(ticket.user_id)
+        if user is None or not user.active:
+            return False
+        if ticket.session_id is not None:
+            session = await uow.sessions.get(ticket.session_id)
+            return session is not None and session.revoked_at is None and now < session.expires_at
+        if ticket.token_id is not None:
+            token = await uow.api_tokens.get(ticket.token_id)
+            return token is not None and token.revoked_at is None and now < token.expires_at
+    return True
 
 
 async def record(uow: UnitOfWork, ticket: TerminalTicket, action: str, meta: RequestMeta,

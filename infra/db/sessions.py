@@ -58,6 +58,12 @@ class SqlSessionRepository:
             return None
         return _to_session(row), joined_user(row)
 
+    async def get(self, session_id: int) -> Session | None:
+        row = (
+            await self._conn.execute(select(sessions).where(sessions.c.id == session_id))
+        ).first()
+        return None if row is None else _to_session(row)
+
     async def touch(self, session_id: int, now: datetime) -> None:
         await self._conn.execute(
             update(sessions).where(sessions.c.id == session_id).values(last_seen_at=now)

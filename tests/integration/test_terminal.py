@@ -38,6 +38,9 @@ from domain.compute.terminals import TerminalTicket
 from domain.fleet.ca_services import create_ca
 from domain.fleet.checks import check_node
 from domain.fleet.nodes import NodeState
+from domain.identity.accounts import AccountStatus
+from domain.identity.admin import set_status
+from domain.identity.principal import SYSTEM
 from domain.ports import UnitOfWork
 from gpucloud.app import create_app
 from infra.crypto.envelope import AesGcmCipher
@@ -54,7 +57,7 @@ from schema.relay import from_global_id, to_global_id
 from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
 from tests.support.compute import credit, signed_in
 from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
-from tests.support.identity import PASSWORD, SIGN_UP, body, unique_email
+from tests.support.identity import LOG_IN, PASSWORD, SIGN_UP, body, unique_email
 from tests.support.processes import free_port
 from tests.support.ssh_node import EIGHT_H200, running_node
 
@@ -76,6 +79,12 @@ class Browser:
     client: httpx.AsyncClient
     user_id: int
     csrf: str
+    email: str
+
+    async def gql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = await self.client.post("/graphql", json=body(query, variables),
+                                          headers={"x-csrf-token": self.csrf})  # fmt: skip
+        return response.json()["data"]  # type: ignore[no-any-return]
 
     async def ticket(self, allocation_id: int, origin: str | None = APP) -> dict[str, Any]:
         headers = {"x-csrf-token": self.csrf}
@@ -120,10 +129,12 @@ async def _serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
 
 async def _browser(stack: contextlib.AsyncExitStack, base: str) -> Browser:
     client = await stack.enter_async_context(httpx.AsyncClient(base_url=base))
-    signed = await client.post("/graphql", json=body(SIGN_UP, {"email": unique_email(),
+    email = unique_email()
+    signed = await client.post("/graphql", json=body(SIGN_UP, {"email": email,
                                                                "password": PASSWORD}))  # fmt: skip
     payload = signed.json()["data"]["signUp"]
-    return Browser(client, from_global_id(payload["user"]["id"], "id")[1], payload["csrfToken"])
+    return Browser(client, from_global_id(payload["user"]["id"], "id")[1], payload["csrfToken"],
+                   email)  # fmt: skip
 
 
 @pytest.fixture
@@ -314,4 +325,44 @@ async def test_tickets_are_refused_reused_expired_for_others_and_cross_origin(
                                                           idle_timeout=timedelta(seconds=1)))  # fmt: skip
     ticket = (await world.ada.ticket(alloc))["ticket"]
     async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+        # Keep-alive pings (sent until the end) are answered but are not input: were they,
+        # this terminal would never idle out.
+        async def keep_pinging() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.send('{"type":"ping"}')
+                    await asyncio.sleep(0.2)
+
+        pinger = asyncio.create_task(keep_pinging())
         assert await _closed(ws) == (4408, "IDLE_TIMEOUT")
+        await pinger
+
+
+async def test_a_terminal_ends_with_the_credential_that_opened_it(
+    world: World, uow: Uow, engine: AsyncEngine
+) -> None:
+    """Logging out (this process, at commit) or a suspension (another process: the event comes
+    back through Redis) closes the open terminal at once with 4401 SIGNED_OUT."""
+    alloc = world.allocation.id
+    await _relay(engine, world)  # the allocation's own past events, before any terminal opens
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+        seen = bytearray()
+        await ws.send(b"echo up-$((2+2))\n")
+        await _read_until(ws, b"up-4", seen)
+        ended = await world.ada.gql("mutation { logOut { __typename } }")
+        assert ended["logOut"]["__typename"] == "LogOutPayload", ended
+        assert await _closed(ws) == (4401, "SIGNED_OUT")
+
+    signed = await world.ada.gql(LOG_IN, {"email": world.ada.email, "password": PASSWORD})
+    world.ada.csrf = signed["logIn"]["csrfToken"]
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+        seen = bytearray()
+        await ws.send(b"echo up-$((3+3))\n")
+        await _read_until(ws, b"up-6", seen)
+        # Suspended by another process (this uow has no hook into the app): only the identity
+        # event, relayed as the worker would, can tell the terminal before its 30 s re-check.
+        await set_status(uow(), SYSTEM, world.ada.user_id, AccountStatus.SUSPENDED, "abuse", META)
+        await _relay(engine, world)
+        assert await _closed(ws) == (4401, "SIGNED_OUT")
