@@ -10,12 +10,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from schema.relay import from_global_id
-from tests.support.identity import sync_sign_up_with_token
+from tests.support.identity import expire_token, sync_sign_up_with_token
 from tests.support.stack import Stack, bearer_gql, closed_with, connect_as, served
 
 TOKENS = "{ viewer { id } apiTokens { edges { node { id } } } }"
@@ -120,11 +119,5 @@ async def test_a_token_that_expires_mid_stream_is_closed_at_the_next_check(quick
     listed = await asyncio.to_thread(bearer_gql, quick.http[0], token, TOKENS)
     _, key = from_global_id(listed["data"]["apiTokens"]["edges"][0]["node"]["id"])
     # Expiry has no event: only the periodic check (each ping interval) can notice it.
-    conn = await asyncpg.connect(quick.env["DATABASE_URL"].replace("+asyncpg", "", 1))
-    try:
-        await conn.execute(
-            "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1", key
-        )
-    finally:
-        await conn.close()
+    await expire_token(quick.env["DATABASE_URL"], key)
     assert (await closed_with(ws, answer_pings=True, timeout=20))[0] == 4401

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import websockets
@@ -24,6 +23,7 @@ from tests.support.identity import (
     PASSWORD,
     SIGN_UP,
     body,
+    expire_token,
     unique_email,
 )
 from tests.support.processes import Process, free_port, gpucloud, wait_ready
@@ -225,13 +225,7 @@ async def test_revoked_token_is_closed_with_4403(stack, user) -> None:
 async def test_expired_token_is_closed_with_4403(stack, user) -> None:
     secret, gid = await user.token()
     _, key = from_global_id(gid)
-    conn = await asyncpg.connect(stack.env["DATABASE_URL"].replace("+asyncpg", "", 1))
-    try:
-        await conn.execute(
-            "UPDATE api_tokens SET expires_at = now() - interval '1 minute' WHERE id = $1", key
-        )
-    finally:
-        await conn.close()
+    await expire_token(stack.env["DATABASE_URL"], key)
     assert await handshake(stack.ws, bearer(secret)) == 4403
     async with httpx.AsyncClient(base_url=stack.http) as client:
         over_http = await client.post("/graphql", json=body(VIEWER),

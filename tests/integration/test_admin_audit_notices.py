@@ -11,25 +11,13 @@ from domain.catalog.services import add_sku
 from domain.catalog.sku import SkuSpec
 from domain.identity.accounts import AccountStatus
 from domain.identity.admin import set_status
-from domain.identity.principal import Principal, PrincipalKind
-from domain.identity.scopes import ROLE_SCOPES, Role
+from domain.identity.scopes import Role
 from domain.notifications.audit import tells_admins
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import after
+from tests.support.compute import signed_in, stored_user
 
 META = RequestMeta(request_id="test")
-
-
-def _principal(user_id: int, role: Role) -> Principal:
-    return Principal(kind=PrincipalKind.SESSION, user_id=user_id, role=role,
-                     scopes=ROLE_SCOPES[role], session_id=1)  # fmt: skip
-
-
-async def _user(uow: Any, role: Role = Role.USER) -> int:
-    async with uow() as u:
-        made = await u.users.add(f"{uuid.uuid4().hex[:10]}@example.com", None, role)
-        await u.commit()
-        return int(made.id)
 
 
 async def _told(uow: Any, user_id: int) -> list[dict[str, Any]]:
@@ -38,13 +26,13 @@ async def _told(uow: Any, user_id: int) -> list[dict[str, Any]]:
 
 
 async def test_other_admins_hear_of_a_platform_change_and_the_actor_does_not(uow: Any) -> None:
-    acting, other = await _user(uow, Role.ADMIN), await _user(uow, Role.ADMIN)
-    customer = await _user(uow)
+    acting, other = await stored_user(uow, Role.ADMIN), await stored_user(uow, Role.ADMIN)
+    customer = await stored_user(uow)
     spec = SkuSpec.create(name=f"told-{uuid.uuid4().hex[:6]}", gpu_model="H100", gpu_count=1,
                           vcpus=8, ram_gib=64, disk_gib=100, region="us-east",
                           hourly_price_minor=100, currency="USD")  # fmt: skip
-    sku = await add_sku(uow(), spec, _principal(acting, Role.ADMIN), META)
-    await set_status(uow(), _principal(acting, Role.ADMIN), customer, AccountStatus.SUSPENDED,
+    sku = await add_sku(uow(), spec, signed_in(acting, Role.ADMIN), META)
+    await set_status(uow(), signed_in(acting, Role.ADMIN), customer, AccountStatus.SUSPENDED,
                      "abuse", META)  # fmt: skip
 
     told = await _told(uow, other)

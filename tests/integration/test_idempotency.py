@@ -4,7 +4,6 @@ twin answers with it."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
@@ -13,28 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.audit.records import RequestMeta
 from domain.errors import Conflict
-from domain.identity.principal import Principal, PrincipalKind
-from domain.identity.scopes import ROLE_SCOPES, Role
+from domain.identity.scopes import Role
 from domain.ledger.services import grant_credit, wallet_view
 from domain.payments.topups import TopUpPolicy, create_top_up
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.stripe.gateway import StripeGateway
+from tests.support.compute import signed_in, stored_user
 from tests.support.localstripe import LocalStripe
 
 META = RequestMeta(request_id="test")
-
-
-def principal(user_id: int, role: Role) -> Principal:
-    return Principal(kind=PrincipalKind.SESSION, user_id=user_id, role=role,
-                     scopes=ROLE_SCOPES[role], session_id=1)  # fmt: skip
-
-
-async def user(uow: Any, role: Role = Role.USER) -> int:
-    async with uow() as u:
-        made = await u.users.add(f"{uuid.uuid4().hex[:10]}@example.com", None, role)
-        await u.commit()
-        return made.id
 
 
 @pytest.fixture
@@ -48,8 +35,8 @@ async def wide(database_url: str, engine: AsyncEngine) -> Any:
 async def test_ten_concurrent_credits_with_one_key_credit_once(
     wide: Any, engine: AsyncEngine
 ) -> None:
-    admin = principal(await user(wide, Role.ADMIN), Role.ADMIN)
-    target = await user(wide)
+    admin = signed_in(await stored_user(wide, Role.ADMIN), Role.ADMIN)
+    target = await stored_user(wide)
 
     results = await asyncio.gather(*(
         grant_credit(wide(), admin, META, target, 700, "USD", "goodwill", "credit-key-1")
@@ -73,7 +60,7 @@ async def test_ten_concurrent_credits_with_one_key_credit_once(
 async def test_concurrent_top_ups_with_one_key_make_one_payment(
     wide: Any, engine: AsyncEngine, localstripe: LocalStripe
 ) -> None:
-    buyer = principal(await user(wide), Role.USER)
+    buyer = signed_in(await stored_user(wide))
     gateway = StripeGateway(localstripe.api_key, localstripe.url, timeout_seconds=10)
     try:
         results = await asyncio.gather(*(

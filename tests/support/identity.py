@@ -131,3 +131,17 @@ def sync_sign_up_with_token(base_url: str, scopes: Sequence[str] = ALL_USER_SCOP
             headers={"x-csrf-token": csrf},
         )
         return made.json()["data"]["createApiToken"]["secret"]  # type: ignore[no-any-return]
+
+
+async def expire_token(database_url: str, token_id: int) -> None:
+    """Backdate an API token's expiry, as time would (no event is emitted for expiry)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", "", 1))
+    try:
+        await conn.execute(
+            "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1",
+            token_id,
+        )
+    finally:
+        await conn.close()
