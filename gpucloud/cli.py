@@ -27,6 +27,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,  # the request-context middleware logs each request with its id
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # No permessage-deflate: compressing every frame for every socket cost two thirds of
+        # the CPU of a busy terminal (bench/terminal.py) and repeats per subscriber on fan-out;
+        # terminal bytes and small JSON events gain little from it.
+        ws_per_message_deflate=False,
     )
     return 0
 

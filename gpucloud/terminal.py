@@ -191,7 +191,7 @@ async def _from_client(websocket: WebSocket, session: TerminalSession, last_inpu
             return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
         if message.get("bytes") is not None:
             last_input[0] = time.monotonic()
-            session.write(message["bytes"])
+            await session.write(message["bytes"])
             continue
         try:
             control = orjson.loads(message.get("text") or "")

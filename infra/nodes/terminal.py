@@ -35,8 +35,12 @@ class TerminalSession:
         except SSH_ERRORS:
             return b""
 
-    def write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
+        """Send input, waiting while SSH's window is full: a client typing (or pasting) faster
+        than the shell reads is slowed down instead of filling this process's memory."""
         self._process.stdin.write(data)
+        with contextlib.suppress(*SSH_ERRORS):  # a lost session ends through `read`
+            await self._process.stdin.drain()
 
     def resize(self, cols: int, rows: int) -> None:
         self._process.change_terminal_size(cols, rows)
