@@ -37,7 +37,7 @@ from domain.identity.tokens import ApiToken, TokenSpec
 from domain.ledger.accounts import Account, AccountKey, Balance
 from domain.ledger.holds import Hold
 from domain.ledger.transfers import Entry, Transfer, TransferCode, TransferSpec
-from domain.notifications.notices import Notice, NoticeType, Notification
+from domain.notifications.notices import Notice, Notification
 from domain.pagination import Page, PageRequest
 from domain.payments.findings import Finding, ReconciliationIssue
 from domain.payments.gateway import (
@@ -574,9 +574,10 @@ class NotificationRepository(Protocol):
         """Active administrators, who receive the fleet's notifications."""
         ...
 
-    async def after(self, user_id: int, seq: int, types: Sequence[NoticeType] | None,
-                    limit: int) -> Sequence[Notification]:  # fmt: skip
-        """Sequence number above `seq`, ascending, of the given types (None: all)."""
+    async def after_many(self, wants: Sequence[tuple[int, int]],
+                         limit: int) -> dict[tuple[int, int], list[Notification]]:  # fmt: skip
+        """For each (user id, seq): that user's notifications above seq, in order, at most
+        `limit`, of every type; one query for all of them."""
         ...
 
     async def page(self, user_id: int, unread_only: bool,

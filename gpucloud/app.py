@@ -39,6 +39,7 @@ from resolvers.invalidation import follow
 from resolvers.loaders import make_loaders
 from resolvers.result_cache import ResultCache, result_cache_extension
 from resolvers.root import Limits, build_schema
+from resolvers.shared_reads import make_shared_reads
 from schema.context import AppContext
 from schema.observability import Observer, operation_metrics
 
@@ -59,6 +60,7 @@ class GraphQLView(GraphQL[AppContext, None]):
             uow=res.uow,
             events=res.hub,
             loaders=make_loaders(res.uow),
+            shared=request.app.state.shared_reads,
             auth=res.kit,
             money=res.money,
             fleet=res.fleet,
@@ -152,6 +154,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resources = app.state.resources = await Resources.open(settings, metrics)
+        app.state.shared_reads = make_shared_reads(resources.uow)
         followers = []
         if cache is not None:  # a disabled cache needs no invalidation stream
             cache.live_epoch = lambda: resources.hub.epoch

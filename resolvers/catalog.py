@@ -16,6 +16,7 @@ from domain.catalog.sku import SkuStatus as DomainSkuStatus
 from domain.errors import DomainError
 from domain.pagination import PageRequest
 from resolvers.access import fetch_node, recheck
+from resolvers.shared_reads import make_shared_reads
 from schema.catalog import (
     CatalogChange,
     CatalogChangeKind,
@@ -59,6 +60,7 @@ async def sku(info: Info[AppContext, None], id: strawberry.ID) -> Sku | None:  #
 async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[CatalogChange, None]:
     """Every SKU added, updated or retired, from any process, as it happens."""
     ctx = info.context
+    shared = ctx.shared or make_shared_reads(ctx.uow)  # one read per event for all subscribers
     seen: deque[int] = deque(maxlen=_SEEN_EVENT_IDS)
     async with ctx.events.subscribe(services.CATALOG_TOPIC) as stream:
         async for message in stream:
@@ -68,7 +70,7 @@ async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[Catalo
             seen.append(event_id)
             payload = message["payload"]
             await recheck(info)
-            current = await services.get_sku(ctx.uow(), int(payload["skuId"]))
+            current = await shared.sku_at(event_id, int(payload["skuId"]))
             yield CatalogChange(
                 kind=CatalogChangeKind(payload["kind"]),
                 sku=None if current is None else Sku.from_domain(current),

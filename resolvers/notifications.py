@@ -12,6 +12,7 @@ from domain.notifications import services
 from domain.notifications.notices import NOTIFICATIONS_TOPIC, NoticeType
 from domain.pagination import PageRequest
 from resolvers.access import recheck
+from resolvers.shared_reads import BATCH, make_shared_reads
 from schema.context import AppContext
 from schema.errors import typed_error
 from schema.notifications import (
@@ -22,8 +23,6 @@ from schema.notifications import (
     NotificationProblem,
     seq_of,
 )
-
-BATCH = 200
 
 
 def _me(info: Info[AppContext, None]) -> int:
@@ -69,7 +68,9 @@ async def notifications_stream(
     one delivered, which become visible in order (see domain/notifications/notices.py)."""
     ctx = info.context
     user_id = _me(info)
-    wanted = list(types) if types else None
+    wanted = frozenset(types) if types else None
+    # Every subscription of this process reads through one batched query per poke.
+    shared = ctx.shared or make_shared_reads(ctx.uow)
     async with ctx.events.subscribe(NOTIFICATIONS_TOPIC) as stream:
         last = (_seq(after, "after") if after is not None
                 else await services.latest_seq(ctx.uow(), user_id))  # fmt: skip
@@ -77,10 +78,11 @@ async def notifications_stream(
         async def newer() -> AsyncGenerator[Notification, None]:
             nonlocal last
             while True:
-                batch = await services.after(ctx.uow(), user_id, last, wanted, BATCH)
+                batch = await shared.notifications_after.load((user_id, last))
                 for found in batch:
-                    last = found.seq
-                    yield Notification.from_domain(found)
+                    last = found.seq  # past the ones of other types too: never read twice
+                    if wanted is None or found.type in wanted:
+                        yield Notification.from_domain(found)
                 if len(batch) < BATCH:
                     return
 

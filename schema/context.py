@@ -26,6 +26,7 @@ from domain.identity.principal import ANONYMOUS, Principal
 from domain.identity.tokens import ApiToken
 from domain.ledger.services import Statement, WalletView
 from domain.ledger.transfers import Entry
+from domain.notifications.notices import Notification as DomainNotification
 from domain.pagination import Page, PageRequest
 from domain.payments.kit import MoneyKit
 from domain.payments.payments import Payment
@@ -64,6 +65,16 @@ class Loaders:
     statements: DataLoader[tuple[int, int], list[Statement]]
 
 
+@dataclass(frozen=True)
+class SharedReads:
+    """Process-wide reads shared by every subscriber (resolvers/shared_reads.py)."""
+
+    # (user id, seq) -> that user's notifications above seq, every type, at most a batch.
+    notifications_after: DataLoader[tuple[int, int], list[DomainNotification]]
+    # (event id, SKU id) -> the SKU as read once for that event.
+    sku_at: Callable[[int, int], Awaitable[Sku | None]]
+
+
 class SessionCookies(Protocol):
     """Sets and clears the session and CSRF cookies on the response being built."""
 
@@ -78,6 +89,7 @@ class AppContext:
     uow: Callable[[], UnitOfWork]
     events: EventStream
     loaders: Loaders
+    shared: SharedReads | None = None  # for subscriptions; the app always gives one
     auth: AuthKit | None = None
     money: MoneyKit | None = None
     fleet: FleetKit | None = None  # None without a key service: fleet writes are unavailable

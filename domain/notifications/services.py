@@ -25,11 +25,12 @@ async def notify_admins(uow: UnitOfWork, kind: NoticeType, payload: Mapping[str,
     await notify(uow, await uow.notifications.admin_ids(), kind, payload)
 
 
-async def after(uow: UnitOfWork, user_id: int, seq: int, types: Sequence[NoticeType] | None,
-                limit: int) -> list[Notification]:  # fmt: skip
-    """The user's notifications with a sequence number above `seq`, in order."""
+async def after_many(uow: UnitOfWork, wants: Sequence[tuple[int, int]],
+                     limit: int) -> dict[tuple[int, int], list[Notification]]:  # fmt: skip
+    """`after` for many (user id, seq) pairs at once, every type: what one poke asks of a
+    process serving many subscribers."""
     async with uow:
-        return list(await uow.notifications.after(user_id, seq, types, limit))
+        return await uow.notifications.after_many(wants, limit)
 
 
 async def page(uow: UnitOfWork, user_id: int, unread_only: bool,

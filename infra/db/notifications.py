@@ -29,6 +29,19 @@ _ADD = text("""
     RETURNING *
 """)
 
+# Many subscribers' reads in one statement: each (user, after) pair gets its own window, so two
+# sockets of one user at different cursors each get up to `limit` rows of their own.
+_AFTER_MANY = text("""
+    SELECT * FROM (
+        SELECT n.*, w.after_seq,
+               row_number() OVER (PARTITION BY w.user_id, w.after_seq ORDER BY n.seq) AS rank
+        FROM unnest(CAST(:user_ids AS bigint[]), CAST(:seqs AS bigint[])) AS w(user_id, after_seq)
+        JOIN notifications n ON n.user_id = w.user_id AND n.seq > w.after_seq
+    ) ranked
+    WHERE rank <= :limit
+    ORDER BY user_id, after_seq, seq
+""")
+
 
 def _to_notification(row: Any) -> Notification:
     return Notification(id=row.id, user_id=row.user_id, seq=row.seq, type=NoticeType(row.type),
@@ -51,14 +64,17 @@ class SqlNotificationRepository:
                 .order_by(users.c.id))  # fmt: skip
         return list((await self._conn.execute(stmt)).scalars())
 
-    async def after(self, user_id: int, seq: int, types: Sequence[NoticeType] | None,
-                    limit: int) -> Sequence[Notification]:  # fmt: skip
-        stmt = (select(notifications)
-                .where(notifications.c.user_id == user_id, notifications.c.seq > seq)
-                .order_by(notifications.c.seq).limit(limit))  # fmt: skip
-        if types:
-            stmt = stmt.where(notifications.c.type.in_([t.value for t in types]))
-        return [_to_notification(row) for row in await self._conn.execute(stmt)]
+    async def after_many(self, wants: Sequence[tuple[int, int]],
+                         limit: int) -> dict[tuple[int, int], list[Notification]]:  # fmt: skip
+        keys = sorted(set(wants))
+        found: dict[tuple[int, int], list[Notification]] = {key: [] for key in keys}
+        if not keys:
+            return found
+        rows = await self._conn.execute(_AFTER_MANY, {
+            "user_ids": [u for u, _ in keys], "seqs": [s for _, s in keys], "limit": limit})  # fmt: skip
+        for row in rows:
+            found[(row.user_id, row.after_seq)].append(_to_notification(row))
+        return found
 
     async def page(self, user_id: int, unread_only: bool,
                    request: PageRequest) -> Page[Notification]:  # fmt: skip

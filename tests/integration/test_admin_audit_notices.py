@@ -14,15 +14,15 @@ from domain.identity.admin import set_status
 from domain.identity.scopes import Role
 from domain.notifications.audit import tells_admins
 from domain.notifications.notices import NoticeType
-from domain.notifications.services import after
+from domain.notifications.services import after_many
 from tests.support.compute import signed_in, stored_user
 
 META = RequestMeta(request_id="test")
 
 
 async def _told(uow: Any, user_id: int) -> list[dict[str, Any]]:
-    found = await after(uow(), user_id, 0, [NoticeType.AUDIT_RECORDED], 100)
-    return [dict(n.payload) for n in found]
+    found = (await after_many(uow(), [(user_id, 0)], 100))[(user_id, 0)]
+    return [dict(n.payload) for n in found if n.type is NoticeType.AUDIT_RECORDED]
 
 
 async def test_other_admins_hear_of_a_platform_change_and_the_actor_does_not(uow: Any) -> None:

@@ -1,0 +1,63 @@
+"""Reads that every subscriber of one process shares: one per event or poke, not one per socket.
+
+5,000 sockets on one process all wake on the same event. Were each to read the database for
+itself, one event would be 5,000 transactions through a pool of ten: seconds of queueing, and
+pool timeouts that end subscriptions. Instead:
+
+- `sku_at(event_id, sku_id)`: the first subscriber to ask reads the SKU; the others, waking on
+  the same event, await the same read. Kept a few seconds (late subscribers of that event), then
+  dropped, so a later event reads afresh.
+- `notifications_after`: a DataLoader that gathers every subscription's "after my last seq" of
+  one loop turn into a single query (`after_many`), de-duplicating sockets of one user at one
+  cursor. It caches nothing: each poke must read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from strawberry.dataloader import DataLoader
+
+from domain.catalog import services as catalog
+from domain.catalog.sku import Sku
+from domain.notifications import services as notifications
+from domain.notifications.notices import Notification
+from domain.ports import UnitOfWork
+from schema.context import SharedReads
+
+BATCH = 200  # notifications per subscriber per read; a subscriber reads again while full
+_KEEP_SECONDS = 5.0
+
+
+class _EventMemo:
+    """Single-flight reads keyed by event, kept briefly."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[int, int], asyncio.Future[Sku | None]] = {}
+
+    async def sku_at(self, uow: Callable[[], UnitOfWork], event_id: int,
+                     sku_id: int) -> Sku | None:  # fmt: skip
+        key = (event_id, sku_id)
+        found = self._pending.get(key)
+        if found is None:
+            found = self._pending[key] = asyncio.ensure_future(catalog.get_sku(uow(), sku_id))
+            asyncio.get_running_loop().call_later(_KEEP_SECONDS, self._pending.pop, key, None)
+        return await asyncio.shield(found)  # one caller's cancellation must not end the others'
+
+
+def make_shared_reads(uow: Callable[[], UnitOfWork]) -> SharedReads:
+    """Built once per process (the app's lifespan), shared by every websocket's context."""
+    memo = _EventMemo()
+
+    async def load(keys: Sequence[tuple[int, int]]) -> list[list[Notification]]:
+        found = await notifications.after_many(uow(), keys, BATCH)
+        return [found[key] for key in keys]
+
+    def sku_at(event_id: int, sku_id: int) -> Awaitable[Sku | None]:
+        return memo.sku_at(uow, event_id, sku_id)
+
+    return SharedReads(
+        notifications_after=DataLoader(load_fn=load, cache=False, max_batch_size=2000),
+        sku_at=sku_at,
+    )

@@ -1,0 +1,75 @@
+"""Subscribers of one process share their reads: one query per poke for every notification
+subscription (`after_many`), one read per event for every `catalogChanged` subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from domain.catalog.services import add_sku
+from domain.catalog.sku import SkuSpec
+from domain.notifications.notices import NoticeType
+from domain.notifications.services import after_many, notify
+from domain.ports import UnitOfWork
+from resolvers.shared_reads import make_shared_reads
+from tests.support.compute import stored_user
+
+
+async def _tell(uow: Callable[[], UnitOfWork], user_id: int, count: int) -> None:
+    for n in range(count):
+        async with uow() as u:
+            await notify(u, [user_id], NoticeType.PAYMENT_SUCCEEDED, {"n": n})
+            await u.commit()
+
+
+def _counting(uow: Callable[[], UnitOfWork]) -> tuple[Callable[[], UnitOfWork], list[int]]:
+    opened = [0]
+
+    def counted() -> UnitOfWork:
+        opened[0] += 1
+        return uow()
+
+    return counted, opened
+
+
+async def test_after_many_gives_each_cursor_its_own_window(uow: Any) -> None:
+    ada, bob, cid = await stored_user(uow), await stored_user(uow), await stored_user(uow)
+    await _tell(uow, ada, 5)
+    await _tell(uow, bob, 3)
+    found = await after_many(uow(), [(ada, 0), (ada, 3), (bob, 1), (cid, 0), (ada, 0)], 2)
+    seqs = {key: [n.seq for n in rows] for key, rows in found.items()}
+    assert seqs == {(ada, 0): [1, 2], (ada, 3): [4, 5], (bob, 1): [2, 3], (cid, 0): []}
+    assert all(n.user_id == ada for n in found[(ada, 3)])
+
+
+async def test_concurrent_subscribers_share_one_read(uow: Any) -> None:
+    users = [await stored_user(uow) for _ in range(20)]
+    for user_id in users:
+        await _tell(uow, user_id, 2)
+    counted, opened = _counting(uow)
+    shared = make_shared_reads(counted)
+    # 100 subscriptions (5 sockets per user, at two cursors) woken by one poke.
+    keys = [(user_id, cursor) for user_id in users for cursor in (0, 0, 0, 1, 1)]
+    results = await asyncio.gather(*(shared.notifications_after.load(key) for key in keys))
+    assert opened[0] == 1  # one unit of work, one query, for all of them
+    for (user_id, cursor), rows in zip(keys, results, strict=True):
+        assert [n.seq for n in rows] == [1, 2][cursor:]
+        assert {n.user_id for n in rows} <= {user_id}
+
+    # The next poke reads again: nothing is cached between loop turns.
+    await _tell(uow, users[0], 1)
+    assert [n.seq for n in await shared.notifications_after.load((users[0], 2))] == [3]
+    assert opened[0] == 2
+
+
+async def test_one_catalog_event_is_read_once_for_every_subscriber(uow: Any) -> None:
+    sku = await add_sku(uow(), SkuSpec.create(
+        name="shared-read", gpu_model="H100", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
+        region="eu-west", hourly_price_minor=100, currency="USD"))  # fmt: skip
+    counted, opened = _counting(uow)
+    shared = make_shared_reads(counted)
+    seen = await asyncio.gather(*(shared.sku_at(41, sku.id) for _ in range(500)))
+    assert opened[0] == 1 and {s.id for s in seen if s is not None} == {sku.id}
+    await shared.sku_at(42, sku.id)  # another event reads afresh
+    assert opened[0] == 2
