@@ -15,7 +15,6 @@ from typing import Any
 from strawberry import Info
 
 from domain.errors import NotFound, Problem
-from domain.identity.errors import AccessCode, AccessDenied
 from domain.identity.principal import PUBLIC, Principal, Requirement, check_access, owns_or_admin
 from domain.identity.scopes import Scope
 from schema.account import ApiToken, User
@@ -109,13 +108,3 @@ async def fetch_node(info: Info[AppContext, None], type_name: str, key: int) -> 
 def visible(principal: Principal, type_name: str, obj: Any) -> bool:
     """The same rule for objects reached through connections (defence in depth)."""
     return NODE_TYPES[type_name].visible(principal, obj)
-
-
-async def recheck(info: Info[AppContext, None]) -> None:
-    """Before a subscription delivers an event: end it when the connection's credential was
-    revoked, expired or suspended since it opened (the client must reconnect and sign in)."""
-    check = info.context.still_authorized
-    if check is not None and not await check():
-        raise AccessDenied(
-            AccessCode.UNAUTHENTICATED, "The credential of this connection is no longer valid."
-        )

@@ -21,7 +21,7 @@ from domain.compute.kit import ComputeKit
 from domain.compute.records import AllocationFilter as DomainAllocationFilter
 from domain.errors import DomainError, InvalidInput, Problem, ServiceUnavailable
 from domain.pagination import PageRequest
-from resolvers.access import fetch_node, recheck, visible
+from resolvers.access import fetch_node, visible
 from schema.allocations import (
     Allocation,
     AllocationConnection,
@@ -162,7 +162,6 @@ async def allocation_updated(
             if event_id in seen or int(message["payload"].get("allocationId", -1)) != key:
                 continue
             seen.append(event_id)
-            await recheck(info)
             ctx.loaders.allocation.clear(key)  # read it afresh, not from this request's cache
             fresh: Allocation | None = await fetch_node(info, "Allocation", key)
             if fresh is None or fresh.domain.version <= version:

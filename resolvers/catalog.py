@@ -15,7 +15,7 @@ from domain.catalog.sku import SkuFilter as DomainSkuFilter
 from domain.catalog.sku import SkuStatus as DomainSkuStatus
 from domain.errors import DomainError
 from domain.pagination import PageRequest
-from resolvers.access import fetch_node, recheck
+from resolvers.access import fetch_node
 from resolvers.shared_reads import make_shared_reads
 from schema.catalog import (
     CatalogChange,
@@ -69,7 +69,6 @@ async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[Catalo
                 continue
             seen.append(event_id)
             payload = message["payload"]
-            await recheck(info)
             current = await shared.sku_at(event_id, int(payload["skuId"]))
             yield CatalogChange(
                 kind=CatalogChangeKind(payload["kind"]),

@@ -7,6 +7,7 @@ unexpected failures, the request id to quote. The full error is logged with that
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import structlog
 from graphql import GraphQLError
@@ -86,6 +87,13 @@ class ErrorShaping(MaskErrors):
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [shape_error(error) for error in errors]
+
+    def _process_result(self, result: Any) -> None:
+        # MaskErrors first tests a runtime-checkable Protocol, which is slow enough to show in a
+        # 5,000-socket fan-out profile; an error-free result, the usual case, needs no look.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)
 
 
 def log_errors(errors: list[GraphQLError]) -> None:

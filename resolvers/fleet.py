@@ -23,7 +23,7 @@ from domain.fleet.nodes import NodeErrorCode, NodeTrigger
 from domain.fleet.records import NodeFilter
 from domain.fleet.registration import NodeSpec
 from domain.pagination import PageRequest
-from resolvers.access import fetch_node, recheck
+from resolvers.access import fetch_node
 from schema.context import AppContext
 from schema.errors import typed_error
 from schema.fleet import (
@@ -103,7 +103,6 @@ async def fleet_events(info: Info[AppContext, None]) -> AsyncGenerator[FleetEven
             if event_id in seen:  # the relay is at-least-once; subscribers see each once
                 continue
             seen.append(event_id)
-            await recheck(info)
             yield FleetEvent.from_message(str(message["name"]), message["payload"])
 
 

@@ -11,7 +11,6 @@ from domain.errors import DomainError, InvalidInput, Problem
 from domain.notifications import services
 from domain.notifications.notices import NOTIFICATIONS_TOPIC, NoticeType
 from domain.pagination import PageRequest
-from resolvers.access import recheck
 from resolvers.shared_reads import BATCH, make_shared_reads
 from schema.context import AppContext
 from schema.errors import typed_error
@@ -91,6 +90,5 @@ async def notifications_stream(
         async for message in stream:
             if user_id not in message["payload"].get("userIds", ()):
                 continue
-            await recheck(info)
             async for live in newer():
                 yield live

@@ -104,7 +104,8 @@ class AppContext:
     # A credential was sent but refused, and why (INVALID, EXPIRED, REVOKED, SUSPENDED).
     credential_refusal: Refusal | None = None
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
-    # For long-lived websocket operations: does the connection's credential still stand?
+    # Does the websocket's credential still stand? gpucloud/live.py asks on identity events and
+    # at every heartbeat, and closes the socket (4401) once it does not.
     still_authorized: Callable[[], Awaitable[bool]] | None = None
     request: Any = None
     response: Any = None
