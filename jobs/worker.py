@@ -7,13 +7,13 @@ import signal
 from collections.abc import Callable
 
 import dramatiq
+import redis.asyncio as aioredis
 import structlog
 
 from domain.fleet.kit import FleetKit
 from infra.broker import make_broker
 from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
-from infra.db.outbox import OutboxMessage
 from infra.db.uow import SqlUnitOfWork
 from infra.nodes.factory import allocation_policy, health_policy, make_compute_kit, make_fleet_kit
 from infra.payment_settings import ledger_policy
@@ -24,7 +24,7 @@ from jobs.compute import MeteringTicker, ReconcileTicker, claim_allocations
 from jobs.fleet import claim_nodes
 from jobs.loop import Dispatcher
 from jobs.money import MoneyTicker
-from jobs.relay import OutboxRelay
+from jobs.relay import EventPublisher, OutboxRelay
 
 log = structlog.get_logger(__name__)
 
@@ -49,19 +49,8 @@ def run_worker(settings: Settings) -> int:
     compute = (None if fleet is None else
                lambda kit: make_compute_kit(settings.fleet, settings.compute, kit,
                                             ledger_policy(settings.payments)))  # fmt: skip
-    actors = register_actors(broker, ActorDeps(settings.redis_url, settings.redis_namespace,
-                                               fleet_factory=fleet, compute_factory=compute))  # fmt: skip
+    actors = register_actors(broker, ActorDeps(fleet_factory=fleet, compute_factory=compute))
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
-
-    def enqueue(message: OutboxMessage) -> None:
-        actors.publish_event.send(
-            {
-                "id": message.id,
-                "topic": message.topic,
-                "name": message.name,
-                "payload": message.payload,
-            }
-        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -69,7 +58,10 @@ def run_worker(settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         engine = make_engine(settings.database_url, pool_size=4)
-        relay = OutboxRelay(engine, settings.database_url, enqueue, settings.outbox_poll_seconds)
+        events = aioredis.Redis.from_url(settings.redis_url)
+        publisher = EventPublisher(events, settings.redis_namespace)
+        relay = OutboxRelay(engine, settings.database_url, publisher.publish,
+                            settings.outbox_poll_seconds)  # fmt: skip
         gateway = make_gateway(settings.payments)
         ticker = MoneyTicker(lambda: SqlUnitOfWork(engine), gateway, settings.payments)
         loops = [relay.run(stop), ticker.run(stop)]
@@ -106,6 +98,7 @@ def run_worker(settings: Settings) -> int:
                 if close is not None:
                     await close()
             await gateway.aclose()
+            await events.aclose()
             await engine.dispose()
 
     worker.start()

@@ -138,7 +138,7 @@ def test_metrics_report_the_workers_jobs(stack) -> None:  # type: ignore[no-unty
         "--price-minor", "249", "--currency", "USD", env=stack["env"],
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    line = 'gpucloud_jobs_total{actor="publish_event",outcome="succeeded"}'
+    line = 'gpucloud_jobs_total{actor="outbox_relay",outcome="published"}'
     for _ in range(100):
         text = httpx.get(f"{stack['http']}/metrics").text
         if line in text and "gpucloud_outbox_unpublished 0.0" in text:

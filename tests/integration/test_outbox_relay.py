@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from sqlalchemy import select
@@ -12,6 +13,13 @@ from infra.db.outbox import OutboxMessage
 from infra.db.tables import outbox
 from jobs.relay import OutboxRelay
 from tests.support.catalog import make_spec
+
+
+def _into(sent: list[OutboxMessage]) -> Callable[[OutboxMessage], Awaitable[None]]:
+    async def publish(message: OutboxMessage) -> None:
+        sent.append(message)
+
+    return publish
 
 
 async def _unpublished(engine) -> int:  # type: ignore[no-untyped-def]
@@ -24,7 +32,7 @@ async def test_publishes_each_row_once_and_marks_it(uow, engine, database_url) -
     for i in range(3):
         await services.add_sku(uow(), make_spec(f"s{i}"))
     sent: list[OutboxMessage] = []
-    relay = OutboxRelay(engine, database_url, sent.append)
+    relay = OutboxRelay(engine, database_url, _into(sent))
     assert await relay.run_once() == 3
     assert await relay.run_once() == 0
     assert [m.payload["kind"] for m in sent] == ["added"] * 3
@@ -32,17 +40,17 @@ async def test_publishes_each_row_once_and_marks_it(uow, engine, database_url) -
     assert await _unpublished(engine) == 0
 
 
-async def test_failed_enqueue_keeps_rows_for_the_next_try(uow, engine, database_url) -> None:
+async def test_a_failed_publish_keeps_rows_for_the_next_try(uow, engine, database_url) -> None:
     await services.add_sku(uow(), make_spec("kept"))
 
-    def broken(_: OutboxMessage) -> None:
+    async def broken(_: OutboxMessage) -> None:
         raise ConnectionError("redis down")
 
     with pytest.raises(ConnectionError):
         await OutboxRelay(engine, database_url, broken).run_once()
     assert await _unpublished(engine) == 1
     sent: list[OutboxMessage] = []
-    assert await OutboxRelay(engine, database_url, sent.append).run_once() == 1
+    assert await OutboxRelay(engine, database_url, _into(sent)).run_once() == 1
     assert len(sent) == 1
 
 
@@ -51,10 +59,11 @@ async def test_two_relays_share_rows_without_doubles(uow, engine, database_url) 
         await services.add_sku(uow(), make_spec(f"r{i}"))
     sent: list[int] = []
 
-    def slow_enqueue(message: OutboxMessage) -> None:
+    async def slow_publish(message: OutboxMessage) -> None:
         sent.append(message.id)
+        await asyncio.sleep(0)
 
-    relays = [OutboxRelay(engine, database_url, slow_enqueue, batch_size=7) for _ in range(2)]
+    relays = [OutboxRelay(engine, database_url, slow_publish, batch_size=7) for _ in range(2)]
     while await _unpublished(engine):
         await asyncio.gather(*(r.run_once() for r in relays))
     assert sorted(sent) == sorted(set(sent))
@@ -65,13 +74,13 @@ async def test_run_wakes_on_notify_without_waiting_for_the_poll(uow, engine, dat
     got = asyncio.Event()
     sent: list[OutboxMessage] = []
 
-    def enqueue(message: OutboxMessage) -> None:
+    async def publish(message: OutboxMessage) -> None:
         sent.append(message)
         got.set()
 
     stop = asyncio.Event()
     # A one-hour poll: only LISTEN/NOTIFY can deliver within the bound below.
-    relay = OutboxRelay(engine, database_url, enqueue, poll_seconds=3600)
+    relay = OutboxRelay(engine, database_url, publish, poll_seconds=3600)
     task = asyncio.create_task(relay.run(stop))
     try:
         await asyncio.sleep(0.5)  # let it LISTEN
