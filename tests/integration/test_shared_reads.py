@@ -73,3 +73,19 @@ async def test_one_catalog_event_is_read_once_for_every_subscriber(uow: Any) -> 
     assert opened[0] == 1 and {s.id for s in seen if s is not None} == {sku.id}
     await shared.sku_at(42, sku.id)  # another event reads afresh
     assert opened[0] == 2
+
+
+async def test_a_waiter_reads_again_when_the_first_reader_is_cancelled(uow: Any) -> None:
+    sku = await add_sku(uow(), SkuSpec.create(
+        name="shared-cancel", gpu_model="H100", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
+        region="eu-west", hourly_price_minor=100, currency="USD"))  # fmt: skip
+    counted, opened = _counting(uow)
+    shared = make_shared_reads(counted)
+    leader = asyncio.create_task(shared.sku_at(7, sku.id))
+    await asyncio.sleep(0)  # the leader has started its read
+    waiter = asyncio.create_task(shared.sku_at(7, sku.id))
+    await asyncio.sleep(0)
+    leader.cancel()
+    found = await waiter
+    assert found is not None and found.id == sku.id  # not None, not an error: read again
+    assert opened[0] == 2
