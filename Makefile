@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal lock
+.PHONY: install sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -74,6 +74,11 @@ bench-placement: install sshd
 # workers. Makes real Linux users (random prefix, removed after): run as root.
 bench-provisioning: install sshd
 	$(PY) -m bench.provisioning
+
+# 5,000 graphql-transport-ws subscribers on one API process: commit -> delivery p50/p99 and memory
+# per idle subscriber, against a bare Starlette + Redis fan-out in the same run.
+bench-fanout: install
+	$(PY) -m bench.fanout
 
 # Keystroke round trip and bulk output through /terminal vs a direct asyncssh PTY session to
 # the same loopback sshd. Makes a real Linux user (random prefix, removed after): run as root.
