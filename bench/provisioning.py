@@ -31,8 +31,6 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-import asyncssh
-
 from bench.common import run_main
 from bench.ledger import database_server
 from domain.audit.records import RequestMeta
@@ -42,12 +40,10 @@ from domain.compute.accounts import AccountSpec, account_name
 from domain.compute.allocation_services import create_allocation, stop_allocation
 from domain.compute.engine import advance
 from domain.compute.kit import ComputeKit
-from domain.compute.ssh_key_services import add_ssh_key
 from domain.fleet.checks import check_node
 from domain.fleet.remote import NodePrep, NodeTarget
 from domain.fleet.targets import node_target
 from domain.identity.principal import Principal
-from domain.identity.scopes import Role
 from domain.ledger.policy import LedgerPolicy
 from domain.ports import UnitOfWork
 from infra import migrate
@@ -56,13 +52,12 @@ from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.nodes.account_commands import ensure_account_command, remove_account_command
 from infra.nodes.factory import make_compute_kit, node_layout
-from infra.nodes.keys import AsyncsshKeyCodec
 from infra.nodes.layout import NodeLayout
 from infra.nodes.nvidia_smi import parse_query_csv
 from infra.nodes.ssh import SshDialer
 from infra.settings import load_settings
 from tests.support.accounts import open_node_root, remove_users
-from tests.support.compute import credit, signed_in
+from tests.support.compute import customer
 from tests.support.fleet import fleet_settings, group_prefix, kit_for, register
 from tests.support.processes import Process
 from tests.support.servers import create_database, drop_database
@@ -93,14 +88,8 @@ async def _world(uow: Callable[[], UnitOfWork], kit: ComputeKit, nodes: list[Ssh
     sku = await add_sku(uow(), SkuSpec.create(
         name="h200x1", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
         region="eu-west", hourly_price_minor=399, currency="USD"))  # fmt: skip
-    async with uow() as u:
-        made = await u.users.add(f"{prefix}@bench.test", None, Role.USER)
-        await credit(u.ledger, made.id, 10**9)
-        await u.commit()
-    user = signed_in(made.id)
-    public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
-    key = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "bench", public, META)
-    return user, sku.id, key.id
+    user, key_id = await customer(uow, f"{prefix}@bench.test")
+    return user, sku.id, key_id
 
 
 async def latency(kit: ComputeKit, layout: NodeLayout, user: Principal, sku_id: int,

@@ -41,7 +41,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-import asyncssh
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -52,13 +51,11 @@ from domain.catalog.sku import SkuSpec
 from domain.compute.allocation_services import create_allocation, stop_allocation
 from domain.compute.allocations import AllocationState
 from domain.compute.engine import advance
-from domain.compute.ssh_key_services import add_ssh_key
 from domain.compute.terminals import TerminalKit, issue_ticket, terminal_target
 from domain.fleet.ca_services import create_ca
 from domain.fleet.checks import check_node
 from domain.fleet.nodes import NodeState
 from domain.identity.principal import Principal
-from domain.identity.scopes import Role
 from domain.ledger.policy import LedgerPolicy
 from domain.ports import UnitOfWork
 from infra.crypto.envelope import AesGcmCipher
@@ -66,14 +63,13 @@ from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from infra.nodes.factory import make_compute_kit
-from infra.nodes.keys import AsyncsshKeyCodec
 from infra.nodes.ssh import SshDialer
 from infra.nodes.ssh_ca import AsyncsshCaSigner
 from infra.nodes.terminal import TerminalSession, open_terminal
 from infra.settings import load_settings
 from infra.terminal_tickets import RedisTicketStore
 from tests.support.accounts import open_node_root, remove_users, serve_user_keys
-from tests.support.compute import credit, signed_in
+from tests.support.compute import customer
 from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
 from tests.support.processes import Process, free_port, wait_ready
 from tests.support.ssh_node import EIGHT_H200, running_node
@@ -257,14 +253,8 @@ async def world(uow: Callable[[], UnitOfWork], kms: LocalKms, root: Path, groups
     sku = await add_sku(uow(), SkuSpec.create(
         name="bench-h200x1", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
         region="eu-west", hourly_price_minor=399, currency="USD"))  # fmt: skip
-    async with uow() as u:
-        made = await u.users.add(f"{prefix}@bench.test", None, Role.USER)
-        await credit(u.ledger, made.id, 10**9)
-        await u.commit()
-    user = signed_in(made.id)
-    public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
-    key = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "bench", public, META)
-    placed = await create_allocation(kit, user, sku.id, [key.id], "terminal", META)
+    user, key_id = await customer(uow, f"{prefix}@bench.test")
+    placed = await create_allocation(kit, user, sku.id, [key_id], "terminal", META)
     running = await advance(kit, placed.id)
     assert running is not None and running.state is AllocationState.RUNNING, running
 
