@@ -19,7 +19,6 @@ from resolvers.access import fetch_node
 from resolvers.shared_reads import make_shared_reads
 from schema.catalog import (
     CatalogChange,
-    CatalogChangeKind,
     CreateSkuInput,
     Sku,
     SkuConnection,
@@ -69,11 +68,7 @@ async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[Catalo
                 continue
             seen.append(event_id)
             payload = message["payload"]
-            current = await shared.sku_at(event_id, int(payload["skuId"]))
-            yield CatalogChange(
-                kind=CatalogChangeKind(payload["kind"]),
-                sku=None if current is None else Sku.from_domain(current),
-            )
+            yield await shared.catalog_change(event_id, int(payload["skuId"]), payload["kind"])
 
 
 async def create_sku(

@@ -35,6 +35,7 @@ from resolvers import (
     terminals,
 )
 from resolvers.access import ADMIN_READ
+from resolvers.broadcast import SharedEventExecution
 from resolvers.errors import ErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
 from schema.account import (
@@ -379,4 +380,6 @@ def build_schema(
             NodeError,
         ],
         extensions=extensions,
+        # A broadcast event's selection is executed once for all its subscribers.
+        execution_context_class=SharedEventExecution,
     )

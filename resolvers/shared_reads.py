@@ -4,9 +4,10 @@
 itself, one event would be 5,000 transactions through a pool of ten: seconds of queueing, and
 pool timeouts that end subscriptions. Instead:
 
-- `sku_at(event_id, sku_id)`: the first subscriber to ask reads the SKU; the others, waking on
-  the same event, await the same read. Kept a few seconds (late subscribers of that event), then
-  dropped, so a later event reads afresh.
+- `catalog_change(event_id, sku_id, kind)`: the first subscriber to ask reads the SKU and makes
+  the event's `CatalogChange`; the others, waking on the same event, get that same object (so
+  resolvers/broadcast.py can execute their selection once). Kept a few seconds (late
+  subscribers of that event), then dropped, so a later event reads afresh.
 - `notifications_after`: a DataLoader that gathers every subscription's "after my last seq" of
   one loop turn into a single query (`after_many`), de-duplicating sockets of one user at one
   cursor. It caches nothing: each poke must read again.
@@ -16,14 +17,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from strawberry.dataloader import DataLoader
 
 from domain.catalog import services as catalog
-from domain.catalog.sku import Sku
 from domain.notifications import services as notifications
 from domain.notifications.notices import Notification
 from domain.ports import UnitOfWork
+from schema.catalog import CatalogChange, CatalogChangeKind, Sku
 from schema.context import SharedReads
 
 BATCH = 200  # notifications per subscriber per read; a subscriber reads again while full
@@ -38,7 +40,7 @@ class _Read:
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
-        self.value: Sku | None = None
+        self.value: Any = None
         self.error: BaseException | None = None
 
 
@@ -48,9 +50,7 @@ class _EventMemo:
     def __init__(self) -> None:
         self._reads: dict[tuple[int, int], _Read] = {}
 
-    async def sku_at(self, uow: Callable[[], UnitOfWork], event_id: int,
-                     sku_id: int) -> Sku | None:  # fmt: skip
-        key = (event_id, sku_id)
+    async def get(self, key: tuple[int, int], load: Callable[[], Awaitable[Any]]) -> Any:
         read = self._reads.get(key)
         if read is not None:
             await read.done.wait()
@@ -58,10 +58,10 @@ class _EventMemo:
                 return read.value
             if not isinstance(read.error, asyncio.CancelledError):
                 raise read.error
-            return await self.sku_at(uow, event_id, sku_id)  # its reader went away: read again
+            return await self.get(key, load)  # its reader went away: read again
         read = self._reads[key] = _Read()
         try:
-            read.value = await catalog.get_sku(uow(), sku_id)
+            read.value = await load()
         except BaseException as exc:
             read.error = exc
             del self._reads[key]  # the next caller reads afresh
@@ -80,10 +80,15 @@ def make_shared_reads(uow: Callable[[], UnitOfWork]) -> SharedReads:
         found = await notifications.after_many(uow(), keys, BATCH)
         return [found[key] for key in keys]
 
-    def sku_at(event_id: int, sku_id: int) -> Awaitable[Sku | None]:
-        return memo.sku_at(uow, event_id, sku_id)
+    async def catalog_change(event_id: int, sku_id: int, kind: str) -> CatalogChange:
+        async def load() -> CatalogChange:
+            current = await catalog.get_sku(uow(), sku_id)
+            return CatalogChange(kind=CatalogChangeKind(kind),
+                                 sku=None if current is None else Sku.from_domain(current))  # fmt: skip
+
+        return await memo.get((event_id, sku_id), load)  # type: ignore[no-any-return]
 
     return SharedReads(
         notifications_after=DataLoader(load_fn=load, cache=False, max_batch_size=2000),
-        sku_at=sku_at,
+        catalog_change=catalog_change,
     )

@@ -32,6 +32,7 @@ from domain.payments.kit import MoneyKit
 from domain.payments.payments import Payment
 from domain.payments.refunds import Refund
 from domain.ports import EventStream, SshKeyCodec, UnitOfWork
+from schema.catalog import CatalogChange
 
 
 @dataclass
@@ -71,8 +72,8 @@ class SharedReads:
 
     # (user id, seq) -> that user's notifications above seq, every type, at most a batch.
     notifications_after: DataLoader[tuple[int, int], list[DomainNotification]]
-    # (event id, SKU id) -> the SKU as read once for that event.
-    sku_at: Callable[[int, int], Awaitable[Sku | None]]
+    # (event id, SKU id, kind) -> the event's change, read and made once: one object for all.
+    catalog_change: Callable[[int, int, str], Awaitable[CatalogChange]]
 
 
 class SessionCookies(Protocol):
