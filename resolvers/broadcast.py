@@ -18,8 +18,10 @@ from graphql import ExecutionResult, OperationType
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from schema.catalog import CatalogChange
+from schema.notifications import Notification
 
-BROADCAST: tuple[type, ...] = (CatalogChange,)
+# A notification's view is shared only by its owner's sockets (resolvers/shared_reads.py).
+BROADCAST: tuple[type, ...] = (CatalogChange, Notification)
 
 
 class _Shared:

@@ -78,10 +78,10 @@ async def notifications_stream(
             nonlocal last
             while True:
                 batch = await shared.notifications_after.load((user_id, last))
-                for found in batch:
-                    last = found.seq  # past the ones of other types too: never read twice
-                    if wanted is None or found.type in wanted:
-                        yield Notification.from_domain(found)
+                for delivery in batch:
+                    last = delivery.seq  # past the ones of other types too: never read twice
+                    if wanted is None or delivery.type in wanted:
+                        yield delivery.view
                 if len(batch) < BATCH:
                     return
 

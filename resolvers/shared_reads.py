@@ -10,7 +10,7 @@ pool timeouts that end subscriptions. Instead:
   subscribers of that event), then dropped, so a later event reads afresh.
 - `notifications_after`: a DataLoader that gathers every subscription's "after my last seq" of
   one loop turn into a single query (`after_many`), de-duplicating sockets of one user at one
-  cursor. It caches nothing: each poke must read again.
+  cursor, which also share the views it makes. It caches nothing: each poke must read again.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from strawberry.dataloader import DataLoader
 
 from domain.catalog import services as catalog
 from domain.notifications import services as notifications
-from domain.notifications.notices import Notification
 from domain.ports import UnitOfWork
 from schema.catalog import CatalogChange, CatalogChangeKind, Sku
 from schema.context import SharedReads
+from schema.notifications import Delivery, Notification
 
 BATCH = 200  # notifications per subscriber per read; a subscriber reads again while full
 _KEEP_SECONDS = 5.0
@@ -76,9 +76,12 @@ def make_shared_reads(uow: Callable[[], UnitOfWork]) -> SharedReads:
     """Built once per process (the app's lifespan), shared by every websocket's context."""
     memo = _EventMemo()
 
-    async def load(keys: Sequence[tuple[int, int]]) -> list[list[Notification]]:
+    async def load(keys: Sequence[tuple[int, int]]) -> list[list[Delivery]]:
         found = await notifications.after_many(uow(), keys, BATCH)
-        return [found[key] for key in keys]
+        # One view per row and key: sockets of one user at one cursor share the objects.
+        made = {key: [Delivery(n.seq, n.type, Notification.from_domain(n)) for n in rows]
+                for key, rows in found.items()}  # fmt: skip
+        return [made[key] for key in keys]
 
     async def catalog_change(event_id: int, sku_id: int, kind: str) -> CatalogChange:
         async def load() -> CatalogChange:

@@ -26,13 +26,13 @@ from domain.identity.principal import ANONYMOUS, Principal
 from domain.identity.tokens import ApiToken
 from domain.ledger.services import Statement, WalletView
 from domain.ledger.transfers import Entry
-from domain.notifications.notices import Notification as DomainNotification
 from domain.pagination import Page, PageRequest
 from domain.payments.kit import MoneyKit
 from domain.payments.payments import Payment
 from domain.payments.refunds import Refund
 from domain.ports import EventStream, SshKeyCodec, UnitOfWork
 from schema.catalog import CatalogChange
+from schema.notifications import Delivery
 
 
 @dataclass
@@ -71,7 +71,7 @@ class SharedReads:
     """Process-wide reads shared by every subscriber (resolvers/shared_reads.py)."""
 
     # (user id, seq) -> that user's notifications above seq, every type, at most a batch.
-    notifications_after: DataLoader[tuple[int, int], list[DomainNotification]]
+    notifications_after: DataLoader[tuple[int, int], list[Delivery]]
     # (event id, SKU id, kind) -> the event's change, read and made once: one object for all.
     catalog_change: Callable[[int, int, str], Awaitable[CatalogChange]]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import strawberry
 from strawberry.scalars import JSON
@@ -56,6 +56,15 @@ class Notification:
 
 
 NotificationConnection = Connection[Notification]
+
+
+class Delivery(NamedTuple):
+    """A notification as the subscription delivers it: its view is made once per read and shared
+    by every socket of the user at that cursor (resolvers/broadcast.py)."""
+
+    seq: int
+    type: NoticeType
+    view: Notification
 
 
 @strawberry.type(description="How many notifications were marked read.")
