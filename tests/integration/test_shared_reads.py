@@ -55,7 +55,8 @@ async def test_concurrent_subscribers_share_one_read(uow: Any) -> None:
     assert opened[0] == 1  # one unit of work, one query, for all of them
     for (user_id, cursor), rows in zip(keys, results, strict=True):
         assert [n.seq for n in rows] == [1, 2][cursor:]
-        assert all(n.view.payload["user"] == user_id for n in rows)
+        payloads: list[Any] = [n.view.payload for n in rows]
+        assert all(p["user"] == user_id for p in payloads)
     # Sockets of one user at one cursor share the views: executed once (resolvers/broadcast.py).
     assert results[0] is results[1] and results[0][0].view is results[2][0].view
 
