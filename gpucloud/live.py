@@ -194,7 +194,13 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
                 await self._close(HEARTBEAT_TIMEOUT, "Heartbeat timeout")
                 return
             assert self._admission is not None
-            if not await self._live.slots.renew(self._admission.user_id, self._admission.holder):
+            try:
+                renewed = await self._live.slots.renew(self._admission.user_id,
+                                                       self._admission.holder)  # fmt: skip
+            except Exception:  # Redis away: keep the heartbeat going; the slot may lapse
+                log.warning("ws.slot_renew_failed", user_id=self._admission.user_id)
+                continue
+            if not renewed:
                 log.warning("ws.slot_lapsed", user_id=self._admission.user_id)
 
     async def _watch(self) -> None:
