@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.notifications.notices import NoticeType
-from domain.notifications.services import notify
+from domain.notifications.services import notify_admins
 from domain.pagination import Page, PageRequest
 from domain.ports import AuditLog, UnitOfWork
 
@@ -35,13 +35,11 @@ class AdminAuditNotices:
     async def append(self, record: AuditRecord) -> AuditEvent:
         event = await self._log.append(record)
         if tells_admins(record.action):
-            admins = [a for a in await self._uow.notifications.admin_ids()
-                      if a != record.actor_user_id]  # fmt: skip
-            await notify(self._uow, admins, NoticeType.AUDIT_RECORDED, {
+            await notify_admins(self._uow, NoticeType.AUDIT_RECORDED, {
                 "auditEventId": event.id, "action": record.action,
                 "actorType": record.actor_type, "actorUserId": record.actor_user_id,
                 "targetType": record.target_type, "targetId": record.target_id,
-            })  # fmt: skip
+            }, besides=record.actor_user_id)  # fmt: skip
         return event
 
     async def list(self, audit_filter: AuditFilter, page: PageRequest) -> Page[AuditEvent]:

@@ -21,8 +21,11 @@ async def notify(uow: UnitOfWork, user_ids: Sequence[int], kind: NoticeType,
     uow.record(poke(recipients))
 
 
-async def notify_admins(uow: UnitOfWork, kind: NoticeType, payload: Mapping[str, Any]) -> None:
-    await notify(uow, await uow.notifications.admin_ids(), kind, payload)
+async def notify_admins(uow: UnitOfWork, kind: NoticeType, payload: Mapping[str, Any],
+                        *, besides: int | None = None) -> None:  # fmt: skip
+    """Every active administrator but `besides` (the one who acted, who needs no telling)."""
+    admins = await uow.notifications.admin_ids()
+    await notify(uow, [a for a in admins if a != besides], kind, payload)
 
 
 async def after_many(uow: UnitOfWork, wants: Sequence[tuple[int, int]],
