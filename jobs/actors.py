@@ -17,6 +17,15 @@ from domain.fleet.kit import FleetKit
 log = structlog.get_logger(__name__)
 
 CHECK_NODE = "check_node"
+# Work on a node: a node that fails is an outcome recorded and retried by the caller's own
+# state (its lease brings the row back); an error here is ours (the database away): retry a
+# little. Ten minutes at most: SSH commands have their own timeouts well within that.
+_NODE_WORK: dict[str, Any] = {
+    "max_retries": 3,
+    "min_backoff": 1_000,
+    "max_backoff": 30_000,
+    "time_limit": 10 * 60 * 1000,
+}
 ADVANCE_ALLOCATION = "advance_allocation"
 
 
@@ -71,22 +80,12 @@ def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
             actor_name=ADVANCE_ALLOCATION,
             broker=broker,
             queue_name="allocations",
-            # A node that fails is an outcome the engine records and retries itself; an error
-            # here is ours (the database away): retry a little, the lease brings it back anyway.
-            max_retries=3,
-            min_backoff=1_000,
-            max_backoff=30_000,
-            time_limit=10 * 60 * 1000,
+            **_NODE_WORK,
         )(advance_one),
         check_node=dramatiq.actor(
             actor_name=CHECK_NODE,
             broker=broker,
             queue_name="fleet",
-            # Failures to reach the node are outcomes, not errors; an error here is ours (the
-            # database away): retry a little, the lease brings the node back anyway.
-            max_retries=3,
-            min_backoff=1_000,
-            max_backoff=30_000,
-            time_limit=10 * 60 * 1000,
+            **_NODE_WORK,
         )(check),
     )
