@@ -12,7 +12,7 @@ from domain.fleet.nodes import Node, NodeState
 from domain.fleet.records import NewNodeEvent, NodeEventKind
 from domain.identity.principal import SYSTEM, Principal
 from domain.notifications.notices import NoticeType
-from domain.notifications.services import notify_admins
+from domain.notifications.services import notify
 from domain.ports import UnitOfWork
 
 FLEET_TOPIC = "fleet"
@@ -55,11 +55,12 @@ async def store(
         news = {"nodeId": saved.id, "name": saved.name, "state": str(saved.state),
                 "previous": str(before.state),
                 "reason": None if reason is None else str(reason.code)}  # fmt: skip
-        await notify_admins(uow, NoticeType.NODE_STATE_CHANGED, news)
+        admins = await uow.notifications.admin_ids()
+        await notify(uow, admins, NoticeType.NODE_STATE_CHANGED, news)
         if after.state in ALERT_STATES:
             uow.record(fleet_event("node.alert", saved, reason=None if reason is None
                                    else str(reason.code), message=text))  # fmt: skip
-            await notify_admins(uow, NoticeType.NODE_ALERT, {**news, "message": text})
+            await notify(uow, admins, NoticeType.NODE_ALERT, {**news, "message": text})
     elif after.health is not before.health or _code(after) != _code(before):
         text = message or f"health {before.health} -> {after.health}"
         if reason is not None:
