@@ -2,8 +2,9 @@
 
 Not every row: logins, tokens, SSH keys, terminals and allocations are each user's own business
 (and would bury the rest), and certificates are issued for every provisioning step and terminal.
-What is told is what changes the platform: catalog, fleet, keys and CA, roles and suspensions,
-credits and refunds. The acting administrator is not told of their own action.
+What is told is what changes the platform: catalog, nodes registered, keys and CA, roles and
+suspensions, credits and refunds (node states have notices of their own). The acting
+administrator is not told of their own action.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from domain.notifications.services import notify_admins
 from domain.pagination import Page, PageRequest
 from domain.ports import AuditLog, UnitOfWork
 
-_TOLD = ("admin.", "catalog.", "fleet.", "node.", "keys.", "ssh_ca.", "billing.credit.",
-         "billing.refund.")  # fmt: skip
+_TOLD = ("admin.", "catalog.", "keys.", "ssh_ca.", "billing.credit.", "billing.refund.",
+         "fleet.node.registered", "fleet.node.host_key_pinned", "node.")  # fmt: skip
+# Certificates are issued for every provisioning step and terminal. A node's changes of state
+# (`fleet.node.<trigger>`, by probes or admins) are told already, as NODE_STATE_CHANGED and
+# NODE_ALERT (domain/fleet/changes.py): telling them again here would double every one.
 _NOT_TOLD = ("ssh_ca.certificate_issued",)
 
 

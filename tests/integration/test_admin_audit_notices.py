@@ -52,5 +52,6 @@ def test_what_administrators_are_told_of() -> None:
                    "billing.credit.granted", "billing.refund.requested"):  # fmt: skip
         assert tells_admins(action), action
     for action in ("auth.login.succeeded", "auth.login.failed", "token.created", "ssh_key.added",
-                   "terminal.opened", "allocation.created", "ssh_ca.certificate_issued"):  # fmt: skip
+                   "terminal.opened", "allocation.created", "ssh_ca.certificate_issued",
+                   "fleet.node.cordoned", "fleet.node.probe_unreachable"):  # as NODE_* notices  # fmt: skip
         assert not tells_admins(action), action
