@@ -1,14 +1,16 @@
 """Fan-out of events through Redis pub/sub, so any API process can serve any subscriber.
 
 Each process holds one Redis subscription and hands messages to its local subscribers' queues;
-the Redis channel, not process memory, is what connects a publisher to every process.
+the Redis channel, not process memory, is what connects a publisher to every process. The relay
+publishes at least once; a repeated event id is dropped here, once per process, so subscribers
+see each event once without each keeping its own record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,10 +24,28 @@ from domain.errors import SubscriberLagged
 log = structlog.get_logger(__name__)
 
 _SUBSCRIBER_BUFFER = 256
+_RECENT_IDS = 4096  # per topic: far more than a relay batch, so a re-published one is caught
 
 # Put in place of a slow subscriber's backlog: its stream must end so the client reconnects
 # (and, with cursors, replays) instead of silently missing messages.
 OVERFLOW: dict[str, Any] = {"overflow": True}
+
+
+class _Recent:
+    """The last `size` event ids of a topic, for O(1) "seen it?" checks."""
+
+    def __init__(self, size: int = _RECENT_IDS) -> None:
+        self._order: deque[Any] = deque(maxlen=size)
+        self._ids: set[Any] = set()
+
+    def first_time(self, event_id: Any) -> bool:
+        if event_id in self._ids:
+            return False
+        if len(self._order) == self._order.maxlen:
+            self._ids.discard(self._order[0])
+        self._order.append(event_id)
+        self._ids.add(event_id)
+        return True
 
 
 def _channel(namespace: str, topic: str) -> str:
@@ -45,6 +65,7 @@ class EventHub:
         self._namespace = namespace
         self._prefix = _channel(namespace, "")
         self._queues: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._recent: defaultdict[str, _Recent] = defaultdict(_Recent)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._epochs = 0
@@ -109,6 +130,9 @@ class EventHub:
         except orjson.JSONDecodeError:
             log.warning("event_hub.bad_message", channel=name)
             return
+        event_id = message.get("id")
+        if event_id is not None and not self._recent[topic].first_time(event_id):
+            return  # the relay published it again (a crash between publish and mark)
         for queue in list(self._queues.get(topic, ())):
             try:
                 queue.put_nowait(message)

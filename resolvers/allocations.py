@@ -8,7 +8,6 @@ worker provisions it.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -136,9 +135,6 @@ async def stop_allocation(
     return AllocationPayload(allocation=Allocation.from_domain(stopped))
 
 
-_SEEN_EVENT_IDS = 256  # the relay is at-least-once: absorb its duplicates
-
-
 async def allocation_updated(
     info: Info[AppContext, None],
     id: strawberry.ID,  # noqa: A002
@@ -148,7 +144,6 @@ async def allocation_updated(
     refused (NOT_FOUND) before anything is streamed."""
     ctx = info.context
     key = expect_global_id(id, "Allocation")
-    seen: deque[int] = deque(maxlen=_SEEN_EVENT_IDS)
     # Listen first, then read: a change made in between arrives as an event, not lost.
     async with ctx.events.subscribe(ALLOCATIONS_TOPIC) as stream:
         current: Allocation | None = await fetch_node(info, "Allocation", key)
@@ -158,10 +153,8 @@ async def allocation_updated(
             return
         version = current.domain.version
         async for message in stream:
-            event_id = int(message["id"])
-            if event_id in seen or int(message["payload"].get("allocationId", -1)) != key:
+            if int(message["payload"].get("allocationId", -1)) != key:
                 continue
-            seen.append(event_id)
             ctx.loaders.allocation.clear(key)  # read it afresh, not from this request's cache
             fresh: Allocation | None = await fetch_node(info, "Allocation", key)
             if fresh is None or fresh.domain.version <= version:

@@ -8,7 +8,6 @@ SERVICE_UNAVAILABLE, as any other missing backing service does.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
@@ -38,8 +37,6 @@ from schema.fleet import (
 )
 from schema.fleet_views import FleetCapacity, FleetEvent
 from schema.relay import expect_global_id
-
-_SEEN_EVENT_IDS = 1024  # as catalogChanged: absorbs the duplicates of an at-least-once relay
 
 ExpectedVersion = Annotated[
     int | None,
@@ -96,13 +93,8 @@ async def capacity(info: Info[AppContext, None]) -> FleetCapacity:
 async def fleet_events(info: Info[AppContext, None]) -> AsyncGenerator[FleetEvent, None]:
     """Every fleet event from any process, as it happens (alerts included)."""
     ctx = info.context
-    seen: deque[int] = deque(maxlen=_SEEN_EVENT_IDS)
     async with ctx.events.subscribe(FLEET_TOPIC) as stream:
-        async for message in stream:
-            event_id = int(message["id"])
-            if event_id in seen:  # the relay is at-least-once; subscribers see each once
-                continue
-            seen.append(event_id)
+        async for message in stream:  # each event once: the hub drops repeats
             yield FleetEvent.from_message(str(message["name"]), message["payload"])
 
 

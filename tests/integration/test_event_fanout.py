@@ -72,3 +72,15 @@ async def test_the_relay_publishes_to_every_process_and_counts(
         assert int(stats[b"outbox_relay:published"]) >= 1
     finally:
         await client.aclose()
+
+
+async def test_a_republished_event_reaches_subscribers_once(hubs) -> None:  # type: ignore[no-untyped-def]
+    a, b = hubs
+    async with b.subscribe("catalog") as stream, b.subscribe("fleet") as other:
+        await a.publish("catalog", {"id": 9, "payload": {}})
+        await a.publish("catalog", {"id": 9, "payload": {}})  # the relay, after a crash
+        await a.publish("fleet", {"id": 9, "payload": {}})  # recent ids are kept per topic
+        await a.publish("catalog", {"id": 10, "payload": {}})
+        assert (await asyncio.wait_for(anext(stream), 5))["id"] == 9
+        assert (await asyncio.wait_for(anext(stream), 5))["id"] == 10
+        assert (await asyncio.wait_for(anext(other), 5))["id"] == 9
