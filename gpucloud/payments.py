@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from domain.ledger.policy import LedgerPolicy
 from domain.payments.topups import TopUpPolicy
-from infra.payment_settings import ledger_policy as payment_ledger_policy
 from infra.settings import Settings
 
 
@@ -17,7 +15,3 @@ def topup_policy(settings: Settings) -> TopUpPolicy:
         checkout_success_url=p.checkout_success_url or None,
         checkout_cancel_url=p.checkout_cancel_url or None,
     )
-
-
-def ledger_policy(settings: Settings) -> LedgerPolicy:
-    return payment_ledger_policy(settings.payments)

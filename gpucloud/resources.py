@@ -19,7 +19,7 @@ from domain.identity.sessions import SessionPolicy
 from domain.payments.kit import MoneyKit
 from gpucloud.auth import Authenticator
 from gpucloud.live import LiveConnections, LivePolicy, users_named
-from gpucloud.payments import ledger_policy, topup_policy
+from gpucloud.payments import topup_policy
 from gpucloud.principal_cache import PrincipalCache
 from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
@@ -28,6 +28,7 @@ from infra.metrics import Metrics
 from infra.nodes.factory import make_compute_kit, make_fleet_kit
 from infra.oidc import OidcClient, OidcConfig
 from infra.passwords import Argon2Hasher, Argon2Params
+from infra.payment_settings import ledger_policy
 from infra.pubsub import EventHub
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import Settings
@@ -106,7 +107,7 @@ class Resources:
             self.settings.payments
         )  # no I/O: the HTTP client connects lazily
         self.money = MoneyKit(
-            self._stripe, topup_policy(self.settings), ledger_policy(self.settings)
+            self._stripe, topup_policy(self.settings), ledger_policy(self.settings.payments)
         )
         if self.settings.kms_key_file:  # reads the key file now: a bad one stops the start
             kms = LocalKms(self.settings.kms_key_file)
