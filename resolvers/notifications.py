@@ -10,8 +10,8 @@ from strawberry import Info
 from domain.errors import DomainError, InvalidInput, Problem
 from domain.notifications import services
 from domain.notifications.notices import NOTIFICATIONS_TOPIC, NoticeType
-from domain.pagination import PageRequest
-from resolvers.shared_reads import BATCH, make_shared_reads
+from domain.pagination import PageRequest, decode_cursor
+from resolvers.shared_reads import BATCH
 from schema.context import AppContext
 from schema.errors import typed_error
 from schema.notifications import (
@@ -20,7 +20,6 @@ from schema.notifications import (
     NotificationConnection,
     NotificationError,
     NotificationProblem,
-    seq_of,
 )
 
 
@@ -32,7 +31,7 @@ def _me(info: Info[AppContext, None]) -> int:
 
 def _seq(cursor: str, field: str) -> int:
     try:
-        return seq_of(cursor)
+        return decode_cursor(cursor)
     except InvalidInput as exc:
         raise InvalidInput(Problem("INVALID_CURSOR", exc.problems[0].message, field)) from exc
 
@@ -68,8 +67,8 @@ async def notifications_stream(
     ctx = info.context
     user_id = _me(info)
     wanted = frozenset(types) if types else None
-    # Every subscription of this process reads through one batched query per poke.
-    shared = ctx.shared or make_shared_reads(ctx.uow)
+    shared = ctx.shared  # every subscription of this process: one batched query per poke
+    assert shared is not None  # the app gives every context one
     async with ctx.events.subscribe(NOTIFICATIONS_TOPIC) as stream:
         last = (_seq(after, "after") if after is not None
                 else await services.latest_seq(ctx.uow(), user_id))  # fmt: skip

@@ -11,7 +11,7 @@ from strawberry.scalars import JSON
 
 from domain.notifications.notices import NoticeType
 from domain.notifications.notices import Notification as DomainNotification
-from domain.pagination import decode_cursor, encode_cursor
+from domain.pagination import encode_cursor
 from schema.errors import Error
 from schema.relay import Connection
 
@@ -22,15 +22,6 @@ NotificationType = strawberry.enum(
     "owner; NODE_* and AUDIT_RECORDED (platform changes: catalog, fleet, keys and CA, roles "
     "and suspensions, credits and refunds; not one's own) to every administrator.",
 )
-
-
-def seq_cursor(seq: int) -> str:
-    return encode_cursor(seq)
-
-
-def seq_of(cursor: str) -> int:
-    """The sequence number of a notification's `cursor`; raises ValueError if malformed."""
-    return decode_cursor(cursor)
 
 
 @strawberry.type(description="One thing you were told. Notifications are never edited.")
@@ -51,7 +42,7 @@ class Notification:
     @classmethod
     def from_domain(cls, notification: DomainNotification) -> Notification:
         payload: Any = dict(notification.payload)
-        return cls(cursor=seq_cursor(notification.seq), type=notification.type, payload=payload,
+        return cls(cursor=encode_cursor(notification.seq), type=notification.type, payload=payload,
                    created_at=notification.created_at, read_at=notification.read_at)  # fmt: skip
 
 
