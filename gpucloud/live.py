@@ -141,7 +141,6 @@ def admitted(context: AppContext) -> Admission | None:
 class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
     """graphql-transport-ws with heartbeat, per-user limit and revocation (module docstring)."""
 
-    _admission: Admission | None = None
     _woken: asyncio.Event | None = None
     _pong: asyncio.Event
     _tasks: tuple[asyncio.Task[None], ...] = ()
@@ -158,11 +157,10 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
             return
         admission = admitted(self.context)
         if self.connection_acknowledged and admission is not None and not self._tasks:
-            self._admission = admission
             self._woken = self._live.watch(admission.user_id)
             self._live.opened()
             self._pong = asyncio.Event()
-            self._tasks = (asyncio.create_task(self._heartbeat(), name="ws-heartbeat"),
+            self._tasks = (asyncio.create_task(self._heartbeat(admission), name="ws-heartbeat"),
                            asyncio.create_task(self._watch(), name="ws-credential"))  # fmt: skip
 
     async def handle_pong(self, message: PongMessage) -> None:
@@ -175,12 +173,12 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        admission = self._admission or admitted(self.context)
+        admission = admitted(self.context)
         if admission is not None:  # admitted, perhaps never acknowledged: give the slot back
             await self._live.leave(admission, self._woken)
         await super().shutdown()
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, admission: Admission) -> None:
         policy = self._live.policy
         while True:
             await asyncio.sleep(policy.ping_interval.total_seconds())
@@ -193,15 +191,14 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
                 self._live.closed("heartbeat_timeout")
                 await self._close(HEARTBEAT_TIMEOUT, "Heartbeat timeout")
                 return
-            assert self._admission is not None
             try:
-                renewed = await self._live.slots.renew(self._admission.user_id,
-                                                       self._admission.holder)  # fmt: skip
+                renewed = await self._live.slots.renew(admission.user_id,
+                                                       admission.holder)  # fmt: skip
             except Exception:  # Redis away: keep the heartbeat going; the slot may lapse
-                log.warning("ws.slot_renew_failed", user_id=self._admission.user_id)
+                log.warning("ws.slot_renew_failed", user_id=admission.user_id)
                 continue
             if not renewed:
-                log.warning("ws.slot_lapsed", user_id=self._admission.user_id)
+                log.warning("ws.slot_lapsed", user_id=admission.user_id)
 
     async def _watch(self) -> None:
         assert self._woken is not None and self.context.still_authorized is not None
