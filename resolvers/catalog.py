@@ -15,7 +15,6 @@ from domain.catalog.sku import SkuStatus as DomainSkuStatus
 from domain.errors import DomainError
 from domain.pagination import PageRequest
 from resolvers.access import fetch_node
-from resolvers.shared_reads import make_shared_reads
 from schema.catalog import (
     CatalogChange,
     CreateSkuInput,
@@ -57,7 +56,8 @@ async def sku(info: Info[AppContext, None], id: strawberry.ID) -> Sku | None:  #
 async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[CatalogChange, None]:
     """Every SKU added, updated or retired, from any process, as it happens."""
     ctx = info.context
-    shared = ctx.shared or make_shared_reads(ctx.uow)  # one read per event for all subscribers
+    shared = ctx.shared  # one read per event for every subscriber of this process
+    assert shared is not None  # the app gives every context one
     async with ctx.events.subscribe(services.CATALOG_TOPIC) as stream:
         async for message in stream:
             payload = message["payload"]  # each event once: the hub drops repeats
