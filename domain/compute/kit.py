@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from domain.fleet.kit import FleetKit
 from domain.ledger.policy import LedgerPolicy
 from domain.ports import NodeOperations, UnitOfWork
+from domain.retry import doubling
 
 
 def _now() -> datetime:
@@ -32,7 +33,7 @@ class AllocationPolicy:
 
     def retry_after(self, attempts: int) -> timedelta:
         """Exponential backoff: base, 2 x base, ... capped."""
-        return min(self.retry_base * (1 << min(max(attempts - 1, 0), 20)), self.retry_max)
+        return doubling(self.retry_base, attempts, self.retry_max)
 
 
 def usage_cost(hourly_price_minor: int, seconds: float) -> int:

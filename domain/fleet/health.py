@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from domain.fleet.inventory import GpuInfo, NodeGpu, canonical_model
 from domain.fleet.nodes import NodeFacts, Reason, ReasonCode
+from domain.retry import doubling
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +64,7 @@ def assess(
 def backoff(failures: int, policy: HealthPolicy) -> timedelta:
     """Wait before the next probe of a node that failed `failures` times in a row: the probe
     interval, doubling per failure, capped."""
-    if failures <= 0:
-        return policy.probe_interval
-    return min(policy.probe_interval * (1 << min(failures - 1, 20)), policy.max_backoff)
+    return doubling(policy.probe_interval, failures, policy.max_backoff)
 
 
 def billing_paused(unreachable_since: datetime | None, now: datetime, policy: HealthPolicy) -> bool:
