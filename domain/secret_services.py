@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from uuid import uuid4
 
-from domain.audit.records import RequestMeta, audit
+from domain.audit.records import CLI, RequestMeta, audit
 from domain.identity.principal import SYSTEM, Principal
 from domain.ports import KeyAdmin, KeyService, SecretCipher, UnitOfWork
 from domain.secrets import (
@@ -22,8 +22,6 @@ from domain.secrets import (
     unknown_version,
     wrap_context,
 )
-
-CLI = RequestMeta(request_id="cli")
 
 
 async def seal(

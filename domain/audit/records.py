@@ -27,6 +27,10 @@ class RequestMeta:
     user_agent: str | None = None
 
 
+CLI = RequestMeta(request_id="cli")  # an operator at the command line
+WORKER = RequestMeta(request_id="worker")  # the platform's own background work
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     action: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain.audit.records import RequestMeta, audit
+from domain.audit.records import CLI, RequestMeta, audit
 from domain.catalog.sku import (
     Sku,
     SkuChanges,
@@ -21,7 +21,6 @@ from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork
 
 CATALOG_TOPIC = "catalog"
-CLI = RequestMeta(request_id="cli")
 
 
 def _changed(kind: str, sku: Sku) -> DomainEvent:

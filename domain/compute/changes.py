@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from domain.audit.records import RequestMeta, audit
+from domain.audit.records import WORKER, RequestMeta, audit
 from domain.compute.allocations import Allocation
 from domain.events import DomainEvent
 from domain.identity.principal import SYSTEM, Principal
@@ -15,7 +15,6 @@ from domain.notifications.services import notify
 from domain.ports import UnitOfWork
 
 ALLOCATIONS_TOPIC = "allocations"
-ENGINE = RequestMeta(request_id="worker")
 
 
 def view(allocation: Allocation) -> dict[str, object]:
@@ -28,7 +27,7 @@ def view(allocation: Allocation) -> dict[str, object]:
 
 async def store(
     uow: UnitOfWork, before: Allocation | None, after: Allocation, action: str, *,
-    actor: Principal = SYSTEM, meta: RequestMeta = ENGINE, now: datetime | None = None,
+    actor: Principal = SYSTEM, meta: RequestMeta = WORKER, now: datetime | None = None,
     note: tuple[str, str] | None = None,
 ) -> Allocation:  # fmt: skip
     """Save `after` (made from `before`; None when it was just added). A change of state goes

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from domain.audit.records import audit
+from domain.audit.records import WORKER, audit
 from domain.compute.accounts import AccountSpec
 from domain.compute.allocations import (
     Allocation,
@@ -20,7 +20,7 @@ from domain.compute.allocations import (
     Failure,
     FailureCode,
 )
-from domain.compute.changes import ENGINE, store
+from domain.compute.changes import store
 from domain.compute.engine import give_up, locked_as_seen
 from domain.compute.kit import ComputeKit
 from domain.fleet.nodes import NodeState
@@ -87,7 +87,7 @@ async def _audit(kit: ComputeKit, action: str, target: tuple[str, object],
                  after: dict[str, object]) -> None:  # fmt: skip
     uow = kit.uow()
     async with uow:
-        await uow.audit.append(audit(SYSTEM, ENGINE, action, target, after=after))
+        await uow.audit.append(audit(SYSTEM, WORKER, action, target, after=after))
         await uow.commit()
 
 

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from domain.audit.records import RequestMeta, audit
+from domain.audit.records import CLI, RequestMeta, audit
 from domain.errors import Conflict, NotFound, Problem
 from domain.fleet.ca import (
     CaErrorCode,
@@ -25,8 +25,6 @@ from domain.identity.principal import SYSTEM, Principal
 from domain.ports import CaSigner, KeyService, SecretCipher, UnitOfWork
 from domain.secret_services import open_secret, seal
 from domain.secrets import SecretPurpose
-
-CLI = RequestMeta(request_id="cli")
 
 
 def _view(key: SshCaKey) -> dict[str, object]:

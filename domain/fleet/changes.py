@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from domain.audit.records import RequestMeta, audit
+from domain.audit.records import WORKER, RequestMeta, audit
 from domain.events import DomainEvent
 from domain.fleet.nodes import Node, NodeState
 from domain.fleet.records import NewNodeEvent, NodeEventKind
@@ -16,7 +16,6 @@ from domain.notifications.services import notify
 from domain.ports import UnitOfWork
 
 FLEET_TOPIC = "fleet"
-WORKER = RequestMeta(request_id="worker")
 # Changes an admin must look at: raised as alerts on the fleet topic, besides the state change.
 ALERT_STATES = (NodeState.QUARANTINED, NodeState.UNREACHABLE, NodeState.UNHEALTHY)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar
 
-from domain.audit.records import audit
+from domain.audit.records import WORKER, audit
 from domain.errors import Conflict
-from domain.fleet.changes import WORKER, store
+from domain.fleet.changes import store
 from domain.fleet.health import assess, backoff, inventory_problem
 from domain.fleet.inventory import GpuInfo, NodeGpu, canonical_model
 from domain.fleet.kit import FleetKit
@@ -231,7 +231,7 @@ async def _settle(kit: FleetKit, node_id: int, outcome: Outcome) -> Node | None:
         if before is None or not probed(before.state):
             return before  # retired or quarantined while we were away: leave it be
         node = _observed(before, outcome, now, kit)
-        if outcome.gpus is not None and before.state is not NodeState.QUARANTINED:
+        if outcome.gpus is not None:  # `probed` above: never a quarantined node's report
             await _record_inventory(uow, before, outcome.gpus)
         try:
             after = transition(node, outcome.trigger, now, outcome.reason)
