@@ -507,8 +507,8 @@ class AllocationRepository(Protocol):
         raises `Conflict` VERSION_MISMATCH otherwise (the caller lost a race)."""
         ...
 
-    async def public_keys(self, allocation_id: int) -> list[str]:
-        """The OpenSSH public keys the allocation was made with."""
+    async def public_keys(self, allocation_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The OpenSSH public keys each allocation was made with, in one query."""
         ...
 
     async def add_event(self, allocation_id: int, kind: str, state: AllocationState,

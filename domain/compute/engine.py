@@ -52,7 +52,9 @@ async def advance(kit: ComputeKit, allocation_id: int) -> Allocation | None:
             return current
         node = await uow.nodes.get(current.node_id)
         assert node is not None  # nodes are retired, never deleted
-        keys = await uow.allocations.public_keys(allocation_id)
+        # Only provisioning writes the keys; a teardown needs none.
+        keys = ((await uow.allocations.public_keys([allocation_id]))[allocation_id]
+                if current.state in (_S.PLACED, _S.PROVISIONING) else [])  # fmt: skip
         # Nothing talks to a node whose host key changed: it may not be ours any more.
         target = (None if node.state is NodeState.QUARANTINED
                   else await node_target(kit.fleet, uow, node, f"provision:allocation-{current.id}"))  # fmt: skip

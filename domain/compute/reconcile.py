@@ -53,8 +53,8 @@ async def reconcile_node(kit: ComputeKit, node_id: int) -> Repairs:
         return repairs  # the fleet's probe marks the node; try again next time
     async with uow:
         allocations = {a.username: a for a in await uow.allocations.on_node(node_id) if a.username}
-        keys = {a.id: await uow.allocations.public_keys(a.id) for a in allocations.values()
-                if a.state is AllocationState.RUNNING}  # fmt: skip
+        keys = await uow.allocations.public_keys([a.id for a in allocations.values()
+                                                   if a.state is AllocationState.RUNNING])  # fmt: skip
     for username in sorted(set(found) - set(allocations)):
         try:
             await kit.ops.remove_account(target, username, keep_home=kit.policy.keep_home)

@@ -116,9 +116,12 @@ class SqlAllocationRepository:
                                    "id"))  # fmt: skip
         return _to_allocation(row)
 
-    async def public_keys(self, allocation_id: int) -> list[str]:
-        stmt = select(allocations.c.public_keys).where(allocations.c.id == allocation_id)
-        return list((await self._conn.execute(stmt)).scalar_one())
+    async def public_keys(self, allocation_ids: Sequence[int]) -> dict[int, list[str]]:
+        if not allocation_ids:
+            return {}
+        stmt = (select(allocations.c.id, allocations.c.public_keys)
+                .where(allocations.c.id.in_(allocation_ids)))  # fmt: skip
+        return {row.id: list(row.public_keys) for row in await self._conn.execute(stmt)}
 
     async def add_event(self, allocation_id: int, kind: str, state: AllocationState,
                         message: str) -> None:  # fmt: skip
