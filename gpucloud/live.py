@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -86,15 +86,26 @@ class LiveConnections:
             raise TooManyConnections
         return admission
 
-    def watch(self, user_id: int) -> asyncio.Event:
-        """An event set whenever the user's credentials change (a live socket or terminal)."""
+    async def until_revoked(self, user_id: int, still_valid: Callable[[], Awaitable[bool]],
+                            every: float) -> None:  # fmt: skip
+        """Returns once `still_valid()` says no: asked whenever an identity event names the
+        user (from any process) and every `every` seconds (expiry has no event). An outage
+        (it raises) is not a revocation: it asks again later. For live sockets and terminals."""
         woken = asyncio.Event()
         self._wakers[user_id].add(woken)
-        return woken
-
-    def unwatch(self, user_id: int, woken: asyncio.Event) -> None:
-        wakers = self._wakers.get(user_id)
-        if wakers is not None:
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(every):
+                        await woken.wait()
+                woken.clear()
+                try:
+                    if not await still_valid():
+                        return
+                except Exception:
+                    log.warning("live.credential_check_failed", user_id=user_id, exc_info=True)
+        finally:
+            wakers = self._wakers[user_id]
             wakers.discard(woken)
             if not wakers:
                 del self._wakers[user_id]
@@ -102,10 +113,9 @@ class LiveConnections:
     def opened(self) -> None:
         self._metrics.ws_connections.inc()
 
-    async def leave(self, admission: Admission, woken: asyncio.Event | None) -> None:
-        if woken is not None:
+    async def leave(self, admission: Admission, *, opened: bool) -> None:
+        if opened:
             self._metrics.ws_connections.dec()
-            self.unwatch(admission.user_id, woken)
         with contextlib.suppress(Exception):  # the lease lapses by itself if Redis is away
             await self.slots.release(admission.user_id, admission.holder)
 
@@ -141,7 +151,6 @@ def admitted(context: AppContext) -> Admission | None:
 class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
     """graphql-transport-ws with heartbeat, per-user limit and revocation (module docstring)."""
 
-    _woken: asyncio.Event | None = None
     _pong: asyncio.Event
     _tasks: tuple[asyncio.Task[None], ...] = ()
 
@@ -157,11 +166,10 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
             return
         admission = admitted(self.context)
         if self.connection_acknowledged and admission is not None and not self._tasks:
-            self._woken = self._live.watch(admission.user_id)
             self._live.opened()
             self._pong = asyncio.Event()
             self._tasks = (asyncio.create_task(self._heartbeat(admission), name="ws-heartbeat"),
-                           asyncio.create_task(self._watch(), name="ws-credential"))  # fmt: skip
+                           asyncio.create_task(self._watch(admission), name="ws-credential"))  # fmt: skip
 
     async def handle_pong(self, message: PongMessage) -> None:
         if self._tasks:
@@ -175,7 +183,7 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
                 await task
         admission = admitted(self.context)
         if admission is not None:  # admitted, perhaps never acknowledged: give the slot back
-            await self._live.leave(admission, self._woken)
+            await self._live.leave(admission, opened=bool(self._tasks))
         await super().shutdown()
 
     async def _heartbeat(self, admission: Admission) -> None:
@@ -200,23 +208,12 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
             if not renewed:
                 log.warning("ws.slot_lapsed", user_id=admission.user_id)
 
-    async def _watch(self) -> None:
-        assert self._woken is not None and self.context.still_authorized is not None
-        every = self._live.policy.ping_interval.total_seconds()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(every):
-                    await self._woken.wait()
-            self._woken.clear()
-            try:
-                valid = await self.context.still_authorized()
-            except Exception:  # an outage is not a revocation: keep the socket, look again
-                log.exception("ws.credential_check_failed")
-                continue
-            if not valid:
-                self._live.closed("unauthorized")
-                await self._close(UNAUTHORIZED, "Unauthorized: the credential no longer stands")
-                return
+    async def _watch(self, admission: Admission) -> None:
+        assert self.context.still_authorized is not None
+        await self._live.until_revoked(admission.user_id, self.context.still_authorized,
+                                       self._live.policy.ping_interval.total_seconds())  # fmt: skip
+        self._live.closed("unauthorized")
+        await self._close(UNAUTHORIZED, "Unauthorized: the credential no longer stands")
 
     async def _close(self, code: int, reason: str) -> None:
         # The client may have gone, or another task closed first: either way it is closed.

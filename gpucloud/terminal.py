@@ -148,14 +148,13 @@ async def _run(websocket: WebSocket, session: TerminalSession, stream: Events,
     returns why it ended."""
     policy = res.terminals.policy
     last_input = [time.monotonic()]
-    woken = res.live.watch(ticket.user_id)  # set when an identity event names the user
     tasks = [
         asyncio.create_task(_to_client(websocket, session)),
         asyncio.create_task(_from_client(websocket, session, last_input, policy)),
         asyncio.create_task(_idle(last_input, policy)),
         asyncio.create_task(_stopped(stream, ticket.allocation_id)),
         asyncio.create_task(_lease(res, ticket.allocation_id, holder)),
-        asyncio.create_task(_entitled(res, ticket, woken)),
+        asyncio.create_task(_entitled(res, ticket)),
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -165,7 +164,6 @@ async def _run(websocket: WebSocket, session: TerminalSession, stream: Events,
             return _Ended(INTERNAL_ERROR, "INTERNAL_ERROR")
         return first.result()
     finally:
-        res.live.unwatch(ticket.user_id, woken)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -241,19 +239,10 @@ async def _lease(res: Resources, allocation_id: int, holder: str) -> _Ended:
             return _Ended(STOPPED, "ALLOCATION_STOPPED")
 
 
-async def _entitled(res: Resources, ticket: TerminalTicket, woken: asyncio.Event) -> _Ended:
+async def _entitled(res: Resources, ticket: TerminalTicket) -> _Ended:
     """Ends once the user may no longer hold the terminal (logged out, token revoked, account
     suspended): checked when an identity event names them, from any process, and periodically."""
-    every = res.terminals.policy.recheck_interval.total_seconds()
-    while True:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(every):
-                await woken.wait()
-        woken.clear()
-        try:
-            entitled = await still_entitled(res.uow(), ticket, datetime.now(UTC))
-        except DomainError as exc:  # an outage is not a revocation: keep the shell, look again
-            log.warning("terminal.entitlement_unknown", error=str(exc))
-            continue
-        if not entitled:
-            return _Ended(SIGNED_OUT, "SIGNED_OUT")
+    await res.live.until_revoked(
+        ticket.user_id, lambda: still_entitled(res.uow(), ticket, datetime.now(UTC)),
+        res.terminals.policy.recheck_interval.total_seconds())  # fmt: skip
+    return _Ended(SIGNED_OUT, "SIGNED_OUT")
