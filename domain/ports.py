@@ -70,9 +70,9 @@ class SkuRepository(Protocol):
     async def set_status(self, sku_id: int, status: SkuStatus) -> Sku: ...
 
     async def update(self, sku_id: int, changes: SkuChanges) -> Sku:
-        """Store the fields `changes` gives (the price in the SKU's own currency); raises
-        `Conflict` (NAME_TAKEN) when the new name is used, and `NotFound` when there is no
-        such SKU."""
+        """Store the fields `changes` gives, at least one (the price in the SKU's own
+        currency); raises `Conflict` (NAME_TAKEN) when the new name is used, and `NotFound`
+        when there is no such SKU."""
         ...
 
     async def count(self) -> int: ...

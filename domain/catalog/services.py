@@ -71,14 +71,15 @@ async def update_sku(
         if sku.status is SkuStatus.RETIRED:
             raise _already_retired(sku)
         wanted = changes.against(sku)
-        if not wanted.fields():
+        after = wanted.fields()
+        if not after:
             return sku
         updated = await uow.skus.update(sku_id, wanted)  # NAME_TAKEN on a clash, races included
         before = updatable(sku)
         uow.record(_changed("updated", updated))
         await uow.audit.append(audit(actor, meta, "catalog.sku.updated", ("sku", sku_id),
-                                     before={key: before[key] for key in wanted.fields()},
-                                     after=wanted.fields()))  # fmt: skip
+                                     before={key: before[key] for key in after},
+                                     after=after))  # fmt: skip
         await uow.commit()
         return updated
 

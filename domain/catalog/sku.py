@@ -197,8 +197,13 @@ class SkuChanges:
 
 def updatable(sku: Sku) -> dict[str, int | str]:
     """The fields `SkuChanges` may change, as they are on `sku`, by their API names."""
-    return {"name": sku.name, "hourlyPriceMinor": sku.hourly_price.amount_minor,
-            "vcpus": sku.vcpus, "ramGib": sku.ram_gib, "diskGib": sku.disk_gib}  # fmt: skip
+    return SkuChanges(
+        name=sku.name,
+        hourly_price_minor=sku.hourly_price.amount_minor,
+        vcpus=sku.vcpus,
+        ram_gib=sku.ram_gib,
+        disk_gib=sku.disk_gib,
+    ).fields()
 
 
 V = TypeVar("V", int, str)

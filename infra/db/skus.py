@@ -116,11 +116,6 @@ class SqlSkuRepository:
                    "vcpus": changes.vcpus, "ram_gib": changes.ram_gib,
                    "disk_gib": changes.disk_gib}  # fmt: skip
         values = {column: value for column, value in columns.items() if value is not None}
-        if not values:
-            found = await self.get(sku_id)
-            if found is None:
-                raise NotFound(Problem(SkuErrorCode.NOT_FOUND, f"No SKU with id {sku_id}.", "id"))
-            return found
         stmt = update(skus).where(skus.c.id == sku_id).values(**values).returning(skus)
         try:
             row = (await self._conn.execute(stmt)).first()
