@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock
+.PHONY: install node sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -14,6 +14,15 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# The unmodified JS clients the suite drives (graphql-ws, Apollo, xterm.js, relay-compiler) and
+# the GraphiQL assets, exactly as package-lock.json pins them.
+NODE_STAMP := node_modules/.package-lock.json
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+node: $(NODE_STAMP)
 
 # Tests run a real OpenSSH sshd on 127.0.0.1 as a GPU node. The system's is used when installed;
 # otherwise Debian's openssh-server package is unpacked under .tools/ (no service is started,
@@ -35,7 +44,7 @@ sshd: $(SSHD)
 run: install
 	exec $(VENV)/bin/gpucloud dev
 
-test: install sshd
+test: install sshd node
 	$(PY) -m pytest
 
 lint: install
