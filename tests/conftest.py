@@ -107,6 +107,10 @@ def service_env(
         GPUCLOUD_LOGIN_LIMIT_PER_IP="100000",
         GPUCLOUD_LOGIN_FAILURES_PER_ACCOUNT="10000",
         GPUCLOUD_SIGNUP_LIMIT_PER_IP="100000",
+        # Tests read their sockets between blocking steps (a CLI run, an HTTP call), so a
+        # heartbeat ping can wait unanswered for as long as a step takes on a loaded machine;
+        # real clients answer from their event loop. The heartbeat tests set their own values.
+        GPUCLOUD_WS_PONG_TIMEOUT_SECONDS="120",
         PYTHONUNBUFFERED="1",
         STRIPE_SECRET_KEY=localstripe.api_key,
         STRIPE_API_BASE=localstripe.url,

@@ -14,6 +14,7 @@ import websockets
 
 from tests.support.identity import sync_sign_up_with_token
 from tests.support.processes import Process, free_port, gpucloud, wait_ready
+from tests.support.stack import next_message
 
 SUBSCRIBE = "subscription { catalogChanged { kind sku { name gpuModel status } } }"
 
@@ -46,12 +47,7 @@ async def _open(stack: dict[str, object]) -> websockets.ClientConnection:
 
 
 async def _next_payload(ws: websockets.ClientConnection, timeout: float = 20) -> dict[str, object]:
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "ping":
-            await ws.send(json.dumps({"type": "pong"}))
-            continue
-        return message  # type: ignore[no-any-return]
+    return await next_message(ws, timeout)
 
 
 def _catalog_names(http: str) -> list[str]:

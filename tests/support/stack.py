@@ -70,13 +70,16 @@ async def subscribe(ws_url: str, token: str, query: str,
 
 
 async def next_message(ws: Any, timeout: float = 30) -> dict[str, Any]:
-    """The next message that is not a ping (pings are answered)."""
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] == "ping":
-            await ws.send(json.dumps({"type": "pong"}))
-            continue
-        return message  # type: ignore[no-any-return]
+    """The next message that is not a ping (pings are answered), within `timeout` in all: the
+    server's heartbeat pings must not restart the wait, or a message that never comes would
+    hang the test instead of failing it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == "ping":
+                await ws.send(json.dumps({"type": "pong"}))
+                continue
+            return message  # type: ignore[no-any-return]
 
 
 async def connect_as(url: str, token: str) -> tuple[Any, str | int]:
