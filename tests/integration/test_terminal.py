@@ -240,8 +240,8 @@ async def _xterm(
     "binary": through onBinary) and waits for every `expect` on its screen."""
     node = shutil.which("node")
     assert node is not None, "node is needed to run xterm.js (make node)"
-    args = {"url": url, "origin": APP, "keys": keys, "via": via, "expect": expect}
-    args |= {"cols": cols, "rows": rows}
+    args: dict[str, Any] = {"url": url, "origin": APP, "keys": keys, "via": via}
+    args |= {"expect": expect, "cols": cols, "rows": rows}
     pipe = asyncio.subprocess.PIPE
     proc = await asyncio.create_subprocess_exec(
         node, str(XTERM), orjson.dumps(args).decode(), stdout=pipe, stderr=pipe
