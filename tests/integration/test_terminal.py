@@ -415,7 +415,7 @@ async def test_stock_xterm_attach_addon_types_a_command_and_shows_its_output(
     shown = await _xterm(url, keys, via, [f"{marker}-42", "30 100"], cols=100, rows=30)
     assert f"{marker}-42" in shown["screen"] and "30 100" in shown["screen"]
     assert shown["protocol"] == ""
-    assert shown["sent"] == [via]
+    assert shown["sent"][0] == via  # (xterm.js may answer the shell's queries after it)
     assert shown["received"] and set(shown["received"]) == {"binary"}
     async with asyncio.timeout(15):
         while True:
