@@ -1,8 +1,14 @@
 """The browser terminal: `/terminal?ticket=...[&cols=..&rows=..]`, a websocket (not GraphQL).
 
-The ticket comes from the `createTerminalTicket` mutation (see domain/compute/terminals.py).
-Binary frames carry terminal bytes both ways; text frames carry JSON control messages:
-{"type": "resize", "cols": C, "rows": R} and {"type": "ping"} (answered {"type": "pong"}).
+The ticket comes from the `createTerminalTicket` mutation (see domain/compute/terminals.py);
+`cols`/`rows` size the PTY from the start. Output always leaves as binary frames. What the client
+sends depends on the handshake:
+
+- No subprotocol (stock xterm.js `@xterm/addon-attach`, which sends keystrokes as text frames and
+  some input as binary): every frame, text or binary, is input for the shell.
+- Subprotocol `gpucloud.terminal.v1` (a client that asks for it): binary frames are input, text
+  frames are JSON control messages, {"type": "resize", "cols": C, "rows": R} and {"type":
+  "ping"} (answered {"type": "pong"}). A client that asks only for other subprotocols is refused.
 
 A handshake from an Origin that is not the platform's is refused (HTTP 403) before anything
 else. Every other refusal, and every end, is a close frame whose code says why (CLOSE_CODES) and
@@ -22,6 +28,7 @@ from typing import Any
 
 import orjson
 import structlog
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.http.websocket_origin import normalize_origin
 
@@ -53,7 +60,8 @@ log = structlog.get_logger(__name__)
 SHELL_EXITED = 1000  # the shell ended (exit, logout)
 GOING_AWAY = 1001  # the server is shutting down
 INTERNAL_ERROR = 1011  # a bug or an outage mid-session; logged with the request id
-BAD_MESSAGE = 4400  # a text frame that is not a known control message
+BAD_MESSAGE = 4400  # in the control subprotocol, a text frame that is not a control message
+INVALID_SIZE = 4400  # cols/rows (URL or resize message) that are not whole numbers in bounds
 CLOSE_CODES = {
     TerminalErrorCode.TICKET_INVALID: 4401,  # unknown or already used: get a new ticket
     TerminalErrorCode.TICKET_EXPIRED: 4401,
@@ -67,6 +75,10 @@ SIGNED_OUT = 4401  # the session or token that asked for the ticket ended, or th
 STOPPED = 4410  # the allocation left RUNNING
 NODE_UNREACHABLE = 4502  # the node could not be reached or refused the login
 UNAVAILABLE = 4503  # the key service (and so the CA) is not configured
+
+# Asked for in the handshake by a client that sends resizes and pings; without it (the stock
+# xterm.js attach addon) every frame is input, so typed text can never be taken for a command.
+CONTROL_PROTOCOL = "gpucloud.terminal.v1"
 
 Events = AsyncIterator[dict[str, Any]]
 
@@ -83,23 +95,39 @@ async def terminal(websocket: WebSocket) -> None:
     if origin is None or origin not in res.authenticator.allowed_origins:
         await websocket.close(code=1008)  # before accept: the handshake is refused with 403
         return
-    await websocket.accept()
+    offered = websocket.scope.get("subprotocols") or []
+    control = _asks_for_control(websocket)
+    if offered and not control:
+        # A browser fails a handshake that picks none of the subprotocols it asked for, so no
+        # close code could reach it: refuse the handshake itself, saying why.
+        await _deny(
+            websocket,
+            400,
+            "UNSUPPORTED_SUBPROTOCOL",
+            f"The terminal speaks no subprotocol or {CONTROL_PROTOCOL!r}; asked for "
+            f"{', '.join(offered)}.",
+        )
+        return
+    await websocket.accept(subprotocol=CONTROL_PROTOCOL if control else None)
     request_id = websocket.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
     meta = request_meta(websocket, request_id)
     if res.compute is None or not isinstance(res.compute.fleet.connector, SshNodeConnector):
         await websocket.close(code=UNAVAILABLE, reason="SERVICE_UNAVAILABLE")
         return
     dialer = res.compute.fleet.connector.dialer
+    policy = res.terminals.policy
+    try:  # before the ticket is taken: a bad size leaves it good for a corrected retry
+        cols, rows = terminal_size(
+            websocket.query_params.get("cols", policy.default_cols),
+            websocket.query_params.get("rows", policy.default_rows),
+            policy,
+        )
+    except InvalidInput:
+        await websocket.close(code=INVALID_SIZE, reason="INVALID_SIZE")
+        return
     try:
-        policy = res.terminals.policy
         ticket = check_ticket(await res.terminals.tickets.take(websocket.query_params.get(
             "ticket", "")), origin, res.compute.clock())  # fmt: skip
-        try:
-            cols, rows = terminal_size(websocket.query_params.get("cols", policy.default_cols),
-                                       websocket.query_params.get("rows", policy.default_rows),
-                                       policy)  # fmt: skip
-        except InvalidInput:
-            cols, rows = policy.default_cols, policy.default_rows
         # Listen first, then read: a stop committed in between arrives as an event.
         async with res.hub.subscribe(ALLOCATIONS_TOPIC) as stream:
             allocation, target = await terminal_target(res.uow(), ticket)
@@ -142,15 +170,30 @@ async def terminal(websocket: WebSocket) -> None:
         await websocket.close(code=UNAVAILABLE, reason=exc.problems[0].code)
 
 
+def _asks_for_control(websocket: WebSocket) -> bool:
+    return CONTROL_PROTOCOL in (websocket.scope.get("subprotocols") or [])
+
+
+async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    """Refuse the handshake with an HTTP answer in the standard error shape (HTTP 403 with no
+    body where the server cannot send one)."""
+    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    try:
+        await websocket.send_denial_response(JSONResponse(body, status_code=status))
+    except RuntimeError:  # the server has no websocket denial response extension
+        await websocket.close(code=1008)
+
+
 async def _run(websocket: WebSocket, session: TerminalSession, stream: Events,
                ticket: TerminalTicket, res: Resources, holder: str) -> _Ended:  # fmt: skip
     """Pump bytes both ways until one side ends, the client idles out or the allocation stops;
     returns why it ended."""
     policy = res.terminals.policy
+    control = _asks_for_control(websocket)
     last_input = [time.monotonic()]
     tasks = [
         asyncio.create_task(_to_client(websocket, session)),
-        asyncio.create_task(_from_client(websocket, session, last_input, policy)),
+        asyncio.create_task(_from_client(websocket, session, last_input, policy, control)),
         asyncio.create_task(_idle(last_input, policy)),
         asyncio.create_task(_stopped(stream, ticket.allocation_id)),
         asyncio.create_task(_lease(res, ticket.allocation_id, holder)),
@@ -178,8 +221,15 @@ async def _to_client(websocket: WebSocket, session: TerminalSession) -> _Ended:
     return _Ended(SHELL_EXITED, "SHELL_EXITED")
 
 
-async def _from_client(websocket: WebSocket, session: TerminalSession, last_input: list[float],
-                       policy: TerminalPolicy) -> _Ended:  # fmt: skip
+async def _from_client(
+    websocket: WebSocket,
+    session: TerminalSession,
+    last_input: list[float],
+    policy: TerminalPolicy,
+    control: bool,
+) -> _Ended:
+    """Input to the shell: every frame, or in the control subprotocol binary frames only (its
+    text frames are control messages)."""
     while True:
         try:
             message = await websocket.receive()
@@ -187,21 +237,29 @@ async def _from_client(websocket: WebSocket, session: TerminalSession, last_inpu
             return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
         if message["type"] == "websocket.disconnect":
             return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
-        if message.get("bytes") is not None:
-            last_input[0] = time.monotonic()
-            await session.write(message["bytes"])
+        data: bytes | None = message.get("bytes")
+        if data is None and not control:  # the attach addon's keystrokes: text is UTF-8 input
+            data = (message.get("text") or "").encode()
+        if data is not None:
+            if data:  # an empty frame is not a keystroke, so it does not hold off the idle timeout
+                last_input[0] = time.monotonic()
+                await session.write(data)
             continue
         try:
-            control = orjson.loads(message.get("text") or "")
-            kind = control.get("type") if isinstance(control, dict) else None
-            if kind == "ping":  # a keep-alive, not input: it does not hold off the idle timeout
-                await websocket.send_text('{"type":"pong"}')
-            elif kind == "resize":
-                last_input[0] = time.monotonic()
-                session.resize(*terminal_size(control.get("cols"), control.get("rows"), policy))
-            else:
-                return _Ended(BAD_MESSAGE, "BAD_MESSAGE")
-        except (orjson.JSONDecodeError, InvalidInput):
+            request = orjson.loads(message.get("text") or "")
+        except orjson.JSONDecodeError:
+            return _Ended(BAD_MESSAGE, "BAD_MESSAGE")
+        kind = request.get("type") if isinstance(request, dict) else None
+        if kind == "ping":  # a keep-alive, not input: it does not hold off the idle timeout
+            await websocket.send_text('{"type":"pong"}')
+        elif kind == "resize":
+            try:
+                size = terminal_size(request.get("cols"), request.get("rows"), policy)
+            except InvalidInput:
+                return _Ended(INVALID_SIZE, "INVALID_SIZE")
+            last_input[0] = time.monotonic()
+            session.resize(*size)
+        else:
             return _Ended(BAD_MESSAGE, "BAD_MESSAGE")
 
 

@@ -134,8 +134,8 @@ def key_id(allocation: Allocation) -> str:
 
 
 def terminal_size(cols: object, rows: object, policy: TerminalPolicy) -> tuple[int, int]:
-    """A PTY size from client input: whole numbers within bounds, else the default (initial) or
-    a refusal (resize)."""
+    """A PTY size from client input (the websocket URL or a resize message): whole numbers
+    within bounds, else INVALID_SIZE."""
     try:
         c, r = int(str(cols)), int(str(rows))
     except ValueError:

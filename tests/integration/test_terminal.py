@@ -4,16 +4,22 @@ PostgreSQL.
 
 Tickets are refused when reused, expired, for another user's allocation or from another Origin;
 a terminal types a command and reads its output as the allocation's own user, resizes its PTY,
-and is cut when the allocation stops. These make real Linux users (as root), deleted afterwards.
+and is cut when the allocation stops. Stock xterm.js (`@xterm/headless` + `@xterm/addon-attach`
+from node_modules, run by node) types into it with text and with binary frames; JSON control
+messages exist only in the `gpucloud.terminal.v1` subprotocol. These make real Linux users (as
+root), deleted afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -26,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from domain.audit.records import RequestMeta
 from domain.catalog.services import add_sku
@@ -43,6 +50,7 @@ from domain.identity.admin import set_status
 from domain.identity.principal import SYSTEM
 from domain.ports import UnitOfWork
 from gpucloud.app import create_app
+from gpucloud.terminal import CONTROL_PROTOCOL
 from infra.crypto.envelope import AesGcmCipher
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.factory import make_compute_kit
@@ -65,6 +73,8 @@ META = RequestMeta(request_id="test")
 APP = "https://app.test"
 OTHER = "https://other.test"  # also one of the platform's origins
 EVIL = "https://evil.test"  # not one
+CONTROL = [Subprotocol(CONTROL_PROTOCOL)]  # text frames are JSON control messages
+XTERM = Path(__file__).with_name("xterm_attach.cjs")  # stock xterm.js, run by node
 Uow = Callable[[], UnitOfWork]
 
 TICKET = """mutation T($id: ID!) { createTerminalTicket(allocationId: $id) {
@@ -216,9 +226,30 @@ async def _closed(ws: ClientConnection) -> tuple[int, str]:
     return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
-async def _refused(url: str, origin: str = APP) -> tuple[int, str]:
-    async with connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+async def _refused(
+    url: str, origin: str = APP, subprotocols: list[Subprotocol] | None = None
+) -> tuple[int, str]:
+    async with connect(url, origin=origin, subprotocols=subprotocols) as ws:  # type: ignore[arg-type]
         return await _closed(ws)
+
+
+async def _xterm(
+    url: str, keys: str, via: str, expect: list[str], cols: int = 80, rows: int = 24
+) -> dict[str, Any]:
+    """Stock xterm.js attached to `url` types `keys` (`via` "text": keystrokes through onData;
+    "binary": through onBinary) and waits for every `expect` on its screen."""
+    node = shutil.which("node")
+    assert node is not None, "node is needed to run xterm.js (make node)"
+    args: dict[str, Any] = {"url": url, "origin": APP, "keys": keys, "via": via}
+    args |= {"expect": expect, "cols": cols, "rows": rows}
+    pipe = asyncio.subprocess.PIPE
+    proc = await asyncio.create_subprocess_exec(
+        node, str(XTERM), orjson.dumps(args).decode(), stdout=pipe, stderr=pipe
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, (out.decode(), err.decode())
+    return orjson.loads(out.splitlines()[-1])  # type: ignore[no-any-return]
 
 
 async def test_a_terminal_round_trip_resize_and_cut_when_the_allocation_stops(
@@ -228,7 +259,8 @@ async def test_a_terminal_round_trip_resize_and_cut_when_the_allocation_stops(
     assert issued["__typename"] == "TerminalTicketPayload", issued
     assert issued["url"] == f"/terminal?ticket={issued['ticket']}"
     url = world.url(issued["ticket"], cols=80, rows=24)
-    async with connect(url, origin=APP) as ws:  # type: ignore[arg-type]
+    async with connect(url, origin=APP, subprotocols=CONTROL) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == CONTROL_PROTOCOL
         seen = bytearray()
         await ws.send(b"echo hello-$((6*7)); whoami\n")
         await _read_until(ws, b"hello-42", seen)
@@ -312,7 +344,7 @@ async def test_tickets_are_refused_reused_expired_for_others_and_cross_origin(
     assert await _refused(world.url(ticket)) == (4429, "TERMINAL_LIMIT")
     await slots.release(alloc, "elsewhere-0")
     ticket = (await world.ada.ticket(alloc))["ticket"]
-    async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+    async with connect(world.url(ticket), origin=APP, subprotocols=CONTROL) as ws:  # type: ignore[arg-type]
         seen = bytearray()
         await ws.send(b"echo ok-$((1+1))\n")
         await _read_until(ws, b"ok-2", seen)
@@ -324,7 +356,7 @@ async def test_tickets_are_refused_reused_expired_for_others_and_cross_origin(
     res.terminals = replace(res.terminals, policy=replace(res.terminals.policy,
                                                           idle_timeout=timedelta(seconds=1)))  # fmt: skip
     ticket = (await world.ada.ticket(alloc))["ticket"]
-    async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+    async with connect(world.url(ticket), origin=APP, subprotocols=CONTROL) as ws:  # type: ignore[arg-type]
         # Keep-alive pings (sent until the end) are answered but are not input: were they,
         # this terminal would never idle out.
         async def keep_pinging() -> None:
@@ -366,3 +398,72 @@ async def test_a_terminal_ends_with_the_credential_that_opened_it(
         await set_status(uow(), SYSTEM, world.ada.user_id, AccountStatus.SUSPENDED, "abuse", META)
         await _relay(engine, world)
         assert await _closed(ws) == (4401, "SIGNED_OUT")
+
+
+@pytest.mark.parametrize("via", ["text", "binary"])
+async def test_stock_xterm_attach_addon_types_a_command_and_shows_its_output(
+    world: World, engine: AsyncEngine, via: str
+) -> None:
+    """`@xterm/addon-attach` 0.12, unmodified: keystrokes leave as text frames (onData) or
+    binary frames (onBinary), output comes back as binary frames, and no subprotocol is asked
+    for, so every frame it sends is input. The PTY has the URL's size."""
+    ticket = (await world.ada.ticket(world.allocation.id))["ticket"]
+    marker = f"attach-{via}-{uuid.uuid4().hex[:8]}"
+    # What the shell prints differs from what it echoes: only the command's output matches.
+    keys = f"echo {marker}-$((6*7)); stty size\r"
+    url = world.url(ticket, cols=100, rows=30)
+    shown = await _xterm(url, keys, via, [f"{marker}-42", "30 100"], cols=100, rows=30)
+    assert f"{marker}-42" in shown["screen"] and "30 100" in shown["screen"]
+    assert shown["protocol"] == ""
+    assert shown["sent"][0] == via  # (xterm.js may answer the shell's queries after it)
+    assert shown["received"] and set(shown["received"]) == {"binary"}
+    async with asyncio.timeout(15):
+        while True:
+            async with engine.connect() as conn:
+                query = "SELECT after FROM audit_events WHERE action = 'terminal.closed'"
+                closed = (await conn.execute(text(query))).all()
+            if closed:
+                break
+            await asyncio.sleep(0.1)
+    assert [(r.after["code"], r.after["reason"]) for r in closed] == [(1000, "CLIENT_CLOSED")]
+
+
+async def test_without_the_subprotocol_every_frame_is_input_and_with_it_sizes_are_checked(
+    world: World,
+) -> None:
+    """Text that looks like a control message is typed into the shell when no subprotocol was
+    asked for; a bad size (URL or resize) closes 4400 INVALID_SIZE and a bad size in the URL
+    leaves the ticket unused; a handshake asking only for other subprotocols gets HTTP 400."""
+    alloc = world.allocation.id
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol is None
+        seen = bytearray()
+        await ws.send('echo \'{"type":"ping"}\' $((2+3))\n')
+        await _read_until(ws, b'{"type":"ping"} 5', seen)
+        await ws.send('{"type":"resize","cols":1,"rows":1}')
+        await ws.send("\nstty size\n")
+        await _read_until(ws, b"24 80", seen)
+
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    for bad in ({"cols": 0, "rows": 24}, {"cols": 80, "rows": 1001}):
+        assert await _refused(world.url(ticket, **bad)) == (4400, "INVALID_SIZE")
+    assert await _refused(world.url(ticket) + "&cols=wide") == (4400, "INVALID_SIZE")
+    async with connect(world.url(ticket, cols=90, rows=20), origin=APP, subprotocols=CONTROL) as ws:  # type: ignore[arg-type]
+        seen = bytearray()
+        await ws.send(b"stty size\n")
+        await _read_until(ws, b"20 90", seen)
+        await ws.send('{"type":"resize","cols":"x","rows":30}')
+        assert await _closed(ws) == (4400, "INVALID_SIZE")
+
+    ticket = (await world.ada.ticket(alloc))["ticket"]
+    with pytest.raises(InvalidStatus) as handshake:
+        await _refused(world.url(ticket), origin=APP, subprotocols=[Subprotocol("tty")])
+    assert handshake.value.response.status_code == 400
+    error = orjson.loads(handshake.value.response.body or b"{}")["errors"][0]
+    assert error["extensions"]["code"] == "UNSUPPORTED_SUBPROTOCOL", error
+    # The refused handshake took nothing: the ticket still opens a terminal.
+    async with connect(world.url(ticket), origin=APP) as ws:  # type: ignore[arg-type]
+        seen = bytearray()
+        await ws.send(b"echo still-$((4+4))\n")
+        await _read_until(ws, b"still-8", seen)
