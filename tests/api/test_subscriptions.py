@@ -14,6 +14,7 @@ import websockets
 
 from tests.support.identity import sync_sign_up_with_token
 from tests.support.processes import Process, free_port, gpucloud, wait_ready
+from tests.support.stack import recv_json
 
 SUBSCRIBE = "subscription { catalogChanged { kind sku { name gpuModel status } } }"
 
@@ -41,13 +42,13 @@ async def _open(stack: dict[str, object]) -> websockets.ClientConnection:
     )
     init = {"type": "connection_init", "payload": {"authorization": f"Bearer {stack['token']}"}}
     await ws.send(json.dumps(init))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    assert await recv_json(ws, 10) == {"type": "connection_ack"}
     return ws
 
 
 async def _next_payload(ws: websockets.ClientConnection, timeout: float = 20) -> dict[str, object]:
     while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        message = await recv_json(ws, timeout)
         if message["type"] == "ping":
             await ws.send(json.dumps({"type": "pong"}))
             continue
