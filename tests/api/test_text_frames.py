@@ -33,9 +33,14 @@ MISSING = "subscription($id: ID!) { allocationUpdated(id: $id) { id state } }"
 @pytest.fixture
 def stack(service_env: dict[str, str], tmp_path: Path, engine: object) -> Iterator[Stack]:
     """API and worker; the server pings every 0.3 s so a ping is seen soon."""
-    with served(service_env, tmp_path, "frames", GPUCLOUD_OUTBOX_POLL_SECONDS="0.2",
-                GPUCLOUD_WS_PING_INTERVAL_SECONDS="0.3",
-                GPUCLOUD_WS_PONG_TIMEOUT_SECONDS="10") as running:  # fmt: skip
+    with served(
+        service_env,
+        tmp_path,
+        "frames",
+        GPUCLOUD_OUTBOX_POLL_SECONDS="0.2",
+        GPUCLOUD_WS_PING_INTERVAL_SECONDS="0.3",
+        GPUCLOUD_WS_PONG_TIMEOUT_SECONDS="10",
+    ) as running:
         yield running
 
 
@@ -69,29 +74,42 @@ async def test_every_message_on_graphql_is_a_text_frame(
 
     async with websockets.connect(stack.ws[0], subprotocols=PROTOCOL) as ws:
         frames = Frames(ws)
-        await ws.send(json.dumps({"type": "connection_init",
-                                  "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+        )
         await frames.until("connection_ack")
         await ws.send(json.dumps({"type": "ping"}))
         await frames.until("pong")
         await frames.until("ping")  # the server's heartbeat
 
-        await ws.send(json.dumps({"id": "n", "type": "subscribe",
-                                  "payload": {"query": NOTIFICATIONS}}))  # fmt: skip
+        await ws.send(
+            json.dumps({"id": "n", "type": "subscribe", "payload": {"query": NOTIFICATIONS}})
+        )
         await asyncio.sleep(0.5)  # subscribed before the notification is made
         async with uow() as u:
             await notify(u, [user_id], NoticeType.PAYMENT_SUCCEEDED, {"n": 1})
             await u.commit()
         assert (await frames.until("next", "n"))["payload"]["data"]["notifications"]["type"] == (
-            "PAYMENT_SUCCEEDED")  # fmt: skip
+            "PAYMENT_SUCCEEDED"
+        )
 
-        await ws.send(json.dumps({"id": "e", "type": "subscribe",
-                                  "payload": {"query": "subscription { nope }"}}))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {"id": "e", "type": "subscribe", "payload": {"query": "subscription { nope }"}}
+            )
+        )
         assert "nope" in json.dumps((await frames.until("error", "e"))["payload"])
 
         missing = to_global_id("Allocation", 2**31 - 1)
-        await ws.send(json.dumps({"id": "m", "type": "subscribe",
-                                  "payload": {"query": MISSING, "variables": {"id": missing}}}))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "m",
+                    "type": "subscribe",
+                    "payload": {"query": MISSING, "variables": {"id": missing}},
+                }
+            )
+        )
         await frames.until("complete", "m")
 
     assert frames.kinds() >= {"connection_ack", "pong", "ping", "next", "error", "complete"}

@@ -100,7 +100,7 @@ async def connect_as(url: str, token: str) -> tuple[Any, str | int]:
     await ws.send(json.dumps({"type": "connection_init",
                               "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
     try:
-        return ws, await recv_json(ws, 10)["type"]
+        return ws, (await recv_json(ws, 10))["type"]
     except websockets.exceptions.ConnectionClosed as closed:
         assert closed.rcvd is not None
         return ws, closed.rcvd.code
