@@ -22,7 +22,8 @@ from domain.notifications.services import notify
 from domain.ports import UnitOfWork
 from schema.relay import from_global_id
 from tests.support.identity import sync_sign_up_with_token
-from tests.support.node_clients import NodeClient, run_node
+from tests.support.node_clients import CLIENTS, NodeClient, run_node
+from tests.support.processes import REPO
 from tests.support.stack import Stack, bearer_gql, served
 
 Uow = Callable[[], UnitOfWork]
@@ -132,3 +133,10 @@ async def test_gql_queries_over_http_and_subscribes_over_both_websocket_transpor
                 assert result["notifications"] == {"cursor": second, "type": "PAYMENT_SUCCEEDED"}
                 break
         assert transport.subprotocol == "graphql-transport-ws"
+
+
+def test_the_readme_shows_the_graphql_ws_example_the_suite_runs() -> None:
+    """The README's notifications snippet is tests/clients/notifications.mjs, less its header."""
+    script = (CLIENTS / "notifications.mjs").read_text()
+    code = script[script.index('import { createClient } from "graphql-ws";') :]
+    assert f"```js\n{code}```\n" in (REPO / "README.md").read_text()
