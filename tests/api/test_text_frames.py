@@ -4,7 +4,8 @@ graphql-transport-ws is JSON text: graphql-ws closes with 4004 on a binary frame
 "Binary data received", a browser hands the page a Blob. This test reads raw frames (the
 `websockets` library returns str for a text frame, bytes for a binary one) from a real API
 process and worker through every kind of server message: connection_ack, pong, ping, next,
-error and complete."""
+error and complete. Two sockets subscribe to the same events, so the payloads executed once and
+shared between subscribers (resolvers/broadcast.py) are covered too."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 import websockets
 
+from domain.catalog.services import add_sku
+from domain.catalog.sku import SkuSpec
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import notify
 from domain.ports import UnitOfWork
@@ -26,6 +29,7 @@ from tests.support.stack import Stack, bearer_gql, served
 
 PROTOCOL = [websockets.Subprotocol("graphql-transport-ws")]
 NOTIFICATIONS = "subscription { notifications { cursor type } }"
+CATALOG = "subscription { catalogChanged { kind sku { name } } }"
 # An allocation that does not exist: refused before anything is streamed, then complete.
 MISSING = "subscription($id: ID!) { allocationUpdated(id: $id) { id state } }"
 
@@ -45,11 +49,14 @@ def stack(service_env: dict[str, str], tmp_path: Path, engine: object) -> Iterat
 
 
 class Frames:
-    """Every frame the server sent, as received; pings are answered."""
+    """One signed-in socket and every frame the server sent on it; pings are answered."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.received: list[str | bytes] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
 
     async def until(self, kind: str, op: str | None = None) -> dict[str, Any]:
         while True:
@@ -57,7 +64,7 @@ class Frames:
             self.received.append(frame)
             message: dict[str, Any] = json.loads(frame)  # bytes too: judged after, all together
             if message["type"] == "ping":
-                await self.ws.send(json.dumps({"type": "pong"}))
+                await self.send({"type": "pong"})
             if message["type"] == kind and (op is None or message.get("id") == op):
                 return message
 
@@ -72,46 +79,56 @@ async def test_every_message_on_graphql_is_a_text_frame(
     viewer = await asyncio.to_thread(bearer_gql, stack.http[0], token, "{ viewer { id } }")
     user_id = from_global_id(viewer["data"]["viewer"]["id"])[1]
 
-    async with websockets.connect(stack.ws[0], subprotocols=PROTOCOL) as ws:
-        frames = Frames(ws)
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-        )
-        await frames.until("connection_ack")
-        await ws.send(json.dumps({"type": "ping"}))
-        await frames.until("pong")
-        await frames.until("ping")  # the server's heartbeat
+    async with (
+        websockets.connect(stack.ws[0], subprotocols=PROTOCOL) as first,
+        websockets.connect(stack.ws[0], subprotocols=PROTOCOL) as second,
+    ):
+        sockets = [Frames(first), Frames(second)]
+        for frames in sockets:
+            await frames.send(
+                {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+            )
+            await frames.until("connection_ack")
+            await frames.send({"type": "ping"})
+            await frames.until("pong")
+            await frames.until("ping")  # the server's heartbeat
+            for op, query in (("n", NOTIFICATIONS), ("c", CATALOG)):
+                await frames.send({"id": op, "type": "subscribe", "payload": {"query": query}})
 
-        await ws.send(
-            json.dumps({"id": "n", "type": "subscribe", "payload": {"query": NOTIFICATIONS}})
-        )
-        await asyncio.sleep(0.5)  # subscribed before the notification is made
+        await asyncio.sleep(0.5)  # subscribed before anything happens
         async with uow() as u:
             await notify(u, [user_id], NoticeType.PAYMENT_SUCCEEDED, {"n": 1})
             await u.commit()
-        assert (await frames.until("next", "n"))["payload"]["data"]["notifications"]["type"] == (
-            "PAYMENT_SUCCEEDED"
+        spec = SkuSpec.create(
+            name="frames",
+            gpu_model="H200",
+            gpu_count=1,
+            vcpus=8,
+            ram_gib=64,
+            disk_gib=100,
+            region="eu-west",
+            hourly_price_minor=399,
+            currency="USD",
         )
+        await add_sku(uow(), spec)
+        for frames in sockets:  # the same events, executed once for both (broadcast.py)
+            notified = await frames.until("next", "n")
+            assert notified["payload"]["data"]["notifications"]["type"] == "PAYMENT_SUCCEEDED"
+            changed = await frames.until("next", "c")
+            assert changed["payload"]["data"]["catalogChanged"]["sku"] == {"name": "frames"}
 
-        await ws.send(
-            json.dumps(
-                {"id": "e", "type": "subscribe", "payload": {"query": "subscription { nope }"}}
-            )
+        one = sockets[0]
+        await one.send(
+            {"id": "e", "type": "subscribe", "payload": {"query": "subscription { nope }"}}
         )
-        assert "nope" in json.dumps((await frames.until("error", "e"))["payload"])
-
-        missing = to_global_id("Allocation", 2**31 - 1)
-        await ws.send(
-            json.dumps(
-                {
-                    "id": "m",
-                    "type": "subscribe",
-                    "payload": {"query": MISSING, "variables": {"id": missing}},
-                }
-            )
+        assert "nope" in json.dumps((await one.until("error", "e"))["payload"])
+        missing = {"id": to_global_id("Allocation", 2**31 - 1)}
+        await one.send(
+            {"id": "m", "type": "subscribe", "payload": {"query": MISSING, "variables": missing}}
         )
-        await frames.until("complete", "m")
+        await one.until("complete", "m")
 
-    assert frames.kinds() >= {"connection_ack", "pong", "ping", "next", "error", "complete"}
-    binary = [frame for frame in frames.received if not isinstance(frame, str)]
-    assert binary == [], f"{len(binary)} of {len(frames.received)} frames were binary: {binary}"
+    assert one.kinds() >= {"connection_ack", "pong", "ping", "next", "error", "complete"}
+    received = [frame for frames in sockets for frame in frames.received]
+    binary = [frame for frame in received if not isinstance(frame, str)]
+    assert binary == [], f"{len(binary)} of {len(received)} frames were binary: {binary}"
