@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any, cast
 
@@ -14,9 +14,10 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.websocket_origin import normalize_origin
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
@@ -48,8 +49,21 @@ _MAX_OPERATION_LABELS = 200
 _KEY_CODEC = AsyncsshKeyCodec()  # stateless: one for every request
 
 
+class TextFrames(ASGIWebSocketAdapter):
+    """Sends every graphql-transport-ws message as a text frame. Strawberry picks the frame type
+    from `encode_json`'s result, which is bytes for fast HTTP bodies; but the protocol is JSON
+    text, and graphql-ws, Apollo, gql and browsers refuse binary frames (or get Blobs)."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(self.view.encode_json_string(message))
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GraphQLView(GraphQL[AppContext, None]):
     graphql_transport_ws_handler_class = LiveHandler
+    websocket_adapter_class = TextFrames
     connection_init_wait_timeout = timedelta(seconds=10)  # an idle socket may not linger unsigned
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> AppContext:
@@ -100,7 +114,7 @@ class GraphQLView(GraphQL[AppContext, None]):
         return await super().process_result(request, result)
 
     def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+        return orjson.dumps(data)  # HTTP bodies; websockets send text (TextFrames)
 
 
 def _observer(metrics: Metrics) -> Observer:

@@ -15,7 +15,15 @@ import pytest
 
 from schema.relay import from_global_id
 from tests.support.identity import expire_token, sync_sign_up_with_token
-from tests.support.stack import Stack, bearer_gql, closed_with, connect_as, served
+from tests.support.stack import (
+    Stack,
+    bearer_gql,
+    closed_with,
+    connect_as,
+    recv_json,
+    served,
+    text_json,
+)
 
 TOKENS = "{ viewer { id } apiTokens { edges { node { id } } } }"
 
@@ -40,7 +48,7 @@ class Answering:
 
     async def _run(self) -> None:
         async for raw in self.ws:
-            message = json.loads(raw)
+            message = text_json(raw)
             if message["type"] == "ping":
                 self.pings += 1
                 await self.ws.send(json.dumps({"type": "pong"}))
@@ -62,7 +70,7 @@ async def test_a_connection_that_answers_pings_stays_and_a_silent_one_is_closed(
     alive = Answering(ws)
     try:
         # The silent one sees a ping, does not answer, and is closed once the timeout passes.
-        assert json.loads(await asyncio.wait_for(silent.recv(), 5)) == {"type": "ping"}
+        assert await recv_json(silent, 5) == {"type": "ping"}
         assert await closed_with(silent, answer_pings=False) == (4408, "Heartbeat timeout")
         metrics = (await asyncio.to_thread(httpx.get, f"{quick.http[1]}/metrics")).text
         assert 'gpucloud_ws_closed_total{reason="heartbeat_timeout"}' in metrics

@@ -20,7 +20,7 @@ from tests.support.identity import (
     unique_email,
 )
 from tests.support.processes import gpucloud
-from tests.support.stack import Stack, bearer_gql, closed_with, connect_as, served
+from tests.support.stack import Stack, bearer_gql, closed_with, connect_as, recv_json, served
 
 NOTIFICATIONS = "subscription { notifications { seq type } }"
 TOKENS = "{ viewer { id } apiTokens { edges { node { id } } } }"
@@ -80,6 +80,6 @@ async def test_suspending_a_user_closes_every_socket_of_theirs(slow: Stack) -> N
         # Someone else's socket on the same process is untouched.
         await bystander.send(json.dumps({"id": "q", "type": "subscribe",
                                          "payload": {"query": "{ viewer { email } }"}}))  # fmt: skip
-        reply = json.loads(await asyncio.wait_for(bystander.recv(), 10))
+        reply = await recv_json(bystander, 10)
         assert reply["type"] == "next" and reply["payload"]["data"]["viewer"]["email"], reply
         await bystander.close()

@@ -14,7 +14,7 @@ import websockets
 
 from tests.support.identity import sync_sign_up_with_token
 from tests.support.processes import Process, free_port, gpucloud, wait_ready
-from tests.support.stack import next_message
+from tests.support.stack import next_message, recv_json
 
 SUBSCRIBE = "subscription { catalogChanged { kind sku { name gpuModel status } } }"
 
@@ -42,7 +42,7 @@ async def _open(stack: dict[str, object]) -> websockets.ClientConnection:
     )
     init = {"type": "connection_init", "payload": {"authorization": f"Bearer {stack['token']}"}}
     await ws.send(json.dumps(init))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    assert await recv_json(ws, 10) == {"type": "connection_ack"}
     return ws
 
 

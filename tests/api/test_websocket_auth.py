@@ -27,6 +27,7 @@ from tests.support.identity import (
     unique_email,
 )
 from tests.support.processes import Process, free_port, gpucloud, wait_ready
+from tests.support.stack import recv_json
 
 PROTOCOL = [websockets.Subprotocol("graphql-transport-ws")]
 SESSION_COOKIE = "gpucloud_session"  # GPUCLOUD_COOKIE_SECURE=false in tests: no __Host- prefix
@@ -117,7 +118,7 @@ async def handshake(
             origin=None if origin is None else websockets.Origin(origin),
         ) as ws:
             await ws.send(json.dumps(init))
-            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            message = await recv_json(ws, 10)
             return message["type"]  # type: ignore[no-any-return]
     except websockets.exceptions.InvalidStatus as refused:
         return f"HTTP {refused.response.status_code}"  # refused before the upgrade
@@ -152,13 +153,13 @@ async def _subscription_delivers(
         origin=None if origin is None else websockets.Origin(origin),
     ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": ACK}
+        assert await recv_json(ws, 10) == {"type": ACK}
         await ws.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
         for _ in range(15):
             await _add_sku(stack, f"ws-auth-{uuid.uuid4().hex[:8]}")
             try:
                 while True:
-                    message = json.loads(await asyncio.wait_for(ws.recv(), 3))
+                    message = await recv_json(ws, 3)
                     if message["type"] == "ping":
                         await ws.send(json.dumps({"type": "pong"}))
                         continue
@@ -290,7 +291,7 @@ async def test_logging_out_closes_the_open_socket_with_4401(stack, user) -> None
         additional_headers={"Cookie": f"{SESSION_COOKIE}={user.session}"},
     ) as ws:  # fmt: skip
         await ws.send(json.dumps({"type": "connection_init"}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": ACK}
+        assert await recv_json(ws, 10) == {"type": ACK}
         await ws.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
         ended = await user.gql(LOG_OUT)
         assert ended["data"]["logOut"]["__typename"] == "LogOutPayload", ended

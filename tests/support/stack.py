@@ -56,6 +56,19 @@ def served(service_env: dict[str, str], logs: Path, name: str, *, apis: int = 1,
             client.close()
 
 
+def text_json(frame: str | bytes) -> Any:
+    """A graphql-transport-ws message. The protocol is JSON in text frames, and standard clients
+    refuse binary ones (graphql-ws closes with 4004, gql raises, browsers get Blobs): a binary
+    frame fails the test instead of being decoded."""
+    assert isinstance(frame, str), f"binary frame on /graphql: {frame!r}"
+    return json.loads(frame)
+
+
+async def recv_json(ws: Any, timeout: float | None = None) -> Any:
+    """The next message on the socket (text_json)."""
+    return text_json(await asyncio.wait_for(ws.recv(), timeout))
+
+
 async def subscribe(ws_url: str, token: str, query: str,
                     variables: dict[str, Any] | None = None) -> Any:  # fmt: skip
     """A websocket signed in with the token (connection_init), with one subscription open."""
@@ -63,7 +76,7 @@ async def subscribe(ws_url: str, token: str, query: str,
                                   subprotocols=[websockets.Subprotocol("graphql-transport-ws")])  # fmt: skip
     await ws.send(json.dumps({"type": "connection_init",
                               "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    assert await recv_json(ws, 10) == {"type": "connection_ack"}
     await ws.send(json.dumps({"id": "1", "type": "subscribe",
                               "payload": {"query": query, "variables": variables or {}}}))  # fmt: skip
     return ws
@@ -75,7 +88,7 @@ async def next_message(ws: Any, timeout: float = 30) -> dict[str, Any]:
     hang the test instead of failing it."""
     async with asyncio.timeout(timeout):
         while True:
-            message = json.loads(await ws.recv())
+            message = await recv_json(ws)
             if message["type"] == "ping":
                 await ws.send(json.dumps({"type": "pong"}))
                 continue
@@ -90,7 +103,7 @@ async def connect_as(url: str, token: str) -> tuple[Any, str | int]:
     await ws.send(json.dumps({"type": "connection_init",
                               "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
     try:
-        return ws, json.loads(await asyncio.wait_for(ws.recv(), 10))["type"]
+        return ws, (await recv_json(ws, 10))["type"]
     except websockets.exceptions.ConnectionClosed as closed:
         assert closed.rcvd is not None
         return ws, closed.rcvd.code
@@ -101,7 +114,7 @@ async def closed_with(ws: Any, *, answer_pings: bool, timeout: float = 15) -> tu
     try:
         async with asyncio.timeout(timeout):
             while True:
-                message = json.loads(await ws.recv())
+                message = await recv_json(ws)
                 if message["type"] == "ping" and answer_pings:
                     await ws.send(json.dumps({"type": "pong"}))
     except websockets.exceptions.ConnectionClosed as closed:
