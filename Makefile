@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install node sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock graphiql-assets
+.PHONY: install node sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock graphiql-assets test-browser
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -52,6 +52,11 @@ run: install
 
 test: install sshd node
 	$(PY) -m pytest
+
+# GraphiQL in a real headless Chromium (`apt-get install -y chromium`); not part of `make test`
+# or CI, which install no browser.
+test-browser: install node
+	GPUCLOUD_BROWSER_TESTS=1 $(PY) -m pytest tests/browser
 
 lint: install
 	$(VENV)/bin/ruff check .

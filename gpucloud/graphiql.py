@@ -94,6 +94,7 @@ class GraphiQLPage:
             "  <head>\n"
             '    <meta charset="utf-8">\n'
             "    <title>gpucloud GraphiQL</title>\n"
+            '    <link rel="icon" href="data:,">\n'  # no /favicon.ico request (a 404)
             f"{links}"
             "  </head>\n"
             "  <body>\n"
