@@ -10,6 +10,7 @@ Run as `python -m gpucloud.graphiql_assets [NODE_MODULES]`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -58,8 +59,6 @@ OWN_SCRIPT = "graphiql-bootstrap.js"
 
 def vendor(node_modules: Path, target: Path = STATIC_DIR) -> list[Path]:
     """Copy every vendored file from node_modules into `target`; returns the files written."""
-    import json
-
     written = []
     for item in VENDORED:
         manifest = json.loads((node_modules / item.package / "package.json").read_text())
