@@ -158,6 +158,8 @@ async def test_assets_are_addressed_by_digest_and_compressed_on_request(client) 
     assert zipped.headers["vary"] == "accept-encoding"
     assert zipped.content == plain.content  # httpx decodes: the same bytes after gzip
     assert int(zipped.headers["content-length"]) < len(plain.content) // 3
+    refused = await client.get(url, headers={"accept-encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in refused.headers and refused.content == plain.content
     again = await client.get(url, headers={"if-none-match": plain.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
 
