@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install node sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock
+.PHONY: install node sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock graphiql-assets test-browser
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -23,6 +23,12 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $(NODE_STAMP)
 
 node: $(NODE_STAMP)
+
+# Copy GraphiQL's files from the pinned packages in node_modules into gpucloud/static/graphiql/
+# (committed: production needs no node). Run after changing their versions in package.json and
+# gpucloud/graphiql_assets.py; tests/api/test_graphiql.py checks the copies are byte-identical.
+graphiql-assets: install node
+	$(PY) -m gpucloud.graphiql_assets node_modules
 
 # Tests run a real OpenSSH sshd on 127.0.0.1 as a GPU node. The system's is used when installed;
 # otherwise Debian's openssh-server package is unpacked under .tools/ (no service is started,
@@ -46,6 +52,11 @@ run: install
 
 test: install sshd node
 	$(PY) -m pytest
+
+# GraphiQL in a real headless Chromium (`apt-get install -y chromium`); not part of `make test`
+# or CI, which install no browser.
+test-browser: install node
+	GPUCLOUD_BROWSER_TESTS=1 $(PY) -m pytest tests/browser
 
 lint: install
 	$(VENV)/bin/ruff check .

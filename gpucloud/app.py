@@ -13,7 +13,8 @@ from typing import Any, cast
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -27,7 +28,8 @@ from domain.compute.changes import ALLOCATIONS_TOPIC
 from domain.fleet.changes import FLEET_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
 from gpucloud import health, oidc_routes, terminal
-from gpucloud.auth import ResponseCookies, request_meta
+from gpucloud.auth import CSRF_HEADER, CookieNames, ResponseCookies, request_meta
+from gpucloud.graphiql import GraphiQLPage
 from gpucloud.live import LiveHandler
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import OIDC_CALLBACK_PATH, Resources
@@ -65,6 +67,11 @@ class GraphQLView(GraphQL[AppContext, None]):
     graphql_transport_ws_handler_class = LiveHandler
     websocket_adapter_class = TextFrames
     connection_init_wait_timeout = timedelta(seconds=10)  # an idle socket may not linger unsigned
+    ide: GraphiQLPage | None = None  # our own page, in place of Strawberry's CDN-loading one
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        assert self.ide is not None  # Strawberry asks only when graphql_ide is set
+        return self.ide.page()
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> AppContext:
         res: Resources = request.app.state.resources
@@ -164,6 +171,10 @@ def create_app(settings: Settings) -> Starlette:
             if (found := normalize_origin(origin)) is not None
         ],
     )
+    ide_routes: list[BaseRoute] = []
+    if settings.graphiql:  # when off, GET /graphql and every asset URL answer 404
+        graphql.ide = GraphiQLPage(CookieNames.for_settings(settings).csrf, CSRF_HEADER)
+        ide_routes.append(graphql.ide.route())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -208,6 +219,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
             Route("/metrics", health.metrics),
+            *ide_routes,
         ],
         lifespan=lifespan,
     )
