@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install node sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock graphiql-assets test-browser
+.PHONY: install node sshd run test lint format typecheck contracts schema schema-check ci bench bench-ledger bench-placement bench-provisioning bench-terminal bench-fanout lock graphiql-assets browser test-browser
 
 # Create the venv if missing and install exactly what the lock file pins (hash-checked).
 $(STAMP): requirements.lock pyproject.toml
@@ -53,9 +53,13 @@ run: install
 test: install sshd node
 	$(PY) -m pytest
 
-# GraphiQL in a real headless Chromium (`apt-get install -y chromium`); not part of `make test`
-# or CI, which install no browser.
-test-browser: install node
+# GraphiQL in a real headless Chromium, installed from Debian's package when missing (as root);
+# kept out of `make test` so the README's test command needs no browser, and run by .ci/run.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+test-browser: install node browser
 	GPUCLOUD_BROWSER_TESTS=1 $(PY) -m pytest tests/browser
 
 lint: install

@@ -1,6 +1,7 @@
-"""Tests in a real headless Chromium: opt-in (`make test-browser`), kept out of `make test` and
-CI, which install no browser. They are not skipped there but not collected at all, so CI's
-"no skipped test" rule stays meaningful."""
+"""Tests in a real headless Chromium: `make test-browser` (which .ci/run calls, installing
+Debian's chromium when missing), kept out of `make test` so the README's test command needs no
+browser. Elsewhere they are not skipped but not collected at all, so CI's "no skipped test" rule
+stays meaningful."""
 
 from __future__ import annotations
 

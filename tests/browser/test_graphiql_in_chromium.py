@@ -68,12 +68,6 @@ async def test_graphiql_signs_up_and_runs_a_mutation_in_chromium(
         assert page.problems() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server sends graphql-transport-ws messages as binary frames, which GraphiQL's "
-    "graphql-ws client refuses ('Message is missing the type property') until issue 15 item 1 "
-    "(text frames) lands; strict, so this fails once it passes: then remove the mark",
-)
 async def test_graphiql_subscribes_over_graphql_transport_ws_with_the_cookie(stack: Stack) -> None:
     base = stack.http[0]
     async with chromium() as page:
