@@ -91,7 +91,9 @@ NODE_TYPES: dict[str, NodeType] = {
 }
 
 
-async def fetch_node(info: Info[AppContext, None], type_name: str, key: int) -> Any | None:
+async def load_visible(info: Info[AppContext, None], type_name: str, key: int) -> Any | None:
+    """The object as its GraphQL type, or None when there is no such object or it is not the
+    caller's; raises AccessDenied when the caller may not ask for this type at all."""
     node_type = NODE_TYPES.get(type_name)
     if node_type is None:
         return None
@@ -99,10 +101,16 @@ async def fetch_node(info: Info[AppContext, None], type_name: str, key: int) -> 
     check_access(principal, node_type.requirement)
     found = await node_type.load(info.context.loaders, key)
     if found is None or not node_type.visible(principal, found):
-        if node_type.requirement.public:
-            return None  # public catalog: a missing object is simply null
-        raise NotFound(Problem("NOT_FOUND", f"No {type_name} with this ID.", "id"))
+        return None
     return node_type.convert(found)
+
+
+async def fetch_node(info: Info[AppContext, None], type_name: str, key: int) -> Any | None:
+    found = await load_visible(info, type_name, key)
+    node_type = NODE_TYPES.get(type_name)
+    if found is None and node_type is not None and not node_type.requirement.public:
+        raise NotFound(Problem("NOT_FOUND", f"No {type_name} with this ID.", "id"))
+    return found  # public catalog: a missing object is simply null
 
 
 def visible(principal: Principal, type_name: str, obj: Any) -> bool:
