@@ -20,10 +20,10 @@ from domain.identity.scopes import Scope
 from schema.account import ApiToken, User
 from schema.allocations import Allocation
 from schema.audit import AuditEvent
-from schema.billing import Payment, Refund
+from schema.billing import LedgerEntry, Payment, ReconciliationIssue, Refund
 from schema.catalog import Sku
 from schema.context import AppContext, Loaders
-from schema.fleet import FleetNode
+from schema.fleet import FleetNode, NodeEvent
 from schema.ssh_keys import SshKey
 
 
@@ -87,6 +87,25 @@ NODE_TYPES: dict[str, NodeType] = {
         lambda ld, k: ld.fleet_node.load(k),
         lambda p, node: p.is_admin,
         FleetNode.from_domain,
+    ),
+    # Named by its transfer: the one wallet a transfer moves sees it as this entry.
+    "LedgerEntry": NodeType(
+        BILLING_READ,
+        lambda ld, k: ld.ledger_entry.load(k),
+        lambda p, found: owns_or_admin(p, found.owner_id),
+        lambda found: LedgerEntry.from_domain(found.entry),
+    ),
+    "NodeEvent": NodeType(
+        ADMIN_READ,
+        lambda ld, k: ld.node_event.load(k),
+        lambda p, event: p.is_admin,
+        NodeEvent.from_domain,
+    ),
+    "ReconciliationIssue": NodeType(
+        ADMIN_READ,
+        lambda ld, k: ld.reconciliation_issue.load(k),
+        lambda p, issue: p.is_admin,
+        ReconciliationIssue.from_domain,
     ),
 }
 

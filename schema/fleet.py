@@ -116,8 +116,7 @@ class NodeFacts:
 
 
 @strawberry.type(description="One entry of a node's history: a step, a change of state or health.")
-class NodeEvent:
-    id: strawberry.ID
+class NodeEvent(Node):
     kind: NodeEventKind  # type: ignore[valid-type]
     message: str
     step: BootstrapStep | None  # type: ignore[valid-type]

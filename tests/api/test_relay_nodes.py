@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.pagination import PageRequest
 from schema.relay import to_global_id
-from tests.api.helpers import add_skus, add_ssh_key, codes, gql
+from tests.api.helpers import add_fleet_node, add_skus, add_ssh_key, codes, gql, grant_credit
 from tests.api.test_sql_statements import counting
 
 NODES = """query Nodes($ids: [ID!]!) { nodes(ids: $ids) { __typename id
@@ -89,3 +90,68 @@ async def test_lookups_cost_one_query_per_type_not_per_id(app, accounts, uow) ->
         assert _ids(result) == ids, result
         counts[label] = len(statements)
     assert counts["few"] == counts["many"] == counts["none"] + 2, counts  # SKUs, SSH keys
+
+
+ENTRIES = "{ viewer { ledgerEntries(first: 5) { edges { node { id amount code } } } } }"
+NODE = "query($id: ID!) { node(id: $id) { __typename id } }"
+
+
+async def _node_event_and_issue(uow: Any) -> tuple[str, str]:
+    from domain.fleet.records import NewNodeEvent, NodeEventKind
+    from domain.payments.findings import Finding, IssueKind
+
+    fleet_node = await add_fleet_node(uow, "relay-node")
+    async with uow() as tx:
+        event = await tx.nodes.add_event(
+            NewNodeEvent(node_id=fleet_node.id, kind=NodeEventKind.REGISTERED, message="hello")
+        )
+        assert await tx.stripe.flag(Finding(IssueKind.UNKNOWN_PAYMENT, "pi_relay", "test"))
+        await tx.commit()
+    async with uow() as tx:
+        (issue,) = (await tx.stripe.issues(PageRequest(1, None))).items
+    return to_global_id("NodeEvent", event.id), to_global_id("ReconciliationIssue", issue[0])
+
+
+async def test_ledger_entries_node_events_and_issues_are_nodes(accounts, uow) -> None:
+    admin = await accounts.admin()
+    a = await accounts.sign_up()
+    b = await accounts.sign_up()
+    await grant_credit(admin, a.user_id, 500)
+    (entry,) = [
+        e["node"] for e in (await a.gql(ENTRIES))["data"]["viewer"]["ledgerEntries"]["edges"]
+    ]
+    event_id, issue_id = await _node_event_and_issue(uow)
+
+    owner = await a.gql(NODES, {"ids": [entry["id"]]})
+    assert _ids(owner) == [entry["id"]] and "errors" not in owner
+    assert (await a.gql(NODE, {"id": entry["id"]}))["data"]["node"] == {
+        "__typename": "LedgerEntry", "id": entry["id"]}  # fmt: skip
+    as_admin = await admin.gql(NODES, {"ids": [entry["id"], event_id, issue_id]})
+    assert _ids(as_admin) == [entry["id"], event_id, issue_id], as_admin
+    assert [n["__typename"] for n in as_admin["data"]["nodes"]] == [
+        "LedgerEntry", "NodeEvent", "ReconciliationIssue"]  # fmt: skip
+
+    stranger = await b.gql(NODES, {"ids": [entry["id"], event_id, issue_id]})
+    assert _ids(stranger) == [None, None, None]
+    assert [(e["path"], e["extensions"]["code"]) for e in stranger["errors"]] == [
+        (["nodes", 1], "FORBIDDEN"), (["nodes", 2], "FORBIDDEN")]  # fmt: skip
+    assert codes(await b.gql(NODE, {"id": entry["id"]})) == ["NOT_FOUND"]
+
+
+def test_every_type_with_a_global_id_is_a_node_that_node_id_resolves() -> None:
+    """Relay's contract, read from the exported schema: an object type with `id: ID!` implements
+    Node, and node(id:) knows how to fetch every Node type."""
+    from graphql import build_schema, is_object_type
+
+    from resolvers.access import NODE_TYPES
+    from tests.conftest import REPO
+
+    schema = build_schema((REPO / "schema" / "schema.graphql").read_text())
+    with_ids = {
+        name
+        for name, type_ in schema.type_map.items()
+        if is_object_type(type_) and "id" in type_.fields and str(type_.fields["id"].type) == "ID!"
+    }
+    nodes = {t.name for t in schema.get_possible_types(schema.type_map["Node"])}  # type: ignore[arg-type]
+    assert with_ids == nodes
+    assert nodes == set(NODE_TYPES)
