@@ -29,8 +29,11 @@ async def test_last_and_before_walk_the_catalog_from_its_end(client, uow) -> Non
     end = (await gql(client, SKUS, {"last": 3}))["data"]["skus"]
     assert _names(end) == every[4:]
     assert end["pageInfo"] == {
-        "hasNextPage": False, "hasPreviousPage": True,
-        "startCursor": end["edges"][0]["cursor"], "endCursor": end["edges"][-1]["cursor"]}  # fmt: skip
+        "hasNextPage": False,
+        "hasPreviousPage": True,
+        "startCursor": end["edges"][0]["cursor"],
+        "endCursor": end["edges"][-1]["cursor"],
+    }
 
     pages, before = [], None
     while True:

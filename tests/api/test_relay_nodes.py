@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.pagination import PageRequest
 from schema.relay import to_global_id
-from tests.api.helpers import add_fleet_node, add_skus, add_ssh_key, codes, gql, grant_credit
+from tests.api.helpers import (
+    add_fleet_node,
+    add_node_event_and_issue,
+    add_skus,
+    add_ssh_key,
+    codes,
+    gql,
+    grant_credit,
+)
 from tests.api.test_sql_statements import counting
 
 NODES = """query Nodes($ids: [ID!]!) { nodes(ids: $ids) { __typename id
@@ -36,7 +43,10 @@ async def test_nodes_answers_each_id_in_order_with_null_for_what_is_not_yours(
     assert "errors" not in result, result  # B's objects are null exactly as missing ones
     assert _ids(result) == [a_key["id"], sku_id, None, None, None, a.user_id, None, sku_id]
     assert result["data"]["nodes"][0] == {
-        "__typename": "SshKey", "id": a_key["id"], "fingerprint": a_key["fingerprint"]}  # fmt: skip
+        "__typename": "SshKey",
+        "id": a_key["id"],
+        "fingerprint": a_key["fingerprint"],
+    }
     assert result["data"]["nodes"][5]["email"] == a.email.lower()
     assert b.email.lower() not in str(result) and b_key["fingerprint"] not in str(result)
 
@@ -96,22 +106,6 @@ ENTRIES = "{ viewer { ledgerEntries(first: 5) { edges { node { id amount code } 
 NODE = "query($id: ID!) { node(id: $id) { __typename id } }"
 
 
-async def _node_event_and_issue(uow: Any) -> tuple[str, str]:
-    from domain.fleet.records import NewNodeEvent, NodeEventKind
-    from domain.payments.findings import Finding, IssueKind
-
-    fleet_node = await add_fleet_node(uow, "relay-node")
-    async with uow() as tx:
-        event = await tx.nodes.add_event(
-            NewNodeEvent(node_id=fleet_node.id, kind=NodeEventKind.REGISTERED, message="hello")
-        )
-        assert await tx.stripe.flag(Finding(IssueKind.UNKNOWN_PAYMENT, "pi_relay", "test"))
-        await tx.commit()
-    async with uow() as tx:
-        (issue,) = (await tx.stripe.issues(PageRequest(1, None))).items
-    return to_global_id("NodeEvent", event.id), to_global_id("ReconciliationIssue", issue[0])
-
-
 async def test_ledger_entries_node_events_and_issues_are_nodes(accounts, uow) -> None:
     admin = await accounts.admin()
     a = await accounts.sign_up()
@@ -120,21 +114,29 @@ async def test_ledger_entries_node_events_and_issues_are_nodes(accounts, uow) ->
     (entry,) = [
         e["node"] for e in (await a.gql(ENTRIES))["data"]["viewer"]["ledgerEntries"]["edges"]
     ]
-    event_id, issue_id = await _node_event_and_issue(uow)
+    fleet_node = await add_fleet_node(uow, "relay-node")
+    event_id, issue_id = await add_node_event_and_issue(uow, fleet_node.id)
 
     owner = await a.gql(NODES, {"ids": [entry["id"]]})
     assert _ids(owner) == [entry["id"]] and "errors" not in owner
     assert (await a.gql(NODE, {"id": entry["id"]}))["data"]["node"] == {
-        "__typename": "LedgerEntry", "id": entry["id"]}  # fmt: skip
+        "__typename": "LedgerEntry",
+        "id": entry["id"],
+    }
     as_admin = await admin.gql(NODES, {"ids": [entry["id"], event_id, issue_id]})
     assert _ids(as_admin) == [entry["id"], event_id, issue_id], as_admin
     assert [n["__typename"] for n in as_admin["data"]["nodes"]] == [
-        "LedgerEntry", "NodeEvent", "ReconciliationIssue"]  # fmt: skip
+        "LedgerEntry",
+        "NodeEvent",
+        "ReconciliationIssue",
+    ]
 
     stranger = await b.gql(NODES, {"ids": [entry["id"], event_id, issue_id]})
     assert _ids(stranger) == [None, None, None]
     assert [(e["path"], e["extensions"]["code"]) for e in stranger["errors"]] == [
-        (["nodes", 1], "FORBIDDEN"), (["nodes", 2], "FORBIDDEN")]  # fmt: skip
+        (["nodes", 1], "FORBIDDEN"),
+        (["nodes", 2], "FORBIDDEN"),
+    ]
     assert codes(await b.gql(NODE, {"id": entry["id"]})) == ["NOT_FOUND"]
 
 
