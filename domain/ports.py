@@ -36,7 +36,7 @@ from domain.identity.sessions import Session
 from domain.identity.tokens import ApiToken, TokenSpec
 from domain.ledger.accounts import Account, AccountKey, Balance
 from domain.ledger.holds import Hold
-from domain.ledger.transfers import Entry, Transfer, TransferCode, TransferSpec
+from domain.ledger.transfers import Entry, Transfer, TransferCode, TransferSpec, WalletEntry
 from domain.notifications.notices import Notice, Notification
 from domain.pagination import Page, PageRequest
 from domain.payments.findings import Finding, ReconciliationIssue
@@ -263,6 +263,10 @@ class LedgerRepository(Protocol):
 
     async def transfers_for(self, reference: str) -> Sequence[Transfer]: ...
 
+    async def wallet_entries(self, transfer_ids: Sequence[int]) -> dict[int, WalletEntry]:
+        """Transfers by id as their wallet sees them; those that touch no wallet are absent."""
+        ...
+
     async def entries(self, account_ids: Sequence[int], page: PageRequest) -> Page[Entry]:
         """Both sides' postings on these accounts, newest first."""
         ...
@@ -346,6 +350,8 @@ class StripeRecords(Protocol):
 
     async def issues(self, page: PageRequest) -> Page[ReconciliationIssue]: ...
 
+    async def issues_by_id(self, issue_ids: Sequence[int]) -> dict[int, ReconciliationIssue]: ...
+
 
 class SecretRepository(Protocol):
     """Sealed secrets: ciphertext, nonce and the wrapped data key; never a plaintext."""
@@ -427,6 +433,8 @@ class NodeRepository(Protocol):
         ...
 
     async def add_event(self, event: NewNodeEvent) -> NodeEvent: ...
+
+    async def events_by_id(self, event_ids: Sequence[int]) -> dict[int, NodeEvent]: ...
 
     async def events(self, node_id: int, page: PageRequest) -> Page[NodeEvent]:
         """Newest first."""

@@ -20,10 +20,10 @@ from domain.identity.scopes import Scope
 from schema.account import ApiToken, User
 from schema.allocations import Allocation
 from schema.audit import AuditEvent
-from schema.billing import Payment, Refund
+from schema.billing import LedgerEntry, Payment, ReconciliationIssue, Refund
 from schema.catalog import Sku
 from schema.context import AppContext, Loaders
-from schema.fleet import FleetNode
+from schema.fleet import FleetNode, NodeEvent
 from schema.ssh_keys import SshKey
 
 
@@ -88,10 +88,31 @@ NODE_TYPES: dict[str, NodeType] = {
         lambda p, node: p.is_admin,
         FleetNode.from_domain,
     ),
+    # Named by its transfer: the one wallet a transfer moves sees it as this entry.
+    "LedgerEntry": NodeType(
+        BILLING_READ,
+        lambda ld, k: ld.ledger_entry.load(k),
+        lambda p, found: owns_or_admin(p, found.owner_id),
+        lambda found: LedgerEntry.from_domain(found.entry),
+    ),
+    "NodeEvent": NodeType(
+        ADMIN_READ,
+        lambda ld, k: ld.node_event.load(k),
+        lambda p, event: p.is_admin,
+        NodeEvent.from_domain,
+    ),
+    "ReconciliationIssue": NodeType(
+        ADMIN_READ,
+        lambda ld, k: ld.reconciliation_issue.load(k),
+        lambda p, issue: p.is_admin,
+        ReconciliationIssue.from_domain,
+    ),
 }
 
 
-async def fetch_node(info: Info[AppContext, None], type_name: str, key: int) -> Any | None:
+async def load_visible(info: Info[AppContext, None], type_name: str, key: int) -> Any | None:
+    """The object as its GraphQL type, or None when there is no such object or it is not the
+    caller's; raises AccessDenied when the caller may not ask for this type at all."""
     node_type = NODE_TYPES.get(type_name)
     if node_type is None:
         return None
@@ -99,10 +120,16 @@ async def fetch_node(info: Info[AppContext, None], type_name: str, key: int) -> 
     check_access(principal, node_type.requirement)
     found = await node_type.load(info.context.loaders, key)
     if found is None or not node_type.visible(principal, found):
-        if node_type.requirement.public:
-            return None  # public catalog: a missing object is simply null
-        raise NotFound(Problem("NOT_FOUND", f"No {type_name} with this ID.", "id"))
+        return None
     return node_type.convert(found)
+
+
+async def fetch_node(info: Info[AppContext, None], type_name: str, key: int) -> Any | None:
+    found = await load_visible(info, type_name, key)
+    node_type = NODE_TYPES.get(type_name)
+    if found is None and node_type is not None and not node_type.requirement.public:
+        raise NotFound(Problem("NOT_FOUND", f"No {type_name} with this ID.", "id"))
+    return found  # public catalog: a missing object is simply null
 
 
 def visible(principal: Principal, type_name: str, obj: Any) -> bool:

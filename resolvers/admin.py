@@ -24,19 +24,21 @@ from schema.account import (
 )
 from schema.audit import AuditEvent, AuditEventConnection, AuditEventFilter
 from schema.context import AppContext
-from schema.relay import expect_global_id
+from schema.relay import After, Before, First, Last, expect_global_id
 
 
 async def users(
     info: Info[AppContext, None],
-    first: int | None = 20,
-    after: str | None = None,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
     filter: UserFilter | None = None,  # noqa: A002
 ) -> UserConnection:
     wanted = filter or UserFilter()
     domain_filter = DomainUserFilter(wanted.email_contains, wanted.role, wanted.status)
     page = await admin.list_users(
-        info.context.uow(), domain_filter, PageRequest.parse(first, after)
+        info.context.uow(), domain_filter, PageRequest.parse(first, after, last, before)
     )
     return UserConnection.from_page(page, User.from_domain)
 
@@ -81,8 +83,10 @@ async def reinstate_user(
 
 async def audit_events(
     info: Info[AppContext, None],
-    first: int | None = 20,
-    after: str | None = None,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
     filter: AuditEventFilter | None = None,  # noqa: A002
 ) -> AuditEventConnection:
     wanted = filter or AuditEventFilter()
@@ -97,6 +101,6 @@ async def audit_events(
         until=wanted.until,
     )
     page = await audit_services.list_events(
-        info.context.uow(), domain_filter, PageRequest.parse(first, after)
+        info.context.uow(), domain_filter, PageRequest.parse(first, after, last, before)
     )
     return AuditEventConnection.from_page(page, AuditEvent.from_domain)

@@ -32,7 +32,7 @@ from schema.allocations import (
 )
 from schema.context import AppContext
 from schema.errors import typed_error
-from schema.relay import expect_global_id
+from schema.relay import After, Before, First, Last, expect_global_id
 
 _CODES = frozenset(AllocationErrorCode)
 
@@ -83,8 +83,10 @@ async def allocation(info: Info[AppContext, None], id: strawberry.ID) -> Allocat
 
 async def allocations(
     info: Info[AppContext, None],
-    first: int | None = 20,
-    after: str | None = None,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
     filter: AllocationFilter | None = None,  # noqa: A002 - the GraphQL argument is called filter
 ) -> AllocationConnection:
     ctx = info.context
@@ -92,7 +94,7 @@ async def allocations(
     wanted = filter or AllocationFilter()
     page = await allocation_services.list_allocations(
         ctx.uow(), ctx.principal.user_id, DomainAllocationFilter(states=wanted.states),
-        PageRequest.parse(first, after),
+        PageRequest.parse(first, after, last, before),
     )  # fmt: skip
     page.items[:] = [(k, a) for k, a in page.items if visible(ctx.principal, "Allocation", a)]
     return AllocationConnection.from_page(page, Allocation.from_domain)

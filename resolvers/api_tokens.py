@@ -21,15 +21,19 @@ from schema.account import (
     CreateApiTokenPayload,
 )
 from schema.context import AppContext
-from schema.relay import expect_global_id
+from schema.relay import After, Before, First, Last, expect_global_id
 
 
 async def api_tokens_list(
-    info: Info[AppContext, None], first: int | None = 20, after: str | None = None
+    info: Info[AppContext, None],
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
 ) -> ApiTokenConnection:
     ctx = info.context
     page = await api_tokens.list_api_tokens(
-        ctx.uow(), ctx.principal, PageRequest.parse(first, after)
+        ctx.uow(), ctx.principal, PageRequest.parse(first, after, last, before)
     )
     now = datetime.now(UTC)
     page.items[:] = [(k, t) for k, t in page.items if visible(ctx.principal, "ApiToken", t)]

@@ -34,7 +34,7 @@ from schema.billing import (
 )
 from schema.context import AppContext
 from schema.errors import typed_error
-from schema.relay import expect_global_id, to_global_id
+from schema.relay import After, Before, First, Last, expect_global_id, to_global_id
 
 # --- A user's money: what the fields of User read, one domain read per (user, arguments) key,
 # through the request's loaders (resolvers.loaders) --------------------------------------------
@@ -156,7 +156,13 @@ async def set_spend_limit(
 
 
 async def reconciliation_issues(
-    info: Info[AppContext, None], first: int | None = 20, after: str | None = None
+    info: Info[AppContext, None],
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
 ) -> ReconciliationIssueConnection:
-    page = await queries.list_issues(info.context.uow(), PageRequest.parse(first, after))
+    page = await queries.list_issues(
+        info.context.uow(), PageRequest.parse(first, after, last, before)
+    )
     return ReconciliationIssueConnection.from_page(page, ReconciliationIssue.from_domain)

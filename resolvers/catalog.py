@@ -26,18 +26,20 @@ from schema.catalog import (
 )
 from schema.context import AppContext
 from schema.errors import SkuError, SkuProblem, typed_error
-from schema.relay import expect_global_id
+from schema.relay import After, Before, First, Last, expect_global_id
 
 # Enough to absorb the duplicates an at-least-once relay can produce after a restart.
 
 
 async def skus(
     info: Info[AppContext, None],
-    first: int | None = 20,
-    after: str | None = None,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
     filter: SkuFilter | None = None,  # noqa: A002 - the GraphQL argument is called filter
 ) -> SkuConnection:
-    page = PageRequest.parse(first, after)
+    page = PageRequest.parse(first, after, last, before)
     wanted = filter or SkuFilter()
     domain_filter = DomainSkuFilter(
         gpu_model=wanted.gpu_model,

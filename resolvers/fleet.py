@@ -36,7 +36,7 @@ from schema.fleet import (
     RegisterNodeInput,
 )
 from schema.fleet_views import FleetCapacity, FleetEvent
-from schema.relay import expect_global_id
+from schema.relay import After, Before, First, Last, expect_global_id
 
 ExpectedVersion = Annotated[
     int | None,
@@ -69,11 +69,13 @@ def node_error(exc: DomainError) -> NodeError:
 
 async def fleet_nodes(
     info: Info[AppContext, None],
-    first: int | None = 20,
-    after: str | None = None,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
     filter: FleetNodeFilter | None = None,  # noqa: A002 - the GraphQL argument is called filter
 ) -> FleetNodeConnection:
-    page = PageRequest.parse(first, after)
+    page = PageRequest.parse(first, after, last, before)
     wanted = filter or FleetNodeFilter()
     found = await node_services.list_nodes(
         info.context.uow(), NodeFilter(state=wanted.state, region=wanted.region), page

@@ -21,6 +21,7 @@ from schema.notifications import (
     NotificationError,
     NotificationProblem,
 )
+from schema.relay import After, Before, First, Last
 
 
 def _me(info: Info[AppContext, None]) -> int:
@@ -37,11 +38,12 @@ def _seq(cursor: str, field: str) -> int:
 
 
 async def notifications(
-    info: Info[AppContext, None], first: int | None = 20, after: str | None = None,
+    info: Info[AppContext, None], first: First = None, after: After = None,
+    last: Last = None, before: Before = None,
     unread_only: bool = False,
 ) -> NotificationConnection:  # fmt: skip
     page = await services.page(info.context.uow(), _me(info), unread_only,
-                               PageRequest.parse(first, after))  # fmt: skip
+                               PageRequest.parse(first, after, last, before))  # fmt: skip
     return NotificationConnection.from_page(page, Notification.from_domain)
 
 

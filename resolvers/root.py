@@ -38,6 +38,8 @@ from resolvers.access import ADMIN_READ
 from resolvers.broadcast import SharedEventExecution
 from resolvers.errors import ErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
+from resolvers.node import MAX_NODE_IDS
+from resolvers.node import nodes as find_nodes
 from schema.account import (
     ApiToken,
     ApiTokenConnection,
@@ -103,6 +105,13 @@ def mutation(resolver: Any, requirement: Requirement, description: str) -> Any:
 @strawberry.type
 class Query:
     node: Node | None = field(node.node, PUBLIC, "Any object by its global ID.")
+    nodes: list[Node | None] = field(
+        find_nodes,
+        PUBLIC,
+        f"Objects by global ID (at most {MAX_NODE_IDS}), in the order asked: null for one "
+        "that does not exist or is not yours, and an error at its index for a malformed ID or "
+        "a type you may not read.",
+    )
     skus: SkuConnection = field(catalog.skus, PUBLIC, "The SKU catalog.")
     sku: Sku | None = field(catalog.sku, PUBLIC, "One SKU by ID, retired ones too.")
     viewer: User = field(account.viewer, ACCOUNT_READ, "The signed-in account.")

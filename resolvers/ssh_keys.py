@@ -12,7 +12,7 @@ from domain.ports import SshKeyCodec
 from resolvers.access import visible
 from schema.context import AppContext
 from schema.errors import typed_error
-from schema.relay import expect_global_id
+from schema.relay import After, Before, First, Last, expect_global_id
 from schema.ssh_keys import (
     AddSshKeyInput,
     SshKey,
@@ -34,11 +34,15 @@ def ssh_key_error(exc: DomainError) -> SshKeyError:
 
 
 async def ssh_keys(
-    info: Info[AppContext, None], first: int | None = 20, after: str | None = None
+    info: Info[AppContext, None],
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
 ) -> SshKeyConnection:
     ctx = info.context
     page = await ssh_key_services.list_ssh_keys(
-        ctx.uow(), ctx.principal, PageRequest.parse(first, after)
+        ctx.uow(), ctx.principal, PageRequest.parse(first, after, last, before)
     )
     page.items[:] = [(k, key) for k, key in page.items if visible(ctx.principal, "SshKey", key)]
     return SshKeyConnection.from_page(page, SshKey.from_domain)

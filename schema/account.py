@@ -33,7 +33,7 @@ from schema.billing import (
 )
 from schema.errors import Error
 from schema.permissions import owned
-from schema.relay import Connection, Node, to_global_id
+from schema.relay import After, Before, Connection, First, Last, Node, to_global_id
 
 Scope = strawberry.enum(DomainScope, description="Read or write access to one area.")
 Role = strawberry.enum(DomainRole, description="What an account may do beyond its own objects.")
@@ -66,24 +66,43 @@ async def _wallets(root: User, info: strawberry.Info) -> list[Wallet] | None:
 
 
 async def _ledger_entries(
-    root: User, info: strawberry.Info, first: int | None = 20, after: str | None = None
+    root: User,
+    info: strawberry.Info,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
 ) -> LedgerEntryConnection | None:
-    key = (root.key, PageRequest.parse(first, after))
+    key = (root.key, PageRequest.parse(first, after, last, before))
     page = await info.context.loaders.ledger_entries.load(key)
     return LedgerEntryConnection.from_page(page, LedgerEntry.from_domain)
 
 
 async def _payments(
-    root: User, info: strawberry.Info, first: int | None = 20, after: str | None = None
+    root: User,
+    info: strawberry.Info,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
 ) -> PaymentConnection | None:
-    page = await info.context.loaders.payments_of.load((root.key, PageRequest.parse(first, after)))
+    page = await info.context.loaders.payments_of.load(
+        (root.key, PageRequest.parse(first, after, last, before))
+    )
     return PaymentConnection.from_page(page, Payment.from_domain)
 
 
 async def _refunds(
-    root: User, info: strawberry.Info, first: int | None = 20, after: str | None = None
+    root: User,
+    info: strawberry.Info,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
 ) -> RefundConnection | None:
-    page = await info.context.loaders.refunds_of.load((root.key, PageRequest.parse(first, after)))
+    page = await info.context.loaders.refunds_of.load(
+        (root.key, PageRequest.parse(first, after, last, before))
+    )
     return RefundConnection.from_page(page, Refund.from_domain)
 
 

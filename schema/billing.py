@@ -70,8 +70,7 @@ class Wallet:
 
 
 @strawberry.type(description="One movement on a wallet, as the wallet sees it. Never changed.")
-class LedgerEntry:
-    id: strawberry.ID
+class LedgerEntry(Node):
     transfer_id: strawberry.ID = strawberry.field(description="The transfer this entry is of.")
     code: TransferCode  # type: ignore[valid-type]
     phase: TransferPhase  # type: ignore[valid-type]
@@ -207,8 +206,7 @@ class Statement:
 
 
 @strawberry.type(description="Where Stripe and our records disagree; for a person to resolve.")
-class ReconciliationIssue:
-    id: strawberry.ID
+class ReconciliationIssue(Node):
     kind: ReconciliationIssueKind  # type: ignore[valid-type]
     stripe_object_id: str
     payment_id: strawberry.ID | None

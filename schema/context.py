@@ -25,8 +25,9 @@ from domain.identity.kit import AuthKit, SignedIn
 from domain.identity.principal import ANONYMOUS, Principal
 from domain.identity.tokens import ApiToken
 from domain.ledger.services import Statement, WalletView
-from domain.ledger.transfers import Entry
+from domain.ledger.transfers import Entry, WalletEntry
 from domain.pagination import Page, PageRequest
+from domain.payments.findings import ReconciliationIssue
 from domain.payments.kit import MoneyKit
 from domain.payments.payments import Payment
 from domain.payments.refunds import Refund
@@ -54,6 +55,11 @@ class Loaders:
     # A node's GPUs, and a page of its events keyed by (node id, page request).
     node_gpus: DataLoader[int, Sequence[NodeGpu] | None]
     node_events: DataLoader[tuple[int, PageRequest], Page[NodeEvent]]
+    # Objects that only node(id)/nodes(ids) fetch alone: an entry (by transfer id) with its
+    # wallet's owner, a node event, a reconciliation issue.
+    ledger_entry: DataLoader[int, WalletEntry | None]
+    node_event: DataLoader[int, NodeEvent | None]
+    reconciliation_issue: DataLoader[int, ReconciliationIssue | None]
     # How many more of a SKU could be placed now, for a whole page of SKUs in one query.
     sku_available: DataLoader[Sku, int]
     # A user's money, keyed by (user id, the field's arguments); the billing fields of User read

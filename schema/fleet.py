@@ -34,7 +34,7 @@ from domain.fleet.records import NodeEvent as DomainNodeEvent
 from domain.fleet.records import NodeEventKind as DomainNodeEventKind
 from domain.pagination import PageRequest
 from schema.errors import Error
-from schema.relay import Connection, Node, to_global_id
+from schema.relay import After, Before, Connection, First, Last, Node, to_global_id
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -116,8 +116,7 @@ class NodeFacts:
 
 
 @strawberry.type(description="One entry of a node's history: a step, a change of state or health.")
-class NodeEvent:
-    id: strawberry.ID
+class NodeEvent(Node):
     kind: NodeEventKind  # type: ignore[valid-type]
     message: str
     step: BootstrapStep | None  # type: ignore[valid-type]
@@ -153,9 +152,14 @@ async def _gpus(root: FleetNode, info: strawberry.Info) -> list[NodeGpu]:
 
 
 async def _events(
-    root: FleetNode, info: strawberry.Info, first: int | None = 20, after: str | None = None
+    root: FleetNode,
+    info: strawberry.Info,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
 ) -> NodeEventConnection:
-    key = (root.key, PageRequest.parse(first, after))
+    key = (root.key, PageRequest.parse(first, after, last, before))
     page = await info.context.loaders.node_events.load(key)
     return NodeEventConnection.from_page(page, NodeEvent.from_domain)
 

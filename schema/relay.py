@@ -5,15 +5,38 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import strawberry
 
 from domain.errors import InvalidInput, Problem
-from domain.pagination import Page, encode_cursor, parse_key
+from domain.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, encode_cursor, parse_key
 
 T = TypeVar("T")
 N = TypeVar("N")
+
+# Every connection's paging arguments. `first` has no schema default, so that `last` alone is
+# not a clash with it: neither given means the first 20.
+First = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"At most this many rows from the start of the range, 0 to {MAX_PAGE_SIZE} "
+        f"({DEFAULT_PAGE_SIZE} when neither first nor last is given)."
+    ),
+]
+After = Annotated[
+    str | None, strawberry.argument(description="Only rows after this cursor (an edge's).")
+]
+Last = Annotated[
+    int | None,
+    strawberry.argument(
+        description=f"At most this many rows from the end of the range, 0 to {MAX_PAGE_SIZE}; "
+        "not with first."
+    ),
+]
+Before = Annotated[
+    str | None, strawberry.argument(description="Only rows before this cursor (an edge's).")
+]
 
 
 def to_global_id(type_name: str, key: int) -> strawberry.ID:
@@ -49,10 +72,21 @@ class Node:
 
 @strawberry.type(description="Where a page sits in its connection.")
 class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    has_next_page: bool = strawberry.field(
+        description="More rows follow this page: with first, within the range; with last, "
+        "true when `before` was given."
+    )
+    has_previous_page: bool = strawberry.field(
+        description="More rows precede this page: with last, within the range; with first, "
+        "true when `after` was given."
+    )
+    start_cursor: str | None = strawberry.field(
+        description="The first edge's cursor: pass it as `before` with `last` for the page "
+        "before this one."
+    )
+    end_cursor: str | None = strawberry.field(
+        description="The last edge's cursor: pass it as `after` with `first` for the next page."
+    )
 
 
 @strawberry.type
@@ -62,7 +96,8 @@ class Edge(Generic[T]):
 
 
 @strawberry.type(
-    description="A keyset-paginated list: pass `endCursor` as `after` for the next page."
+    description="A keyset-paginated list: pass `endCursor` as `after` (with `first`) for the "
+    "next page, `startCursor` as `before` (with `last`) for the one before."
 )
 class Connection(Generic[T]):
     edges: list[Edge[T]]

@@ -64,7 +64,7 @@ async def entries(uow: UnitOfWork, user_id: int, page: PageRequest) -> Page[Entr
     async with uow:
         accounts = await uow.ledger.wallets_of(user_id)
         if not accounts:
-            return Page([], has_next_page=False, has_previous_page=page.after_key is not None)
+            return Page.empty(page)
         return await uow.ledger.entries([a.id for a in accounts], page)
 
 

@@ -111,3 +111,12 @@ class Entry:
     @property
     def pending(self) -> bool:
         return self.transfer.spec.phase in (Phase.PENDING, Phase.VOID_PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class WalletEntry:
+    """A transfer as the wallet it moved sees it, and whose wallet that is: what one entry's
+    global ID names (a transfer touches at most one wallet; were it two, the credited one)."""
+
+    entry: Entry
+    owner_id: int

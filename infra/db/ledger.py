@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain.ledger.accounts import Account, AccountKey, AccountKind, Balance
 from domain.ledger.errors import InsufficientFunds, LedgerErrorCode, conflict
 from domain.ledger.holds import Hold, HoldStatus
-from domain.ledger.transfers import Entry, Phase, Transfer, TransferCode, TransferSpec
+from domain.ledger.transfers import (
+    Entry,
+    Phase,
+    Transfer,
+    TransferCode,
+    TransferSpec,
+    WalletEntry,
+)
 from domain.pagination import Page, PageRequest
 from domain.ports import LedgerCheck, MonthTotal, NewHold
 from infra.db import ledger_verify
@@ -56,6 +63,16 @@ def _transfer(row: Any) -> Transfer:
                         reverses_id=row.reverses_id, reference=row.reference,
                         memo=row.memo)  # fmt: skip
     return Transfer(row.id, spec, row.created_at)
+
+
+_WALLET_ENTRIES = text("""
+    SELECT t.*, a.id AS wallet_id, a.user_id AS owner_id
+      FROM ledger_transfers t
+      JOIN ledger_accounts a ON a.id IN (t.credit_account_id, t.debit_account_id)
+                            AND a.kind = 'wallet'
+     WHERE t.id = ANY(CAST(:ids AS bigint[]))
+     ORDER BY t.id, a.id = t.credit_account_id DESC
+""")
 
 
 def _shard(spec: TransferSpec) -> int:
@@ -293,6 +310,17 @@ class SqlLedgerRepository:
             t.phase.in_(("pending", "posted")), t.created_at >= since,
         )  # fmt: skip
         return int((await self._conn.execute(stmt)).scalar_one())
+
+    async def wallet_entries(self, transfer_ids: Sequence[int]) -> dict[int, WalletEntry]:
+        # One statement for any number of ids: each transfer with the wallet(s) it touches,
+        # the credited side first.
+        rows = await self._conn.execute(_WALLET_ENTRIES, {"ids": list(transfer_ids)})
+        found: dict[int, WalletEntry] = {}
+        for row in rows:
+            found.setdefault(
+                row.id, WalletEntry(Entry(_transfer(row), row.wallet_id), row.owner_id)
+            )
+        return found
 
     async def entries(self, account_ids: Sequence[int], page: PageRequest) -> Page[Entry]:
         ids = list(account_ids)

@@ -255,6 +255,10 @@ class SqlNodeRepository:
         )
         return _to_event((await self._conn.execute(stmt)).one())
 
+    async def events_by_id(self, event_ids: Sequence[int]) -> dict[int, NodeEvent]:
+        stmt = select(node_events).where(node_events.c.id.in_(list(event_ids)))
+        return {row.id: _to_event(row) for row in await self._conn.execute(stmt)}
+
     async def events(self, node_id: int, page: PageRequest) -> Page[NodeEvent]:
         stmt = select(node_events).where(node_events.c.node_id == node_id)
         return await keyset_page(self._conn, stmt, node_events.c.id, page, _to_event,

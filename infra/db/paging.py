@@ -22,12 +22,23 @@ async def keyset_page(
     *,
     descending: bool = False,
 ) -> Page[T]:
-    """Fetch one page ordered by `id_column`, one row extra to learn whether more follow."""
+    """Fetch one page of the list ordered by `id_column` (newest first when `descending`), one
+    row extra to learn whether more follow. A backward page (`last`) reads the range from its
+    end, in the opposite order, and is turned back into list order here."""
     if page.after_key is not None:
         stmt = stmt.where(id_column < page.after_key if descending else id_column > page.after_key)
-    stmt = stmt.order_by(id_column.desc() if descending else id_column).limit(page.first + 1)
+    if page.before_key is not None:
+        stmt = stmt.where(
+            id_column > page.before_key if descending else id_column < page.before_key
+        )
+    scan_descending = descending != page.backward
+    stmt = stmt.order_by(id_column.desc() if scan_descending else id_column).limit(page.first + 1)
     rows = (await conn.execute(stmt)).all()
     items = [(row.id, convert(row)) for row in rows[: page.first]]
-    return Page(
-        items, has_next_page=len(rows) > page.first, has_previous_page=page.after_key is not None
-    )
+    more = len(rows) > page.first
+    if page.backward:
+        items.reverse()
+        # Rows past `before` exist when the client had a cursor there (the spec lets a server
+        # answer what it can tell cheaply); rows before this page are the extra one read.
+        return Page(items, has_next_page=page.before_key is not None, has_previous_page=more)
+    return Page(items, has_next_page=more, has_previous_page=page.after_key is not None)

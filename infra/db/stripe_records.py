@@ -66,6 +66,10 @@ class SqlStripeRecords:
         )
         return (await self._conn.execute(stmt)).first() is not None
 
+    async def issues_by_id(self, issue_ids: Sequence[int]) -> dict[int, ReconciliationIssue]:
+        stmt = select(reconciliation_issues).where(reconciliation_issues.c.id.in_(list(issue_ids)))
+        return {row.id: _issue(row) for row in await self._conn.execute(stmt)}
+
     async def issues(self, page: PageRequest) -> Page[ReconciliationIssue]:
         stmt = select(reconciliation_issues)
         return await keyset_page(

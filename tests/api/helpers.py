@@ -52,6 +52,25 @@ async def add_fleet_node(uow: Any, name: str, *, port: int = 2, region: str = "e
     return node
 
 
+async def add_node_event_and_issue(uow: Any, fleet_node_id: int) -> tuple[str, str]:
+    """Global IDs of a node event and a reconciliation issue, written through the repositories
+    as the fleet and reconciliation write them."""
+    from domain.fleet.records import NewNodeEvent, NodeEventKind
+    from domain.pagination import PageRequest
+    from domain.payments.findings import Finding, IssueKind
+    from schema.relay import to_global_id
+
+    async with uow() as tx:
+        event = await tx.nodes.add_event(
+            NewNodeEvent(node_id=fleet_node_id, kind=NodeEventKind.REGISTERED, message="test")
+        )
+        await tx.stripe.flag(Finding(IssueKind.UNKNOWN_PAYMENT, f"pi_{uuid.uuid4().hex}", "test"))
+        await tx.commit()
+    async with uow() as tx:
+        ((issue_id, _),) = (await tx.stripe.issues(PageRequest(1, None))).items
+    return to_global_id("NodeEvent", event.id), to_global_id("ReconciliationIssue", issue_id)
+
+
 def codes(result: dict[str, Any]) -> list[str]:
     return [e.get("extensions", {}).get("code") for e in result.get("errors", [])]
 

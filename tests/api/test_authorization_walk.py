@@ -50,7 +50,7 @@ from resolvers.access import NODE_TYPES
 from resolvers.root import Mutation, Query, Subscription, build_schema
 from schema.permissions import Access, requirement_of
 from schema.relay import to_global_id
-from tests.api.helpers import add_fleet_node, add_skus, codes, gql
+from tests.api.helpers import add_fleet_node, add_node_event_and_issue, add_skus, codes, gql
 from tests.support.billing import paid_top_up, refund
 from tests.support.fleet import seed_node
 from tests.support.identity import (
@@ -147,11 +147,11 @@ ID_NAME_SUFFIXES = {"node": "FleetNode"}
 
 def _id_type(arg_name: str, field_name: str, variant: str | None) -> str:
     """Which node type an ID argument names: `userId` -> User, `revokeApiToken(id)` ->
-    ApiToken, `cordonNode(id)` -> FleetNode, node(id) -> the variant being walked."""
+    ApiToken, `cordonNode(id)` -> FleetNode, node(id) and nodes(ids) -> the variant walked."""
     names = sorted(NODE_TYPES, key=len, reverse=True)
+    if variant is not None and arg_name in ("id", "ids"):
+        return variant
     if arg_name == "id":
-        if variant is not None:
-            return variant
         for name in names:
             if name.lower() in field_name.lower():
                 return name
@@ -241,9 +241,9 @@ class Builder:
 
 
 def _variants(schema: GraphQLSchema, gfield: GraphQLField) -> list[str | None]:
-    """node(id) returns an interface: walk it once per node type it can return."""
+    """node(id) and nodes(ids) return an interface: walk them once per node type."""
     named: GraphQLNamedType = get_named_type(gfield.type)
-    if is_abstract_type(named) and "id" in gfield.args:
+    if is_abstract_type(named) and ("id" in gfield.args or "ids" in gfield.args):
         possible = {t.name for t in schema.get_possible_types(named)}
         variants: list[str | None] = [name for name in NODE_TYPES if name in possible]
         if variants:
@@ -299,12 +299,17 @@ def _show(result: dict[str, Any]) -> str:
     return text if len(text) < 400 else text[:400] + "..."
 
 
+def _nothing(value: Any) -> bool:
+    """No object: null, or (nodes(ids)) a list of nulls."""
+    return value is None or (isinstance(value, list) and all(v is None for v in value))
+
+
 def refusal(result: dict[str, Any], case: Case, code: str) -> str | None:
     """None when the field was refused with `code` and returned nothing; else what went wrong."""
     if code not in codes(result):
         return f"expected {code}, got {_show(result)}"
     data = result.get("data")
-    if data is not None and data.get(case.field) is not None:
+    if data is not None and not _nothing(data.get(case.field)):
         return f"refused with {code} yet returned {_show(data[case.field])}"
     return None
 
@@ -321,6 +326,8 @@ def not_found(result: dict[str, Any], case: Case) -> str | None:
         return f"expected NOT_FOUND, got {_show(result)}"
     if value is None and "NOT_FOUND" in codes(result):
         return None
+    if isinstance(value, list) and _nothing(value) and not result.get("errors"):
+        return None  # nodes(ids): what is not yours is null, as a missing object is
     return f"expected NOT_FOUND, got {_show(result)}"
 
 
@@ -390,6 +397,9 @@ AUDIT_OF = """query Events($actor: ID!) {
   auditEvents(first: 5, filter: {actorUserId: $actor}) { edges { node { id action } } } }"""
 
 
+LEDGER_ENTRIES = "{ viewer { ledgerEntries(first: 1) { edges { node { id } } } } }"
+
+
 async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
     a = await accounts.sign_up()
     a_token = await a.token(ALL_USER_SCOPES, name="walk-target")
@@ -417,6 +427,8 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
                                            "key": ssh_key["id"]})  # fmt: skip
     assert made["data"]["createAllocation"]["__typename"] == "AllocationPayload", made
     allocation = made["data"]["createAllocation"]["allocation"]
+    entries = (await a.gql(LEDGER_ENTRIES))["data"]["viewer"]["ledgerEntries"]["edges"]
+    node_event, issue = await add_node_event_and_issue(uow, fleet_node.id)
     ids = {
         "User": a.user_id,
         "ApiToken": target["id"],
@@ -427,6 +439,9 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
         "FleetNode": to_global_id("FleetNode", fleet_node.id),
         "SshKey": ssh_key["id"],
         "Allocation": allocation["id"],
+        "LedgerEntry": entries[0]["node"]["id"],
+        "NodeEvent": node_event,
+        "ReconciliationIssue": issue,
     }
     assert set(ids) >= set(NODE_TYPES), f"give the walk an object of each node type: {NODE_TYPES}"
     b = await accounts.sign_up()
@@ -440,6 +455,7 @@ async def _world(accounts: Accounts, uow: Any, localstripe: Any) -> World:
         ssh_key["id"],
         ssh_key["fingerprint"],
         allocation["id"],
+        ids["LedgerEntry"],
     ]
     return World(accounts, a, a_token, ids, markers, b, admin)
 

@@ -120,3 +120,31 @@ def test_keys_beyond_bigint_are_refused(key: int) -> None:
     with pytest.raises(InvalidInput) as caught:
         decode_cursor(encode_cursor(key))
     assert caught.value.problems[0].code == "INVALID_CURSOR"
+
+
+def test_page_request_last_pages_backward_from_before() -> None:
+    assert PageRequest.parse(None, None, 5, encode_cursor(17)) == PageRequest(
+        first=5, after_key=None, before_key=17, backward=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "code", "field"),
+    [
+        (1, 1, "INVALID_PAGINATION", "last"),
+        (None, -1, "INVALID_PAGE_SIZE", "last"),
+        (None, MAX_PAGE_SIZE + 1, "INVALID_PAGE_SIZE", "last"),
+    ],
+)
+def test_page_request_bad_last_is_refused(
+    first: int | None, last: int, code: str, field: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        PageRequest.parse(first, None, last, None)
+    assert [(p.code, p.field) for p in caught.value.problems] == [(code, field)]
+
+
+def test_page_request_bad_before_names_before() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        PageRequest.parse(None, None, 2, "nope")
+    assert [(p.code, p.field) for p in caught.value.problems] == [("INVALID_CURSOR", "before")]
