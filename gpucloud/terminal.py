@@ -75,6 +75,7 @@ Events = AsyncIterator[dict[str, Any]]
 class _Ended:
     code: int
     reason: str
+    by: str = "server"  # who closed: "server" (this side, for `reason`) or "client"
 
 
 async def terminal(websocket: WebSocket) -> None:
@@ -131,7 +132,7 @@ async def terminal(websocket: WebSocket) -> None:
                         await websocket.close(code=ended.code, reason=ended.reason)
                     await audit_terminal(res.uow(), ticket, "terminal.closed", meta,
                                          {"keyId": cert_key_id, "code": ended.code,
-                                          "reason": ended.reason,
+                                          "reason": ended.reason, "closedBy": ended.by,
                                           "seconds": round(time.monotonic() - started, 3)})  # fmt: skip
             finally:
                 await res.terminal_slots.release(allocation.id, holder)
@@ -155,6 +156,7 @@ async def _run(websocket: WebSocket, session: TerminalSession, stream: Events,
         asyncio.create_task(_stopped(stream, ticket.allocation_id)),
         asyncio.create_task(_lease(res, ticket.allocation_id, holder)),
         asyncio.create_task(_entitled(res, ticket)),
+        asyncio.create_task(_shutdown(res)),
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -174,7 +176,7 @@ async def _to_client(websocket: WebSocket, session: TerminalSession) -> _Ended:
         try:
             await websocket.send_bytes(data)
         except (WebSocketDisconnect, RuntimeError, OSError):  # the client went away meanwhile
-            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED", "client")
     return _Ended(SHELL_EXITED, "SHELL_EXITED")
 
 
@@ -184,9 +186,9 @@ async def _from_client(websocket: WebSocket, session: TerminalSession, last_inpu
         try:
             message = await websocket.receive()
         except WebSocketDisconnect:
-            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED", "client")
         if message["type"] == "websocket.disconnect":
-            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED", "client")
         if message.get("bytes") is not None:
             last_input[0] = time.monotonic()
             await session.write(message["bytes"])
@@ -246,3 +248,10 @@ async def _entitled(res: Resources, ticket: TerminalTicket) -> _Ended:
         ticket.user_id, lambda: still_entitled(res.uow(), ticket, datetime.now(UTC)),
         res.terminals.policy.recheck_interval.total_seconds())  # fmt: skip
     return _Ended(SIGNED_OUT, "SIGNED_OUT")
+
+
+async def _shutdown(res: Resources) -> _Ended:
+    """Ends when the server begins to stop (gpucloud/draining.py): closed with 1001 before
+    uvicorn would close the socket with 1012 and no reason."""
+    await res.draining.begun.wait()
+    return _Ended(GOING_AWAY, "SERVER_SHUTDOWN")
