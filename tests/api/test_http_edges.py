@@ -50,11 +50,20 @@ async def test_a_subscription_over_http_is_a_client_error_not_an_internal_one(
     configure_logging("info", "json")
     for query in (
         "subscription { catalogChanged { kind } }",
-        "subscription Mine { notifications { id } }",  # needs sign-in: refused before that
+        "subscription Mine { notifications { cursor } }",  # needs sign-in: refused before that
     ):
-        response = await client.post("/graphql", json={"query": query})
-        message = refusal(response, 400, "SUBSCRIPTION_REQUIRES_WEBSOCKET")
-        assert "websocket" in message and "graphql-transport-ws" in message
+        # Nor as a stream over HTTP (multipart or SSE): subscriptions have the websocket's
+        # limits, heartbeat and revocation.
+        for accept in (
+            "application/json",
+            'multipart/mixed;subscriptionSpec="1.0"',
+            "text/event-stream",
+        ):
+            response = await client.post(
+                "/graphql", json={"query": query}, headers={"accept": accept}
+            )
+            message = refusal(response, 400, "SUBSCRIPTION_REQUIRES_WEBSOCKET")
+            assert "websocket" in message and "graphql-transport-ws" in message
     entries = logged(capsys)
     assert not [e for e in entries if e["level"] in ("error", "critical")], entries
     assert not [e for e in entries if "exception" in e], entries
