@@ -170,3 +170,16 @@ async def test_an_anonymous_socket_gets_the_heartbeat(stack: Stack) -> None:
         assert await closed_with(ws, answer_pings=False) == (4408, "Heartbeat timeout")
     finally:
         await ws.close()
+
+
+async def test_anonymous_sockets_can_be_turned_off(service_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with served(
+        service_env, tmp_path, "anonymous_off", GPUCLOUD_WS_MAX_ANONYMOUS_PER_IP="0"
+    ) as off:
+        ws, got = await anonymous(off.ws[0])
+        await ws.close()
+        assert got == 4403
+        token = await asyncio.to_thread(sync_sign_up_with_token, off.http[0])
+        signed_in, got = await connect_as(off.ws[0], token)
+        await signed_in.close()
+        assert got == "connection_ack"
