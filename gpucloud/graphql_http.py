@@ -57,11 +57,11 @@ def refusal_response(exc: HTTPException) -> JSONResponse:
 
 class StrictHttpGraphQL(GraphQL[AppContext, None]):
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
-        if isinstance(request, WebSocket):
-            return await super().run(request, context, root_value)
         try:
             return await super().run(request, context, root_value)
         except HTTPException as refused:  # Strawberry would answer these in plain text
+            if isinstance(request, WebSocket):
+                raise
             return refusal_response(refused)
 
     def parse_json(self, data: str | bytes) -> Any:
@@ -114,7 +114,7 @@ class StrictHttpGraphQL(GraphQL[AppContext, None]):
                 allowed_operation_types=allowed,
                 operation_extensions=request_data.extensions,
             )
-        except InvalidOperationTypeError as exc:
+        except InvalidOperationTypeError:
             if request_adapter.method != "POST":
                 raise RequestRefused(
                     RequestErrorCode.METHOD_NOT_ALLOWED,
@@ -123,9 +123,8 @@ class StrictHttpGraphQL(GraphQL[AppContext, None]):
                 ) from None
             raise RequestRefused(
                 RequestErrorCode.SUBSCRIPTION_REQUIRES_WEBSOCKET,
-                f"{exc.operation_type.value.capitalize()}s are served over a "
-                "websocket at this path (graphql-transport-ws), not over "
-                "HTTP.",
+                "Subscriptions are served over a websocket at this path (graphql-transport-ws), "
+                "not over HTTP.",
             ) from None
         except CannotGetOperationTypeError as exc:
             raise RequestRefused(RequestErrorCode.BAD_REQUEST, exc.as_http_error_reason()) from None
