@@ -75,7 +75,11 @@ Events = AsyncIterator[dict[str, Any]]
 class _Ended:
     code: int
     reason: str
-    by: str = "server"  # who closed: "server" (this side, for `reason`) or "client"
+
+    @property
+    def by(self) -> str:
+        """Who closed: the client (it closed or went away), or this server, for `reason`."""
+        return "client" if self.reason == "CLIENT_CLOSED" else "server"
 
 
 async def terminal(websocket: WebSocket) -> None:
@@ -176,7 +180,7 @@ async def _to_client(websocket: WebSocket, session: TerminalSession) -> _Ended:
         try:
             await websocket.send_bytes(data)
         except (WebSocketDisconnect, RuntimeError, OSError):  # the client went away meanwhile
-            return _Ended(SHELL_EXITED, "CLIENT_CLOSED", "client")
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
     return _Ended(SHELL_EXITED, "SHELL_EXITED")
 
 
@@ -186,9 +190,9 @@ async def _from_client(websocket: WebSocket, session: TerminalSession, last_inpu
         try:
             message = await websocket.receive()
         except WebSocketDisconnect:
-            return _Ended(SHELL_EXITED, "CLIENT_CLOSED", "client")
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
         if message["type"] == "websocket.disconnect":
-            return _Ended(SHELL_EXITED, "CLIENT_CLOSED", "client")
+            return _Ended(SHELL_EXITED, "CLIENT_CLOSED")
         if message.get("bytes") is not None:
             last_input[0] = time.monotonic()
             await session.write(message["bytes"])
