@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.websocket_origin import normalize_origin
@@ -29,7 +29,10 @@ from domain.fleet.changes import FLEET_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
 from gpucloud import health, oidc_routes, terminal
 from gpucloud.auth import CSRF_HEADER, CookieNames, ResponseCookies, request_meta
+from gpucloud.cors import Cors
+from gpucloud.draining import held
 from gpucloud.graphiql import GraphiQLPage
+from gpucloud.graphql_http import StrictHttpGraphQL
 from gpucloud.live import LiveHandler
 from gpucloud.middleware import RequestContext
 from gpucloud.resources import OIDC_CALLBACK_PATH, Resources
@@ -63,7 +66,7 @@ class TextFrames(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
 
-class GraphQLView(GraphQL[AppContext, None]):
+class GraphQLView(StrictHttpGraphQL):
     graphql_transport_ws_handler_class = LiveHandler
     websocket_adapter_class = TextFrames
     connection_init_wait_timeout = timedelta(seconds=10)  # an idle socket may not linger unsigned
@@ -103,14 +106,21 @@ class GraphQLView(GraphQL[AppContext, None]):
     async def on_ws_connect(self, context: AppContext) -> UnsetType | dict[str, object] | None:
         res: Resources = context.request.app.state.resources
         found = await res.authenticator.websocket(context.request, context.connection_params or {})
-        if not found.principal.authenticated:
-            # graphql-transport-ws closes the socket with 4403 Forbidden.
+        # A credential sent and refused is an error, not a wish to be anonymous; with no
+        # anonymous connections allowed, none is one too. graphql-transport-ws closes with 4403.
+        if found.rejected is not None or not (
+            found.principal.authenticated or res.settings.ws_max_anonymous_per_ip
+        ):
             raise ConnectionRejectionError()
         # Counted before the ack: beyond the limit the handler closes with 4429 instead.
-        assert found.principal.user_id is not None
-        context.request.state.live_admission = await res.live.admit(found.principal.user_id)
+        if found.principal.user_id is not None:
+            admission = await res.live.admit(found.principal.user_id)
+            context.still_authorized = lambda: res.authenticator.still_valid(found)
+        else:  # anonymous: public subscriptions only, each field's permission decides
+            client = context.request.client
+            admission = await res.live.admit_anonymous(client.host if client else "unknown")
+        context.request.state.live_admission = admission
         context.principal = found.principal
-        context.still_authorized = lambda: res.authenticator.still_valid(found)
         return cast(UnsetType, UNSET)  # acknowledge with no payload
 
     async def process_result(self, request: Request, result: Any) -> Any:
@@ -158,6 +168,13 @@ def create_app(settings: Settings) -> Starlette:
         Limits(settings.max_query_depth, settings.max_aliases, settings.max_query_tokens),
         extra_extensions=extensions,
     )
+    # The platform's origins: its own and those of SPAs served elsewhere, normalised as browsers
+    # send them. They may open websockets, call over CORS and use the session cookie.
+    origins = [
+        found
+        for origin in (settings.public_url, *settings.allowed_origins)
+        if (found := normalize_origin(origin)) is not None
+    ]
     graphql = GraphQLView(
         schema,
         graphql_ide="graphiql" if settings.graphiql else None,
@@ -165,11 +182,7 @@ def create_app(settings: Settings) -> Starlette:
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
         # Strawberry refuses cross-origin websocket handshakes itself (HTTP 403): give it the
         # origins the authenticator allows, or a configured SPA origin could never connect.
-        allowed_origins=[
-            found
-            for origin in (settings.public_url, *settings.allowed_origins)
-            if (found := normalize_origin(origin)) is not None
-        ],
+        allowed_origins=origins,
     )
     ide_routes: list[BaseRoute] = []
     if settings.graphiql:  # when off, GET /graphql and every asset URL answer 404
@@ -212,7 +225,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
-            WebSocketRoute("/terminal", terminal.terminal),
+            WebSocketRoute("/terminal", held(terminal.terminal)),
             Route("/auth/oidc/login", oidc_routes.login, methods=["GET"]),
             Route(OIDC_CALLBACK_PATH, oidc_routes.callback, methods=["GET"]),
             Route("/stripe/webhook", stripe_webhook, methods=["POST"]),
@@ -223,5 +236,6 @@ def create_app(settings: Settings) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContext, metrics=metrics)
+    app.add_middleware(Cors, origins=origins)
+    app.add_middleware(RequestContext, metrics=metrics)  # outermost: preflights get an id too
     return app

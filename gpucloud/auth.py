@@ -180,6 +180,10 @@ class Authenticator:
             bool(sent)
             and secrets.same(sent, conn.cookies.get(self.cookies.csrf, ""))
             and secrets.same(sent, secrets.csrf_token_for(secret))
+            # A browser names the page's origin; one the platform does not list may not act
+            # with the cookie even if it got hold of the token (CORS keeps its script from
+            # sending the header anyway). Clients that send no Origin are not browsers.
+            and ("origin" not in conn.headers or self.origin_allowed(conn))
         )
         return Authenticated(found, via_cookie=True, csrf_ok=csrf_ok, secret=secret,
                              kind="session")  # fmt: skip
@@ -190,7 +194,7 @@ class Authenticator:
 
     async def websocket(self, conn: HTTPConnection, params: dict[str, Any]) -> Authenticated:
         found = await self._websocket(conn, params)
-        outcome = "ok" if found.kind else "rejected"
+        outcome = "rejected" if found.rejected else "ok" if found.kind else "anonymous"
         self._count.labels(f"websocket_{found.kind or 'none'}", outcome).inc()
         return found
 

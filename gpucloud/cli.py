@@ -14,11 +14,14 @@ SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "schema.graphq
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import contextlib
     import gc
+    import math
 
     import uvicorn
 
     from gpucloud.app import create_app
+    from gpucloud.serving import GracefulServer
 
     settings = settings_or_exit()
     app = create_app(settings)
@@ -28,20 +31,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # import made to the permanent generation.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,  # our logging setup renders uvicorn's lines as JSON too
         access_log=False,  # the request-context middleware logs each request with its id
         lifespan="on",
-        timeout_graceful_shutdown=10,
+        # After the sockets had their grace period to close (GracefulServer), in-flight
+        # requests get as long again to finish.
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
         # No permessage-deflate: compressing every frame for every socket cost two thirds of
         # the CPU of a busy terminal (bench/terminal.py) and repeats per subscriber on fan-out;
         # terminal bytes and small JSON events gain little from it.
         ws_per_message_deflate=False,
     )
-    return 0
+    server = GracefulServer(config, app, settings.shutdown_grace_seconds)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3  # 3: uvicorn's "startup failed"
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

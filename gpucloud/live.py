@@ -1,4 +1,5 @@
-"""Live graphql-transport-ws connections: heartbeat, a per-user limit, and an end on revocation.
+"""Live graphql-transport-ws connections: heartbeat, per-user and per-IP limits, an end on
+revocation and a notice on shutdown.
 
 Strawberry runs the protocol; `LiveHandler` adds what a long-lived socket needs in production:
 
@@ -9,10 +10,17 @@ Strawberry runs the protocol; `LiveHandler` adds what a long-lived socket needs 
 - Per-user limit. Each acknowledged connection holds a slot in Redis (`RedisSlots`, renewed at
   every ping), so the limit counts every API process; a `connection_init` beyond it is closed
   with 4429 before any ack.
+- Anonymous connections. A `connection_init` with no credential is acknowledged as anonymous:
+  subscriptions over public data (`catalogChanged`) run, the others are refused by the
+  permission declared on their field (UNAUTHENTICATED). Such connections hold a slot per client
+  IP instead (GPUCLOUD_WS_MAX_ANONYMOUS_PER_IP, across processes; 4429 beyond it).
 - Revocation. The credential is checked again when an identity event names the user (log out,
   token revoked, suspension: from this process at commit, from the others through Redis) and at
   every ping interval (expiry has no event). Once it no longer stands the connection is closed
   with 4401, which graphql-ws clients treat as final: sign in again, do not retry.
+- Shutdown. When the server begins to stop (gpucloud/draining.py) every connection is closed
+  with 1001 "Server shutting down", which graphql-ws clients retry (against another process,
+  or this one once it is back) and then resubscribe.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 
 from domain.identity.kit import IDENTITY_TOPIC
+from gpucloud.draining import Draining
 from infra.metrics import Metrics
 from infra.slots import RedisSlots
 from schema.context import AppContext
@@ -44,7 +53,8 @@ log = structlog.get_logger(__name__)
 
 UNAUTHORIZED = 4401  # the session or token was revoked, expired or its user suspended
 HEARTBEAT_TIMEOUT = 4408  # no pong within the pong timeout
-TOO_MANY_CONNECTIONS = 4429  # the user already holds the maximum number of connections
+TOO_MANY_CONNECTIONS = 4429  # the user (or, anonymous, the IP) holds the maximum already
+GOING_AWAY = 1001  # the server is shutting down: graphql-ws clients reconnect
 
 
 class TooManyConnections(Exception):
@@ -53,8 +63,10 @@ class TooManyConnections(Exception):
 
 @dataclass(frozen=True)
 class Admission:
-    user_id: int
-    holder: str  # this connection's member in the user's slot set
+    slots: RedisSlots  # per user, or per client IP for anonymous connections
+    key: str | int  # the user id, or the client IP
+    holder: str  # this connection's member in the key's slot set
+    user_id: int | None  # None: anonymous
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class LivePolicy:
     ping_interval: timedelta
     pong_timeout: timedelta
     max_per_user: int
+    max_anonymous_per_ip: int
 
     @property
     def lease(self) -> timedelta:
@@ -73,15 +86,25 @@ class LiveConnections:
     """This process's acknowledged connections by user, and their slots across processes; open
     terminals watch their user's credentials through it too."""
 
-    def __init__(self, slots: RedisSlots, policy: LivePolicy, metrics: Metrics) -> None:
+    def __init__(
+        self, slots: RedisSlots, anonymous_slots: RedisSlots, policy: LivePolicy, metrics: Metrics
+    ) -> None:
         self.slots = slots
+        self.anonymous_slots = anonymous_slots
         self.policy = policy
         self._metrics = metrics
         self._wakers: defaultdict[int, set[asyncio.Event]] = defaultdict(set)
 
     async def admit(self, user_id: int) -> Admission:
-        admission = Admission(user_id, uuid.uuid4().hex)
-        if not await self.slots.acquire(user_id, admission.holder, self.policy.max_per_user):
+        admission = Admission(self.slots, user_id, uuid.uuid4().hex, user_id)
+        return await self._admit(admission, self.policy.max_per_user)
+
+    async def admit_anonymous(self, client_ip: str) -> Admission:
+        admission = Admission(self.anonymous_slots, client_ip, uuid.uuid4().hex, None)
+        return await self._admit(admission, self.policy.max_anonymous_per_ip)
+
+    async def _admit(self, admission: Admission, limit: int) -> Admission:
+        if not await admission.slots.acquire(admission.key, admission.holder, limit):
             self.closed("too_many_connections")
             raise TooManyConnections
         return admission
@@ -117,7 +140,7 @@ class LiveConnections:
         if opened:
             self._metrics.ws_connections.dec()
         with contextlib.suppress(Exception):  # the lease lapses by itself if Redis is away
-            await self.slots.release(admission.user_id, admission.holder)
+            await admission.slots.release(admission.key, admission.holder)
 
     def wake(self, user_ids: Iterable[int] | None) -> None:
         """Have the named users' connections check their credential now; None: everyone's
@@ -158,6 +181,15 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
     def _live(self) -> LiveConnections:
         return self.context.request.app.state.resources.live  # type: ignore[no-any-return]
 
+    async def handle(self) -> None:
+        draining: Draining = self.context.request.app.state.resources.draining
+        with draining.holding(self._going_away):
+            await super().handle()
+
+    async def _going_away(self) -> None:
+        self._live.closed("server_shutdown")
+        await self._close(GOING_AWAY, "Server shutting down")
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
             await super().handle_connection_init(message)
@@ -168,8 +200,9 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
         if self.connection_acknowledged and admission is not None and not self._tasks:
             self._live.opened()
             self._pong = asyncio.Event()
-            self._tasks = (asyncio.create_task(self._heartbeat(admission), name="ws-heartbeat"),
-                           asyncio.create_task(self._watch(admission), name="ws-credential"))  # fmt: skip
+            self._tasks = (asyncio.create_task(self._heartbeat(admission), name="ws-heartbeat"),)
+            if admission.user_id is not None:  # anonymous: no credential to outlive
+                self._tasks += (asyncio.create_task(self._watch(admission), name="ws-credential"),)
 
     async def handle_pong(self, message: PongMessage) -> None:
         if self._tasks:
@@ -200,8 +233,7 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
                 await self._close(HEARTBEAT_TIMEOUT, "Heartbeat timeout")
                 return
             try:
-                renewed = await self._live.slots.renew(admission.user_id,
-                                                       admission.holder)  # fmt: skip
+                renewed = await admission.slots.renew(admission.key, admission.holder)
             except Exception:  # Redis away: keep the heartbeat going; the slot may lapse
                 log.warning("ws.slot_renew_failed", user_id=admission.user_id)
                 continue
@@ -209,7 +241,7 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
                 log.warning("ws.slot_lapsed", user_id=admission.user_id)
 
     async def _watch(self, admission: Admission) -> None:
-        assert self.context.still_authorized is not None
+        assert self.context.still_authorized is not None and admission.user_id is not None
         await self._live.until_revoked(admission.user_id, self.context.still_authorized,
                                        self._live.policy.ping_interval.total_seconds())  # fmt: skip
         self._live.closed("unauthorized")

@@ -18,6 +18,7 @@ from domain.identity.kit import IDENTITY_TOPIC, AuthKit, RateLimits
 from domain.identity.sessions import SessionPolicy
 from domain.payments.kit import MoneyKit
 from gpucloud.auth import Authenticator
+from gpucloud.draining import Draining
 from gpucloud.live import LiveConnections, LivePolicy, users_named
 from gpucloud.payments import topup_policy
 from gpucloud.principal_cache import PrincipalCache
@@ -92,14 +93,24 @@ class Resources:
     terminal_slots: RedisSlots = field(init=False)
     # Live subscription sockets: slots per user across processes, wakers in this one.
     live: LiveConnections = field(init=False)
+    # Open sockets to tell, and wait for, when the server stops (GracefulServer).
+    draining: Draining = field(init=False)
 
     def __post_init__(self) -> None:
         namespace = self.settings.redis_namespace
-        live = LivePolicy(timedelta(seconds=self.settings.ws_ping_interval_seconds),
-                          timedelta(seconds=self.settings.ws_pong_timeout_seconds),
-                          self.settings.ws_max_connections_per_user)  # fmt: skip
-        self.live = LiveConnections(RedisSlots(self.redis, f"{namespace}:ws:user", live.lease),
-                                    live, self.metrics)  # fmt: skip
+        live = LivePolicy(
+            ping_interval=timedelta(seconds=self.settings.ws_ping_interval_seconds),
+            pong_timeout=timedelta(seconds=self.settings.ws_pong_timeout_seconds),
+            max_per_user=self.settings.ws_max_connections_per_user,
+            max_anonymous_per_ip=self.settings.ws_max_anonymous_per_ip,
+        )
+        self.live = LiveConnections(
+            RedisSlots(self.redis, f"{namespace}:ws:user", live.lease),
+            RedisSlots(self.redis, f"{namespace}:ws:ip", live.lease),
+            live,
+            self.metrics,
+        )
+        self.draining = Draining()
         self.terminal_slots = RedisSlots(
             self.redis, f"{namespace}:terminal:open", TERMINAL_SLOT_LEASE
         )

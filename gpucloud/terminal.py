@@ -88,6 +88,11 @@ class _Ended:
     code: int
     reason: str
 
+    @property
+    def by(self) -> str:
+        """Who closed: the client (it closed or went away), or this server, for `reason`."""
+        return "client" if self.reason == "CLIENT_CLOSED" else "server"
+
 
 async def terminal(websocket: WebSocket) -> None:
     res: Resources = websocket.app.state.resources
@@ -159,7 +164,7 @@ async def terminal(websocket: WebSocket) -> None:
                         await websocket.close(code=ended.code, reason=ended.reason)
                     await audit_terminal(res.uow(), ticket, "terminal.closed", meta,
                                          {"keyId": cert_key_id, "code": ended.code,
-                                          "reason": ended.reason,
+                                          "reason": ended.reason, "closedBy": ended.by,
                                           "seconds": round(time.monotonic() - started, 3)})  # fmt: skip
             finally:
                 await res.terminal_slots.release(allocation.id, holder)
@@ -198,6 +203,7 @@ async def _run(websocket: WebSocket, session: TerminalSession, stream: Events,
         asyncio.create_task(_stopped(stream, ticket.allocation_id)),
         asyncio.create_task(_lease(res, ticket.allocation_id, holder)),
         asyncio.create_task(_entitled(res, ticket)),
+        asyncio.create_task(_shutdown(res)),
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -304,3 +310,10 @@ async def _entitled(res: Resources, ticket: TerminalTicket) -> _Ended:
         ticket.user_id, lambda: still_entitled(res.uow(), ticket, datetime.now(UTC)),
         res.terminals.policy.recheck_interval.total_seconds())  # fmt: skip
     return _Ended(SIGNED_OUT, "SIGNED_OUT")
+
+
+async def _shutdown(res: Resources) -> _Ended:
+    """Ends when the server begins to stop (gpucloud/draining.py): closed with 1001 before
+    uvicorn would close the socket with 1012 and no reason."""
+    await res.draining.begun.wait()
+    return _Ended(GOING_AWAY, "SERVER_SHUTDOWN")

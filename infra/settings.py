@@ -58,6 +58,8 @@ class Settings:
     ws_ping_interval_seconds: float  # graphql-transport-ws: server pings this often
     ws_pong_timeout_seconds: float  # ... and closes a connection that does not answer in time
     ws_max_connections_per_user: int  # live websocket connections per user, across processes
+    ws_max_anonymous_per_ip: int  # live websocket connections without a credential, per client IP
+    shutdown_grace_seconds: float  # on SIGTERM: how long open sockets get to close themselves
     argon2_time_cost: int
     argon2_memory_kib: int
     argon2_parallelism: int
@@ -426,6 +428,12 @@ def load_settings(
         ),
         ws_max_connections_per_user=r.get(
             "GPUCLOUD_WS_MAX_CONNECTIONS_PER_USER", 10, _int_between(1, 10_000), what="an integer"
+        ),
+        ws_max_anonymous_per_ip=r.get(
+            "GPUCLOUD_WS_MAX_ANONYMOUS_PER_IP", 20, _int_between(0, 100_000), what="an integer"
+        ),
+        shutdown_grace_seconds=r.get(
+            "GPUCLOUD_SHUTDOWN_GRACE_SECONDS", 10.0, _positive_float, what="a number of seconds"
         ),
         argon2_time_cost=r.get(
             "GPUCLOUD_ARGON2_TIME_COST", 3, _int_between(1, 20), what="an integer"

@@ -19,7 +19,7 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
-from domain.identity.principal import PUBLIC, SIGNED_IN, Requirement
+from domain.identity.principal import PUBLIC, Requirement
 from domain.identity.scopes import Scope
 from resolvers import (
     account,
@@ -289,7 +289,7 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(  # type: ignore[untyped-decorator]
-        **declared(SIGNED_IN, "SKUs added, updated or retired, as they happen."),
+        **declared(PUBLIC, "SKUs added, updated or retired, as they happen."),
     )
     async def catalog_changed(self, info: strawberry.Info) -> AsyncGenerator[CatalogChange, None]:
         async for change in catalog.catalog_changed(info):

@@ -50,6 +50,8 @@ def test_defaults() -> None:
         ws_ping_interval_seconds=20.0,
         ws_pong_timeout_seconds=10.0,
         ws_max_connections_per_user=10,
+        ws_max_anonymous_per_ip=20,
+        shutdown_grace_seconds=10.0,
         argon2_time_cost=3,
         argon2_memory_kib=65536,
         argon2_parallelism=4,
