@@ -68,7 +68,7 @@ class TextFrames(ASGIWebSocketAdapter):
 
 class GraphQLView(StrictHttpGraphQL):
     graphql_transport_ws_handler_class = LiveHandler
-    websocket_adapter_class = TextFrames
+    websocket_adapter_class = TextFrames  # type: ignore[assignment]  # as Strawberry types its own
     connection_init_wait_timeout = timedelta(seconds=10)  # an idle socket may not linger unsigned
     ide: GraphiQLPage | None = None  # our own page, in place of Strawberry's CDN-loading one
 
