@@ -23,7 +23,7 @@ from domain.ports import UnitOfWork
 from schema.relay import from_global_id
 from tests.support.identity import sync_sign_up_with_token
 from tests.support.node_clients import CLIENTS, NodeClient, run_node
-from tests.support.processes import REPO
+from tests.support.processes import REPO, Process, free_port, wait_ready
 from tests.support.stack import Stack, bearer_gql, served
 
 Uow = Callable[[], UnitOfWork]
@@ -95,6 +95,52 @@ async def test_graphql_ws_resumes_after_a_dropped_socket_from_the_latest_cursor(
     # three made while the socket was down would be missing.
     assert received == (await _cursors(stack, token))[1:]
     assert [e["event"] for e in client.events].count("connected") == 2
+
+
+async def test_graphql_ws_resumes_through_a_server_restart(
+    stack: Stack, uow: Uow, tmp_path: Path
+) -> None:
+    """SIGTERM closes the socket with 1001 (documented as "reconnect"), which graphql-ws retries
+    by itself: against the replacement process on the same port it resumes from its cursor."""
+    token, user_id = await _signed_up(stack)
+    await _tell(uow, user_id)
+    [saved] = await _cursors(stack, token)
+    port = free_port()
+    env = {**stack.env, "GPUCLOUD_PORT": str(port), "GPUCLOUD_SHUTDOWN_GRACE_SECONDS": "5"}
+    api = Process(["serve"], env, tmp_path / "api-1.log")
+    replacement: Process | None = None
+    client: NodeClient | None = None
+    try:
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}", api.proc, api.output)
+        url = f"ws://127.0.0.1:{port}/graphql"
+        client = await NodeClient.start(
+            "graphql_ws_resume.mjs", url, token, saved, stderr=tmp_path / "node.err"
+        )
+        assert (await client.expect("connected"))["wasRetry"] is False
+        await _tell(uow, user_id, 2)
+        await _notifications(client, 2)
+        await asyncio.to_thread(api.stop)  # SIGTERM: sockets are told to close, then it exits
+        assert (await client.expect("closed"))["code"] == 1001
+        await client.expect("retrying")
+        await _tell(uow, user_id, 3)  # while no server listens
+        replacement = Process(["serve"], env, tmp_path / "api-2.log")
+        await asyncio.to_thread(
+            wait_ready, f"http://127.0.0.1:{port}", replacement.proc, replacement.output
+        )
+        await client.send("resume")
+        assert (await client.expect("connected"))["wasRetry"] is True
+        await _notifications(client, 3)
+        await client.send("exit")
+        assert await client.finish() == 0, (tmp_path / "node.err").read_text()
+    finally:
+        if client is not None and client.proc.returncode is None:
+            client.proc.kill()
+            await client.proc.wait()
+        api.stop()
+        if replacement is not None:
+            replacement.stop()
+    received = [e["cursor"] for e in client.events if e["event"] == "notification"]
+    assert received == (await _cursors(stack, token))[1:]  # each once, in order, none missed
 
 
 async def test_apollo_graphql_ws_link_receives_a_notification(stack: Stack, uow: Uow) -> None:
