@@ -24,7 +24,9 @@ class TerminalTicketPayload:
     expires_at: datetime
     url: str = strawberry.field(
         description="The websocket path to open (on this API's host, wss:// in production), "
-        "ticket included; add `&cols=..&rows=..` for the initial terminal size."
+        "ticket included; add `&cols=..&rows=..` for the initial terminal size. Every frame "
+        "is input (stock xterm.js attach addon) unless the handshake asks for the "
+        "`gpucloud.terminal.v1` subprotocol, in which text frames carry resize and ping."
     )
 
 
