@@ -35,6 +35,7 @@ from schema.billing import (
 from schema.context import AppContext
 from schema.errors import typed_error
 from schema.relay import expect_global_id, to_global_id
+from schema.sent_ids import quoting
 
 # --- A user's money: what the fields of User read, one domain read per (user, arguments) key,
 # through the request's loaders (resolvers.loaders) --------------------------------------------
@@ -106,10 +107,11 @@ async def refund_payment(
     kit = _money(info)
     try:
         payment_id = expect_global_id(input.payment_id, "Payment", "paymentId")
-        refund = await refunding.refund_payment(
-            ctx.uow(), kit.gateway, kit.ledger, ctx.principal, ctx.meta, payment_id,
-            input.amount, input.reason, input.idempotency_key,
-        )  # fmt: skip
+        with quoting(input.payment_id, payment_id, "paymentId"):
+            refund = await refunding.refund_payment(
+                ctx.uow(), kit.gateway, kit.ledger, ctx.principal, ctx.meta, payment_id,
+                input.amount, input.reason, input.idempotency_key,
+            )  # fmt: skip
     except DomainError as exc:
         return billing_error(exc)
     ctx.loaders.payment.clear_all()  # a refundable amount changed: read payments afresh

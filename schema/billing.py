@@ -1,8 +1,9 @@
 """Billing types: wallets, ledger entries, payments, refunds, statements, reconciliation issues,
 and the billing area's inputs, payloads and error.
 
-Every amount is an Int of minor units (cents) of the `currency` beside it, signed where the
-description says so, as SKU prices are (`Money.amountMinor`). GraphQL's Int is 32 bits: top-up,
+Ledger entries and statements show amounts as `Money` (as SKU prices and notifications do);
+wallets, payments, refunds and inputs as an Int of minor units (cents) of the `currency` beside
+it, signed where the description says so. GraphQL's Int is 32 bits: top-up,
 refund and credit amounts are bounded well inside it; a balance or a monthly sum past
 2,147,483,647 minor units would fail to serialize (a field error), never be truncated.
 """
@@ -30,6 +31,8 @@ from domain.payments.payments import PaymentStatus as DomainPaymentStatus
 from domain.payments.refunds import Refund as DomainRefund
 from domain.payments.refunds import RefundStatus as DomainRefundStatus
 from schema.errors import Error
+from schema.money import Money
+from schema.references import reference_id
 from schema.relay import Connection, Node, to_global_id
 
 TransferCode = strawberry.enum(DomainTransferCode, description="Which flow moved the money.")
@@ -75,10 +78,11 @@ class LedgerEntry:
     transfer_id: strawberry.ID = strawberry.field(description="The transfer this entry is of.")
     code: TransferCode  # type: ignore[valid-type]
     phase: TransferPhase  # type: ignore[valid-type]
-    amount: int = strawberry.field(description="Signed minor units: credits positive.")
+    amount: Money = strawberry.field(description="Signed: credits positive.")
     currency: str
-    reference: str | None = strawberry.field(
-        description='What it was for, e.g. "payment:12" or "allocation:7".'
+    reference: strawberry.ID | None = strawberry.field(
+        description="The global ID of what it was for (an Allocation, Payment, Refund or, for a "
+        "credit, the User); `node(id:)` fetches it. Null when it names nothing this API has."
     )
     memo: str | None
     pending: bool = strawberry.field(
@@ -96,9 +100,9 @@ class LedgerEntry:
             transfer_id=to_global_id("Transfer", transfer.id),
             code=spec.code,
             phase=spec.phase,
-            amount=entry.amount,
+            amount=Money.of(entry.amount, spec.currency),
             currency=spec.currency,
-            reference=spec.reference,
+            reference=reference_id(spec.reference),
             memo=spec.memo,
             pending=entry.pending,
             created_at=transfer.created_at,
@@ -169,40 +173,44 @@ class Refund(Node):
         )
 
 
-@strawberry.type(description="What one allocation or volume cost in a month.")
+@strawberry.type(description="What one allocation cost in a month.")
 class UsageLine:
-    reference: str = strawberry.field(description='e.g. "allocation:7".')
-    amount: int = strawberry.field(description="Charged, minor units.")
+    reference: strawberry.ID | None = strawberry.field(
+        description="The global ID of what was used (an Allocation); null for usage that names "
+        "nothing this API has."
+    )
+    amount: Money = strawberry.field(description="Charged.")
 
     @classmethod
-    def from_domain(cls, line: DomainUsageLine) -> UsageLine:
-        return cls(reference=line.reference, amount=line.amount)
+    def from_domain(cls, line: DomainUsageLine, currency: str) -> UsageLine:
+        return cls(reference=reference_id(line.reference), amount=Money.of(line.amount, currency))
 
 
 @strawberry.type(description="One month of one wallet's posted movements, by flow.")
 class Statement:
     month: str = strawberry.field(description="YYYY-MM, UTC.")
     currency: str
-    top_ups: int
-    refunds: int = strawberry.field(description="Sent back to the card.")
-    credits: int
-    reversals: int = strawberry.field(description="Signed: corrections either way.")
-    usage_total: int
-    net: int = strawberry.field(description="topUps + credits + reversals - refunds - usage.")
+    top_ups: Money
+    refunds: Money = strawberry.field(description="Sent back to the card.")
+    credits: Money
+    reversals: Money = strawberry.field(description="Signed: corrections either way.")
+    usage_total: Money
+    net: Money = strawberry.field(description="topUps + credits + reversals - refunds - usage.")
     usage: list[UsageLine]
 
     @classmethod
     def from_domain(cls, statement: DomainStatement) -> Statement:
+        currency = statement.currency
         return cls(
             month=statement.month,
-            currency=statement.currency,
-            top_ups=statement.top_ups,
-            refunds=statement.refunds,
-            credits=statement.credits,
-            reversals=statement.reversals,
-            usage_total=statement.usage_total,
-            net=statement.net,
-            usage=[UsageLine.from_domain(line) for line in statement.usage],
+            currency=currency,
+            top_ups=Money.of(statement.top_ups, currency),
+            refunds=Money.of(statement.refunds, currency),
+            credits=Money.of(statement.credits, currency),
+            reversals=Money.of(statement.reversals, currency),
+            usage_total=Money.of(statement.usage_total, currency),
+            net=Money.of(statement.net, currency),
+            usage=[UsageLine.from_domain(line, currency) for line in statement.usage],
         )
 
 

@@ -125,7 +125,7 @@ def next_state(allocation: Allocation, trigger: AllocationTrigger) -> Allocation
     if to is None:
         raise Conflict(Problem(
             AllocationErrorCode.TRANSITION_NOT_ALLOWED,
-            f"Allocation {allocation.id} is {allocation.state}; it cannot "
+            f"Allocation {allocation.id} is {allocation.state.name}; it cannot "
             f"{trigger.value.replace('_', ' ')}.", "id"))  # fmt: skip
     return to
 
