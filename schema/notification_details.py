@@ -57,7 +57,7 @@ class AllocationLowBalanceNotice:
 @strawberry.type(description="PAYMENT_SUCCEEDED or PAYMENT_FAILED: a top-up was settled.")
 class PaymentNotice:
     payment_id: strawberry.ID = strawberry.field(description="Pass it to `node(id:)`.")
-    status: PaymentStatus  # type: ignore[valid-type]
+    payment_status: PaymentStatus  # type: ignore[valid-type]
     amount: Money = strawberry.field(description="Credited, or asked for when it failed.")
 
 
@@ -65,7 +65,7 @@ class PaymentNotice:
 class RefundNotice:
     refund_id: strawberry.ID = strawberry.field(description="Pass it to `node(id:)`.")
     payment_id: strawberry.ID = strawberry.field(description="The payment refunded.")
-    status: RefundStatus  # type: ignore[valid-type]
+    refund_status: RefundStatus  # type: ignore[valid-type]
     amount: Money
 
 
@@ -76,8 +76,8 @@ class RefundNotice:
 class NodeNotice:
     node_id: strawberry.ID = strawberry.field(description="A FleetNode: pass it to `node(id:)`.")
     name: str
-    state: NodeState  # type: ignore[valid-type]
-    previous_state: NodeState  # type: ignore[valid-type]
+    node_state: NodeState  # type: ignore[valid-type]
+    previous_node_state: NodeState  # type: ignore[valid-type]
     reason: ReasonCode | None  # type: ignore[valid-type]
     message: str | None = strawberry.field(description="Given on NODE_ALERT.")
 
@@ -95,6 +95,9 @@ class AuditRecordedNotice:
     )
 
 
+# Field names differ where their types do (`state` of an allocation, `nodeState`), so a client
+# can select every member in one query without aliases (GraphQL refuses same-named fields of
+# different types in one selection).
 NotificationDetails = Annotated[
     AllocationStateChangedNotice
     | AllocationLowBalanceNotice
@@ -134,7 +137,7 @@ def _low_balance(p: Mapping[str, Any]) -> AllocationLowBalanceNotice:
 
 def _payment(status: DomainPaymentStatus) -> Callable[[Mapping[str, Any]], PaymentNotice]:
     def convert(p: Mapping[str, Any]) -> PaymentNotice:
-        return PaymentNotice(payment_id=_id("Payment", p["paymentId"]), status=status,
+        return PaymentNotice(payment_id=_id("Payment", p["paymentId"]), payment_status=status,
                              amount=Money.of(int(p["amount"]), p["currency"]))  # fmt: skip
 
     return convert
@@ -143,7 +146,7 @@ def _payment(status: DomainPaymentStatus) -> Callable[[Mapping[str, Any]], Payme
 def _refund(status: DomainRefundStatus) -> Callable[[Mapping[str, Any]], RefundNotice]:
     def convert(p: Mapping[str, Any]) -> RefundNotice:
         return RefundNotice(refund_id=_id("Refund", p["refundId"]),
-                            payment_id=_id("Payment", p["paymentId"]), status=status,
+                            payment_id=_id("Payment", p["paymentId"]), refund_status=status,
                             amount=Money.of(int(p["amount"]), p["currency"]))  # fmt: skip
 
     return convert
@@ -153,8 +156,8 @@ def _node(p: Mapping[str, Any]) -> NodeNotice:
     return NodeNotice(
         node_id=_id("FleetNode", p["nodeId"]),
         name=str(p["name"]),
-        state=DomainNodeState(p["state"]),
-        previous_state=DomainNodeState(p["previous"]),
+        node_state=DomainNodeState(p["state"]),
+        previous_node_state=DomainNodeState(p["previous"]),
         reason=enum_or_none(DomainReasonCode, p.get("reason")),
         message=p.get("message"),
     )

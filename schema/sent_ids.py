@@ -17,7 +17,7 @@ from domain.errors import DomainError
 
 def requote(exc: DomainError, field: str, key: int, sent: str) -> None:
     """In every problem of `exc` on `field`, the first mention of `key` becomes `sent`."""
-    mention = re.compile(rf"(?<![\w.]){key}(?![\w.])")
+    mention = re.compile(rf"(?<![\w.]){key}(?!\w|\.\d)")  # a whole number, not part of one
     exc.problems[:] = [
         replace(p, message=mention.sub(lambda _: sent, p.message, count=1))
         if p.field == field else p

@@ -31,15 +31,17 @@ from tests.support.billing import (
 from tests.support.identity import ALL_USER_SCOPES, Account, Accounts
 
 WALLET = "currency balance available held"
+MONEY = "{ amountMinor currency exponent amount }"
 VIEWER_MONEY = f"""query {{ viewer {{ id
   wallet {{ {WALLET} }}
   wallets {{ {WALLET} }}
-  ledgerEntries(first: 10) {{ edges {{ node {{ id transferId code phase amount currency reference
+  ledgerEntries(first: 10) {{ edges {{ node {{ id transferId code phase amount {MONEY} currency
+    reference
     memo pending createdAt }} }} pageInfo {{ hasNextPage }} }}
   payments(first: 10) {{ edges {{ node {{ {PAYMENT_FIELDS} }} }} }}
   refunds(first: 10) {{ edges {{ node {{ id amount status reason payment {{ id }} }} }} }}
-  statements {{ month currency topUps refunds credits reversals usageTotal net
-    usage {{ reference amount }} }}
+  statements {{ month currency topUps {MONEY} refunds {MONEY} credits {MONEY}
+    reversals {MONEY} usageTotal {MONEY} net {MONEY} usage {{ reference amount {MONEY} }} }}
 }} }}"""
 GRANT = """mutation Grant($user: ID!, $amount: Int!, $currency: String!, $reason: String!,
                        $key: String!) {
@@ -74,6 +76,13 @@ async def grant(admin: Account, user_gid: str, amount: int = 1500, *, currency: 
                                      "reason": reason, "key": new_key() if key is None else key})  # fmt: skip
     assert "errors" not in result, result
     return result["data"]["grantCredit"]  # type: ignore[no-any-return]
+
+
+def usd(minor: int) -> dict[str, Any]:
+    """Money as every amount of the API shows it."""
+    sign, whole = ("-" if minor < 0 else ""), abs(minor)
+    return {"amountMinor": minor, "currency": "USD", "exponent": 2,
+            "amount": f"{sign}{whole // 100}.{whole % 100:02d}"}  # fmt: skip
 
 
 def problems(payload: dict[str, Any]) -> dict[str | None, str]:
@@ -116,7 +125,8 @@ async def test_an_admin_credit_lands_once_with_an_audited_reason(accounts: Accou
     assert found["wallets"] == [granted["wallet"]]
     (entry,) = [e["node"] for e in found["ledgerEntries"]["edges"]]
     assert entry["code"] == "CREDIT" and entry["phase"] == "POSTED" and not entry["pending"]
-    assert entry["amount"] == 1500 and entry["currency"] == "USD"
+    assert entry["amount"] == usd(1500) and entry["currency"] == "USD"
+    assert entry["reference"] == user.user_id  # a credit names the user credited
     assert entry["memo"] == "sorry for the outage"
     assert entry["transferId"] == granted["transferId"]
 
@@ -195,7 +205,8 @@ async def test_a_top_up_credits_the_wallet_once_when_stripe_says_it_succeeded(
     assert paid["id"] == payment["id"]
     assert (paid["status"], paid["amountReceived"], paid["refundable"]) == ("SUCCEEDED", 2500, 2500)
     (entry,) = [e["node"] for e in found["ledgerEntries"]["edges"]]
-    assert (entry["code"], entry["amount"]) == ("TOP_UP", 2500)
+    assert (entry["code"], entry["amount"]) == ("TOP_UP", usd(2500))
+    assert entry["reference"] == payment["id"]
     async with engine.connect() as conn:
         top_ups = await conn.execute(
             text("SELECT count(*) FROM ledger_transfers WHERE code = 'top_up'")
@@ -248,7 +259,10 @@ async def test_an_admin_refund_goes_back_to_the_card_and_leaves_the_wallet(
     (paid,) = [e["node"] for e in found["payments"]["edges"]]
     assert paid["refundable"] == 1500
     refund_entry = found["ledgerEntries"]["edges"][0]["node"]
-    assert (refund_entry["code"], refund_entry["amount"]) == ("REFUND", -1000)
+    assert (refund_entry["code"], refund_entry["amount"]) == ("REFUND", usd(-1000))
+    assert refund_entry["reference"] == payment  # the refund's hold is on the payment
+    node = await user.gql(NODE, {"id": refund_entry["reference"]})
+    assert node["data"]["node"]["id"] == payment
 
     over = await refund(admin, payment, 1501)
     assert (over["code"], over["field"]) == ("AMOUNT_EXCEEDS_REFUNDABLE", "amount")
@@ -323,8 +337,9 @@ async def test_a_statement_sums_the_month_by_flow(
 
     (statement,) = (await money(user))["statements"]
     assert statement == {
-        "month": month_now(), "currency": "USD", "topUps": 2500, "refunds": 1000,
-        "credits": 700, "reversals": 0, "usageTotal": 0, "net": 2200, "usage": [],
+        "month": month_now(), "currency": "USD", "topUps": usd(2500), "refunds": usd(1000),
+        "credits": usd(700), "reversals": usd(0), "usageTotal": usd(0), "net": usd(2200),
+        "usage": [],
     }  # fmt: skip
     assert (await money(user))["wallet"]["balance"] == 2200
 
