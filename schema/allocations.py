@@ -17,6 +17,7 @@ from domain.compute.allocations import Allocation as DomainAllocation
 from domain.compute.allocations import AllocationErrorCode as DomainAllocationErrorCode
 from domain.compute.allocations import AllocationState as DomainAllocationState
 from domain.compute.allocations import FailureCode as DomainFailureCode
+from domain.compute.records import AllocationEventKind as DomainAllocationEventKind
 from schema.catalog import Sku
 from schema.errors import Error
 from schema.relay import Connection, Node, to_global_id
@@ -29,6 +30,11 @@ AllocationState = strawberry.enum(
     "RUNNING (log in now), STOPPING, then STOPPED, or FAILED with a reason.",
 )
 FailureCode = strawberry.enum(DomainFailureCode, description="Why an allocation failed.")
+AllocationEventKind = strawberry.enum(
+    DomainAllocationEventKind,
+    description="What an allocation event records: STATE_CHANGED, ATTEMPT_FAILED (a step "
+    "failed and will be retried) or LOW_BALANCE (the next billing window could not be reserved).",
+)
 AllocationErrorCode = strawberry.enum(
     DomainAllocationErrorCode, description="Why an allocation request was refused."
 )
@@ -79,10 +85,7 @@ async def _ssh_keys(root: Allocation, info: strawberry.Info) -> list[SshKey]:
 
 @strawberry.type(description="One entry of an allocation's history.")
 class AllocationEvent:
-    kind: str = strawberry.field(
-        description="state_changed, attempt_failed (a step failed and will be retried) or "
-        "low_balance (the next billing window could not be reserved)."
-    )
+    kind: AllocationEventKind  # type: ignore[valid-type]
     state: AllocationState = strawberry.field(  # type: ignore[valid-type]
         description="The allocation's state after the event."
     )
@@ -92,7 +95,8 @@ class AllocationEvent:
 
 async def _events(root: Allocation, info: strawberry.Info) -> list[AllocationEvent]:
     found = await info.context.loaders.allocation_events.load(root.domain.id) or []
-    return [AllocationEvent(kind=e.kind, state=e.state, message=e.message, at=e.at)
+    return [AllocationEvent(kind=DomainAllocationEventKind(e.kind), state=e.state,
+                            message=e.message, at=e.at)
             for e in found]  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from domain.compute.allocations import (
 )
 from domain.compute.changes import store
 from domain.compute.kit import ComputeKit
+from domain.compute.records import AllocationEventKind
 from domain.compute.settlement import settle
 from domain.fleet.nodes import NodeState
 from domain.fleet.placement_services import release_gpus
@@ -146,7 +147,7 @@ async def _failed_attempt(kit: ComputeKit, seen: Allocation, exc: NodeFailure) -
             # Same state: the version still goes up, so a late twin of this attempt is void.
             after = replace(before, version=before.version + 1, attempts=attempts,
                             updated_at=now, next_attempt_at=now + kit.policy.retry_after(attempts))  # fmt: skip
-        note = ("attempt_failed", f"attempt {attempts} failed: {str(exc)[:300]}")
+        note = (AllocationEventKind.ATTEMPT_FAILED, f"attempt {attempts} failed: {str(exc)[:300]}")
         saved = await store(uow, before, after, "allocation.failed", now=now, note=note)
         await uow.commit()
         return saved

@@ -16,6 +16,7 @@ from datetime import datetime
 from domain.compute.allocations import Allocation, AllocationState, AllocationTrigger, transition
 from domain.compute.changes import ALLOCATIONS_TOPIC, store
 from domain.compute.kit import ComputeKit, usage_cost
+from domain.compute.records import AllocationEventKind
 from domain.compute.settlement import accrue, settle
 from domain.errors import Conflict
 from domain.events import DomainEvent
@@ -86,7 +87,7 @@ async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -
             after = replace(after, version=before.version + 1, updated_at=now)
         note = None
         if warned:
-            note = ("low_balance", "the balance cannot reserve the next window; stops after "
+            note = (AllocationEventKind.LOW_BALANCE, "the balance cannot reserve the next window; stops after "
                     f"{kit.policy.low_balance_grace} unless topped up")  # fmt: skip
         await store(uow, before, after, "allocation.stopped_for_balance", now=now, note=note)
         await uow.commit()

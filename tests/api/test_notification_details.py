@@ -30,6 +30,7 @@ DETAILS = f"""__typename
 TOLD = f"""query {{ notifications(first: 50) {{ edges {{ node {{ type
   details {{ {DETAILS} }} }} }} }} }}"""
 NODE = "query($id: ID!) { node(id: $id) { __typename id } }"
+EVENTS = "query($id: ID!) { allocation(id: $id) { events { kind state message } } }"
 CORDON = """mutation($id: ID!) { cordonNode(id: $id) { __typename
   ... on NodePayload { node { id state } } } }"""
 
@@ -65,6 +66,12 @@ async def test_allocation_state_changes_name_the_allocation_by_global_id_and_enu
     assert (newest["previousState"], newest["state"]) == ("PLACED", stopped["allocation"]["state"])
     assert newest["stopReason"] == "user"
     await fetched(shop.user, made["id"], "Allocation")
+
+    # Its history says the same in the same words: kinds and states are enum values.
+    history = await shop.user.gql(EVENTS, {"id": made["id"]})
+    assert [(e["kind"], e["state"], e["message"]) for e in history["data"]["allocation"]["events"]
+            ] == [("STATE_CHANGED", newest["state"], f"PLACED -> {newest['state']}"),
+                  ("STATE_CHANGED", "PLACED", "created -> PLACED")]  # fmt: skip
 
 
 async def test_payment_and_refund_notices_carry_money_and_global_ids(
@@ -126,7 +133,7 @@ async def test_low_balance_and_node_alerts_are_typed_too(accounts: Accounts, uow
                      {"allocationId": allocation_id, "stopsAt": stops_at.isoformat()})  # fmt: skip
         await notify(u, [admin_id], NoticeType.NODE_ALERT, {
             "nodeId": node.id, "name": node.name, "state": "unreachable", "previous": "ready",
-            "reason": "UNREACHABLE", "message": "ready -> unreachable: no route"})  # fmt: skip
+            "reason": "UNREACHABLE", "message": "READY -> UNREACHABLE: no route"})  # fmt: skip
         await u.commit()
 
     (low,) = await told(shop.user, "ALLOCATION_LOW_BALANCE")
@@ -137,4 +144,4 @@ async def test_low_balance_and_node_alerts_are_typed_too(accounts: Accounts, uow
     assert alert == {"__typename": "NodeNotice", "nodeId": to_global_id("FleetNode", node.id),
                      "name": node.name, "nodeState": "UNREACHABLE", "previousNodeState": "READY",
                      "reason": "UNREACHABLE",
-                     "message": "ready -> unreachable: no route"}  # fmt: skip
+                     "message": "READY -> UNREACHABLE: no route"}  # fmt: skip
