@@ -34,6 +34,7 @@ from schema.billing import (
 )
 from schema.context import AppContext
 from schema.errors import typed_error
+from schema.money import Money
 from schema.relay import expect_global_id, to_global_id
 from schema.sent_ids import quoting
 
@@ -149,8 +150,9 @@ async def set_spend_limit(
         )
     except DomainError as exc:
         return billing_error(exc)
+    limit = None if input.limit is None else Money.of(input.limit, input.currency)
     return SpendLimitPayload(
-        user_id=to_global_id("User", user_id), currency=input.currency, limit=input.limit
+        user_id=to_global_id("User", user_id), currency=input.currency, limit=limit
     )
 
 

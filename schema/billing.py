@@ -1,11 +1,11 @@
 """Billing types: wallets, ledger entries, payments, refunds, statements, reconciliation issues,
 and the billing area's inputs, payloads and error.
 
-Ledger entries and statements show amounts as `Money` (as SKU prices and notifications do);
-wallets, payments, refunds and inputs as an Int of minor units (cents) of the `currency` beside
-it, signed where the description says so. GraphQL's Int is 32 bits: top-up,
-refund and credit amounts are bounded well inside it; a balance or a monthly sum past
-2,147,483,647 minor units would fail to serialize (a field error), never be truncated.
+Every amount a client reads is `Money` (minor units, currency, exponent and the exact decimal),
+as SKU prices and notifications show it; inputs take an Int of minor units (cents) with the
+`currency` beside it. Money's `amountMinor` is GraphQL's 32-bit Int: top-up, refund and credit
+amounts are bounded well inside it; a balance or a monthly sum past 2,147,483,647 minor units
+would fail to serialize (a field error), never be truncated.
 """
 
 from __future__ import annotations
@@ -60,15 +60,16 @@ BillingErrorCode = strawberry.enum(
 @strawberry.type(description="A wallet: a user's prepaid money in one currency.")
 class Wallet:
     currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
-    balance: int = strawberry.field(description="Posted money, minor units.")
-    available: int = strawberry.field(description="What may still be spent: balance - held.")
-    held: int = strawberry.field(description="Reserved by open holds (running work, refunds).")
+    balance: Money = strawberry.field(description="Posted money.")
+    available: Money = strawberry.field(description="What may still be spent: balance - held.")
+    held: Money = strawberry.field(description="Reserved by open holds (running work, refunds).")
 
     @classmethod
     def from_domain(cls, view: WalletView) -> Wallet:
+        currency = view.currency
         return cls(
-            currency=view.currency, balance=view.balance, available=view.available,
-            held=view.held,
+            currency=currency, balance=Money.of(view.balance, currency),
+            available=Money.of(view.available, currency), held=Money.of(view.held, currency),
         )  # fmt: skip
 
 
@@ -111,12 +112,12 @@ class LedgerEntry:
 
 @strawberry.type(description="A top-up: card money collected through Stripe into a wallet.")
 class Payment(Node):
-    amount: int = strawberry.field(description="Asked for, minor units.")
+    amount: Money = strawberry.field(description="Asked for.")
     currency: str
     status: PaymentStatus  # type: ignore[valid-type]
-    amount_received: int = strawberry.field(description="Collected by Stripe and credited.")
-    amount_refunded: int = strawberry.field(description="Refunds asked for and not failed.")
-    refundable: int = strawberry.field(description="What may still be refunded.")
+    amount_received: Money = strawberry.field(description="Collected by Stripe and credited.")
+    amount_refunded: Money = strawberry.field(description="Refunds asked for and not failed.")
+    refundable: Money = strawberry.field(description="What may still be refunded.")
     checkout_url: str | None = strawberry.field(description="Stripe Checkout, when offered.")
     failure_reason: str | None
     created_at: datetime
@@ -126,12 +127,12 @@ class Payment(Node):
     def from_domain(cls, payment: DomainPayment) -> Payment:
         return cls(
             id=to_global_id("Payment", payment.id),
-            amount=payment.amount,
+            amount=Money.of(payment.amount, payment.currency),
             currency=payment.currency,
             status=payment.status,
-            amount_received=payment.amount_received,
-            amount_refunded=payment.amount_refunded,
-            refundable=payment.refundable,
+            amount_received=Money.of(payment.amount_received, payment.currency),
+            amount_refunded=Money.of(payment.amount_refunded, payment.currency),
+            refundable=Money.of(payment.refundable, payment.currency),
             checkout_url=payment.checkout_url,
             failure_reason=payment.failure_reason,
             created_at=payment.created_at,
@@ -147,7 +148,7 @@ async def _payment_of(root: Refund, info: strawberry.Info) -> Payment:
 
 @strawberry.type(description="Money sent back to the card of a payment through Stripe.")
 class Refund(Node):
-    amount: int = strawberry.field(description="Minor units.")
+    amount: Money
     currency: str
     status: RefundStatus  # type: ignore[valid-type]
     reason: str
@@ -162,7 +163,7 @@ class Refund(Node):
     def from_domain(cls, refund: DomainRefund) -> Refund:
         return cls(
             id=to_global_id("Refund", refund.id),
-            amount=refund.amount,
+            amount=Money.of(refund.amount, refund.currency),
             currency=refund.currency,
             status=refund.status,
             reason=refund.reason,
@@ -307,7 +308,7 @@ class CreditPayload:
 class SpendLimitPayload:
     user_id: strawberry.ID
     currency: str
-    limit: int | None = strawberry.field(description="Null: the platform default applies.")
+    limit: Money | None = strawberry.field(description="Null: the platform default applies.")
 
 
 @strawberry.type(description="One problem with a billing request.")

@@ -28,6 +28,7 @@ from infra.settings import Settings, load_settings
 from schema.relay import from_global_id, to_global_id
 from tests.api.helpers import add_ssh_key, codes, gql, grant_credit
 from tests.api.test_sql_statements import counting
+from tests.support.billing import minor
 from tests.support.catalog import make_spec
 from tests.support.fleet import seed_node
 from tests.support.identity import Account, Accounts
@@ -45,7 +46,8 @@ NODE = "query Node($id: ID!) { node(id: $id) { __typename id ... on Allocation {
 LIST = f"""query List($first: Int, $after: String, $states: [AllocationState!]) {{
   allocations(first: $first, after: $after, filter: {{states: $states}}) {{
     edges {{ node {{ {FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"""
-WALLET = "query { viewer { wallet { balance available held } } }"
+WALLET = """query { viewer { wallet { balance { amountMinor } available { amountMinor }
+  held { amountMinor } } } }"""
 # `viewer` makes the query private, so the result cache (public queries only) never answers it.
 SKU = "query Sku($id: ID!) { viewer { id } sku(id: $id) { available } }"
 # Not the default hour: a window whose cost is not a whole number of minor units, so the test
@@ -102,7 +104,7 @@ async def open_shop(accounts: Accounts, uow: Any, *, gpus: tuple[int, ...] = (4,
 
 async def wallet(account: Account) -> dict[str, int]:
     result = await account.gql(WALLET)
-    return result["data"]["viewer"]["wallet"]  # type: ignore[no-any-return]
+    return minor(result["data"]["viewer"]["wallet"])  # type: ignore[no-any-return]
 
 
 async def available(account: Account, sku: str) -> int:

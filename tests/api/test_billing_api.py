@@ -20,8 +20,10 @@ from tests.api.helpers import codes, gql
 from tests.api.test_sql_statements import counting
 from tests.support import stripe_events
 from tests.support.billing import (
+    MINOR,
     PAYMENT_FIELDS,
     deliver,
+    minor,
     new_key,
     paid_top_up,
     refund,
@@ -30,7 +32,7 @@ from tests.support.billing import (
 )
 from tests.support.identity import ALL_USER_SCOPES, Account, Accounts
 
-WALLET = "currency balance available held"
+WALLET = f"currency balance {MINOR} available {MINOR} held {MINOR}"
 MONEY = "{ amountMinor currency exponent amount }"
 VIEWER_MONEY = f"""query {{ viewer {{ id
   wallet {{ {WALLET} }}
@@ -39,7 +41,7 @@ VIEWER_MONEY = f"""query {{ viewer {{ id
     reference
     memo pending createdAt }} }} pageInfo {{ hasNextPage }} }}
   payments(first: 10) {{ edges {{ node {{ {PAYMENT_FIELDS} }} }} }}
-  refunds(first: 10) {{ edges {{ node {{ id amount status reason payment {{ id }} }} }} }}
+  refunds(first: 10) {{ edges {{ node {{ id amount {MINOR} status reason payment {{ id }} }} }} }}
   statements {{ month currency topUps {MONEY} refunds {MONEY} credits {MONEY}
     reversals {MONEY} usageTotal {MONEY} net {MONEY} usage {{ reference amount {MONEY} }} }}
 }} }}"""
@@ -53,10 +55,10 @@ GRANT = """mutation Grant($user: ID!, $amount: Int!, $currency: String!, $reason
 SPEND_LIMIT = """mutation Limit($user: ID!, $currency: String!, $limit: Int) {
   setSpendLimit(input: {userId: $user, currency: $currency, limit: $limit}) {
     __typename
-    ... on SpendLimitPayload { userId currency limit }
+    ... on SpendLimitPayload { userId currency limit { amountMinor currency amount } }
     ... on BillingError { code field problems { code field } } } }"""
 NODE = f"""query Node($id: ID!) {{ node(id: $id) {{ __typename id
-  ... on Payment {{ {PAYMENT_FIELDS} }} ... on Refund {{ amount refundStatus: status payment {{ id }} }} }} }}"""
+  ... on Payment {{ {PAYMENT_FIELDS} }} ... on Refund {{ amount {MINOR} refundStatus: status payment {{ id }} }} }} }}"""
 ISSUES = """query { reconciliationIssues(first: 10) { edges { node { id kind stripeObjectId
   paymentId refundId expected actual detail detectedAt } } } }"""
 CREDIT_AUDIT = """query($actor: ID!) { auditEvents(first: 5, filter: {actorUserId: $actor,
@@ -67,7 +69,7 @@ CREDIT_AUDIT = """query($actor: ID!) { auditEvents(first: 5, filter: {actorUserI
 async def money(account: Account) -> dict[str, Any]:
     result = await account.gql(VIEWER_MONEY)
     assert "errors" not in result, result
-    return result["data"]["viewer"]  # type: ignore[no-any-return]
+    return minor(result["data"]["viewer"])  # type: ignore[no-any-return]
 
 
 async def grant(admin: Account, user_gid: str, amount: int = 1500, *, currency: str = "USD",
@@ -75,7 +77,7 @@ async def grant(admin: Account, user_gid: str, amount: int = 1500, *, currency: 
     result = await admin.gql(GRANT, {"user": user_gid, "amount": amount, "currency": currency,
                                      "reason": reason, "key": new_key() if key is None else key})  # fmt: skip
     assert "errors" not in result, result
-    return result["data"]["grantCredit"]  # type: ignore[no-any-return]
+    return minor(result["data"]["grantCredit"])  # type: ignore[no-any-return]
 
 
 def usd(minor: int) -> dict[str, Any]:
@@ -312,16 +314,17 @@ async def test_payments_and_refunds_are_seen_by_their_owner_and_admins_only(
     secret = await owner.token([s for s in ALL_USER_SCOPES if s != "BILLING_READ"])
     narrow = await accounts.bearer(secret)
     assert codes(await gql(narrow, NODE, {"id": payment})) == ["MISSING_SCOPE"]
-    partial = await gql(narrow, "query { viewer { email wallet { balance } } }")
+    partial = await gql(narrow, "query { viewer { email wallet { currency } } }")
     assert codes(partial) == ["MISSING_SCOPE"], partial
     assert partial["data"]["viewer"] == {"email": owner.email.lower(), "wallet": None}
 
     # An admin reads another user's money through that user.
-    user_money = """query($id: ID!) { node(id: $id) { ... on User { wallet { balance }
+    user_money = """query($id: ID!) { node(id: $id) { ... on User { wallet { balance {
+      amountMinor currency exponent amount } }
       payments { edges { node { id } } } } } }"""
     seen = await admin.gql(user_money, {"id": owner.user_id})
     assert "errors" not in seen, seen
-    assert seen["data"]["node"]["wallet"]["balance"] == 2000
+    assert seen["data"]["node"]["wallet"]["balance"] == usd(2000)  # Money, as everywhere
     assert [e["node"]["id"] for e in seen["data"]["node"]["payments"]["edges"]] == [payment]
 
 
@@ -351,7 +354,7 @@ async def test_spend_limits_are_set_by_admins(accounts: Accounts) -> None:
     result = await admin.gql(SPEND_LIMIT, variables)
     assert result["data"]["setSpendLimit"] == {
         "__typename": "SpendLimitPayload", "userId": user.user_id, "currency": "USD",
-        "limit": 5000,
+        "limit": {"amountMinor": 5000, "currency": "USD", "amount": "50.00"},
     }  # fmt: skip
     cleared = await admin.gql(SPEND_LIMIT, {**variables, "limit": None})
     assert cleared["data"]["setSpendLimit"]["limit"] is None
