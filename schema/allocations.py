@@ -17,6 +17,7 @@ from domain.compute.allocations import Allocation as DomainAllocation
 from domain.compute.allocations import AllocationErrorCode as DomainAllocationErrorCode
 from domain.compute.allocations import AllocationState as DomainAllocationState
 from domain.compute.allocations import FailureCode as DomainFailureCode
+from domain.compute.allocations import StopReason as DomainStopReason
 from domain.compute.records import AllocationEventKind as DomainAllocationEventKind
 from schema.catalog import Sku
 from schema.errors import Error
@@ -30,6 +31,11 @@ AllocationState = strawberry.enum(
     "RUNNING (log in now), STOPPING, then STOPPED, or FAILED with a reason.",
 )
 FailureCode = strawberry.enum(DomainFailureCode, description="Why an allocation failed.")
+StopReason = strawberry.enum(
+    DomainStopReason,
+    description="Who stopped an allocation: USER (its owner), BALANCE (the wallet ran out), "
+    "ADMIN or FAILED.",
+)
 AllocationEventKind = strawberry.enum(
     DomainAllocationEventKind,
     description="What an allocation event records: STATE_CHANGED, ATTEMPT_FAILED (a step "
@@ -115,8 +121,8 @@ class Allocation(Node):
     failure: AllocationFailure | None = strawberry.field(
         description="Why it failed; null unless it is failing or FAILED."
     )
-    stop_reason: str | None = strawberry.field(
-        description="Who stopped it: user, balance (the wallet ran out), admin or failed."
+    stop_reason: StopReason | None = strawberry.field(  # type: ignore[valid-type]
+        description="Who stopped it; null until it is stopped."
     )
     created_at: datetime
     running_since: datetime | None
@@ -143,7 +149,8 @@ class Allocation(Node):
             gpu_indices=list(allocation.gpu_indices),
             failure=None if failure is None
             else AllocationFailure(code=failure.code, message=failure.message),
-            stop_reason=allocation.stop_reason,
+            stop_reason=None if allocation.stop_reason is None
+            else DomainStopReason(allocation.stop_reason),
             created_at=allocation.created_at,
             running_since=allocation.running_since,
             ended_at=allocation.ended_at,

@@ -16,12 +16,13 @@ import strawberry
 
 from domain.compute.allocations import AllocationState as DomainAllocationState
 from domain.compute.allocations import FailureCode as DomainFailureCode
+from domain.compute.allocations import StopReason as DomainStopReason
 from domain.fleet.nodes import NodeState as DomainNodeState
 from domain.fleet.nodes import ReasonCode as DomainReasonCode
 from domain.notifications.notices import NoticeType
 from domain.payments.payments import PaymentStatus as DomainPaymentStatus
 from domain.payments.refunds import RefundStatus as DomainRefundStatus
-from schema.allocations import AllocationState, FailureCode
+from schema.allocations import AllocationState, FailureCode, StopReason
 from schema.billing import PaymentStatus, RefundStatus
 from schema.fleet import NodeState, ReasonCode, enum_or_none
 from schema.money import Money
@@ -40,9 +41,7 @@ class AllocationStateChangedNotice:
     failure: FailureCode | None = strawberry.field(  # type: ignore[valid-type]
         description="Why it failed, when it is failing or FAILED."
     )
-    stop_reason: str | None = strawberry.field(
-        description="Who stopped it: user, balance, admin or failed (as `Allocation.stopReason`)."
-    )
+    stop_reason: StopReason | None  # type: ignore[valid-type]
 
 
 @strawberry.type(
@@ -124,7 +123,7 @@ def _allocation_state(p: Mapping[str, Any]) -> AllocationStateChangedNotice:
         previous_state=enum_or_none(DomainAllocationState, p.get("previous")),
         version=int(p["version"]),
         failure=enum_or_none(DomainFailureCode, p.get("failure")),
-        stop_reason=p.get("stopReason"),
+        stop_reason=enum_or_none(DomainStopReason, p.get("stopReason")),
     )
 
 

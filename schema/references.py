@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import strawberry
 
+from domain.errors import InvalidInput
 from domain.pagination import parse_key
-from schema.relay import to_global_id
+from schema.relay import from_global_id, to_global_id
 
 # The domain's kind -> the GraphQL type whose global ID names it.
 TYPE_OF_KIND = {
@@ -39,3 +40,16 @@ def reference_id(reference: str | None) -> strawberry.ID | None:
         return None
     kind, _, key = reference.partition(":")
     return global_reference(kind, key)
+
+
+def domain_reference(kind: str | None, sent: str) -> tuple[str | None, str]:
+    """What a client's (kind, id) filter means to the domain: a global ID becomes the kind and
+    database id it names; anything else (a session id, an id of a kind with no type) is kept."""
+    try:
+        type_name, key = from_global_id(sent)
+    except InvalidInput:
+        return kind, sent
+    found = next((k for k, t in TYPE_OF_KIND.items() if t == type_name), None)
+    if found is None or (kind is not None and kind != found):
+        return kind, sent  # not one of ours for this kind: matches nothing, as any unknown id
+    return found, str(key)

@@ -24,6 +24,7 @@ from domain.compute.allocations import (
     AllocationTrigger,
     Failure,
     FailureCode,
+    StopReason,
     transition,
 )
 from domain.compute.changes import store
@@ -102,7 +103,7 @@ async def give_up(uow: UnitOfWork, kit: ComputeKit, before: Allocation, failure:
     and on its way through the teardown to FAILED. The caller stores it."""
     failing = replace(before, failure=Failure(failure.code, failure.message[:500]))
     await settle(uow, kit, failing, now)
-    return replace(transition(failing, _T.FAIL, now), stop_reason="failed")
+    return replace(transition(failing, _T.FAIL, now), stop_reason=StopReason.FAILED)
 
 
 async def _move(kit: ComputeKit, seen: Allocation, trigger: AllocationTrigger) -> Allocation | None:

@@ -13,7 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from domain.compute.allocations import Allocation, AllocationState, AllocationTrigger, transition
+from domain.compute.allocations import (
+    Allocation,
+    AllocationState,
+    AllocationTrigger,
+    StopReason,
+    transition,
+)
 from domain.compute.changes import ALLOCATIONS_TOPIC, store
 from domain.compute.kit import ComputeKit, usage_cost
 from domain.compute.records import AllocationEventKind
@@ -79,7 +85,9 @@ async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -
             warned = 1
         elif now - accrued.low_balance_since >= kit.policy.low_balance_grace:
             await settle(uow, kit, accrued, now)
-            after = replace(transition(accrued, AllocationTrigger.STOP, now), stop_reason="balance")
+            after = replace(
+                transition(accrued, AllocationTrigger.STOP, now), stop_reason=StopReason.BALANCE
+            )
             stopped = 1
         else:
             after = accrued

@@ -322,7 +322,7 @@ async def test_stop_releases_the_hold_and_repeats_harmlessly(
     assert stopped["__typename"] == "AllocationPayload", stopped
     after = stopped["allocation"]
     assert (after["id"], after["state"], after["stopReason"]) == (allocation["id"], "STOPPING",
-                                                                   "user")  # fmt: skip
+                                                                   "USER")  # fmt: skip
     assert after["version"] > allocation["version"]
     # It never ran: nothing is charged, the whole hold is released.
     assert await wallet(shop.user) == {"balance": CREDIT, "available": CREDIT, "held": 0}

@@ -50,7 +50,8 @@ GRANT = """mutation Grant($user: ID!, $amount: Int!, $currency: String!, $reason
   grantCredit(input: {userId: $user, amount: $amount, currency: $currency, reason: $reason,
                       idempotencyKey: $key}) {
     __typename
-    ... on CreditPayload { transferId wallet { currency balance available held } }
+    ... on CreditPayload { transferId wallet { currency balance { amountMinor }
+      available { amountMinor } held { amountMinor } } }
     ... on BillingError { code message field problems { code message field } } } }"""
 SPEND_LIMIT = """mutation Limit($user: ID!, $currency: String!, $limit: Int) {
   setSpendLimit(input: {userId: $user, currency: $currency, limit: $limit}) {
@@ -105,7 +106,7 @@ async def test_a_new_users_money_reads_as_zero(accounts: Accounts) -> None:
     assert found["refunds"] == {"edges": []}
     assert found["statements"] == []
 
-    unknown = await user.gql('query { viewer { wallet(currency: "XYZ") { balance } } }')
+    unknown = await user.gql('query { viewer { wallet(currency: "XYZ") { currency } } }')
     assert codes(unknown) == ["UNKNOWN_CURRENCY"], unknown
     months = await user.gql("query { viewer { statements(months: 0) { month } } }")
     assert codes(months) == ["INVALID_MONTHS"], months
@@ -403,7 +404,7 @@ async def test_refund_pages_read_their_payments_in_one_batch(
         payment = await paid_top_up(user, uow, localstripe, client, 1000)
         assert (await refund(admin, payment, 100))["__typename"] == "RefundPayload"
     page = """query($first: Int) { viewer { refunds(first: $first) { edges { node { id
-      payment { id refundable } } } } } }"""
+      payment { id refundable { amountMinor } } } } } } }"""
     await user.gql(page, {"first": 1})  # warm the credential caches
     counts = {}
     for size in (1, 3):

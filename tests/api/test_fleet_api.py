@@ -390,7 +390,7 @@ async def test_cordon_drain_uncordon_retire_follow_the_state_machine(accounts: A
                                 "health": "UNKNOWN", "retiredAt": None}  # fmt: skip
     again = await act(admin, CORDON, gid)
     assert (again["code"], again["field"]) == ("TRANSITION_NOT_ALLOWED", "id")
-    assert "cordoned" in again["message"]
+    assert "is CORDONED;" in again["message"]  # the state as the API spells it
     stale = await act(admin, DRAIN, gid, 1)
     assert (stale["code"], stale["field"]) == ("VERSION_MISMATCH", "expectedVersion")
     assert (await act(admin, DRAIN, gid, 2))["node"]["state"] == "DRAINING"

@@ -64,7 +64,7 @@ async def test_allocation_state_changes_name_the_allocation_by_global_id_and_enu
                       "failure": None, "stopReason": None}  # fmt: skip
     assert newest["allocationId"] == made["id"]
     assert (newest["previousState"], newest["state"]) == ("PLACED", stopped["allocation"]["state"])
-    assert newest["stopReason"] == "user"
+    assert newest["stopReason"] == "USER"
     await fetched(shop.user, made["id"], "Allocation")
 
     # Its history says the same in the same words: kinds and states are enum values.

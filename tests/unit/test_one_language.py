@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from domain.compute.allocations import AllocationState
+from domain.compute.allocations import AllocationState, StopReason
 from domain.errors import NotFound, Problem
 from domain.fleet.nodes import NodeState
 from domain.money import Money as DomainMoney
@@ -58,7 +58,7 @@ def test_every_notice_type_has_typed_details() -> None:
 def test_details_carry_global_ids_enums_and_money() -> None:
     changed = details_of(NoticeType.ALLOCATION_STATE_CHANGED,
                          STORED[NoticeType.ALLOCATION_STATE_CHANGED])  # fmt: skip
-    assert changed == AllocationStateChangedNotice(
+    assert changed == AllocationStateChangedNotice(  # stopReason: see test_stop_reason_is_an_enum
         allocation_id=to_global_id("Allocation", 8), state=AllocationState.RUNNING,
         previous_state=AllocationState.PROVISIONING, version=4, failure=None, stop_reason=None)  # fmt: skip
     low = details_of(NoticeType.ALLOCATION_LOW_BALANCE, STORED[NoticeType.ALLOCATION_LOW_BALANCE])
@@ -114,3 +114,11 @@ def test_money_reads_the_same_in_messages() -> None:
     assert str(DomainMoney(150050, "USD")) == "1500.50 USD"
     assert str(DomainMoney(-7, "USD")) == "-0.07 USD"
     assert str(DomainMoney(999, "JPY")) == "999 JPY"
+
+
+def test_stop_reason_is_an_enum() -> None:
+    stopped = details_of(NoticeType.ALLOCATION_STATE_CHANGED, {
+        **STORED[NoticeType.ALLOCATION_STATE_CHANGED], "state": "stopping",
+        "previous": "running", "stopReason": "balance"})  # fmt: skip
+    assert isinstance(stopped, AllocationStateChangedNotice)
+    assert stopped.stop_reason is StopReason.BALANCE
