@@ -11,6 +11,7 @@ import pytest
 from domain.compute.allocations import AllocationState, StopReason
 from domain.errors import NotFound, Problem
 from domain.fleet.nodes import NodeState
+from domain.ledger.errors import InsufficientFunds
 from domain.money import Money as DomainMoney
 from domain.notifications.notices import NoticeType
 from domain.payments.payments import PaymentStatus
@@ -122,3 +123,12 @@ def test_stop_reason_is_an_enum() -> None:
         "previous": "running", "stopReason": "balance"})  # fmt: skip
     assert isinstance(stopped, AllocationStateChangedNotice)
     assert stopped.stop_reason is StopReason.BALANCE
+
+
+def test_ledger_refusals_quote_money() -> None:
+    short = InsufficientFunds(1, 300, 1250, "USD")
+    assert (
+        short.problems[0].message == "Not enough available balance: 3.00 USD available, "
+        "12.50 USD needed."
+    )
+    assert InsufficientFunds().problems[0].message == "Not enough available balance."
