@@ -97,13 +97,16 @@ class AuditRecordedNotice:
 # Field names differ where their types do (`state` of an allocation, `nodeState`), so a client
 # can select every member in one query without aliases (GraphQL refuses same-named fields of
 # different types in one selection).
-NotificationDetails = Annotated[
+Notice = (
     AllocationStateChangedNotice
     | AllocationLowBalanceNotice
     | PaymentNotice
     | RefundNotice
     | NodeNotice
-    | AuditRecordedNotice,
+    | AuditRecordedNotice
+)
+NotificationDetails = Annotated[
+    Notice,
     strawberry.union(
         "NotificationDetails",
         description="A notification's facts, typed by its `type`: IDs are global IDs, states "
@@ -174,7 +177,7 @@ def _audit(p: Mapping[str, Any]) -> AuditRecordedNotice:
     )
 
 
-_DETAILS: dict[NoticeType, Callable[[Mapping[str, Any]], Any]] = {
+_DETAILS: dict[NoticeType, Callable[[Mapping[str, Any]], Notice]] = {
     NoticeType.ALLOCATION_STATE_CHANGED: _allocation_state,
     NoticeType.ALLOCATION_LOW_BALANCE: _low_balance,
     NoticeType.PAYMENT_SUCCEEDED: _payment(DomainPaymentStatus.SUCCEEDED),
@@ -187,7 +190,7 @@ _DETAILS: dict[NoticeType, Callable[[Mapping[str, Any]], Any]] = {
 }
 
 
-def details_of(kind: NoticeType, payload: Mapping[str, Any]) -> Any:
+def details_of(kind: NoticeType, payload: Mapping[str, Any]) -> Notice:
     """The typed notice for a stored payload of this type (every type has one: a new
-    NoticeType without an entry here fails tests/unit/test_notification_details.py)."""
+    NoticeType without an entry here fails tests/unit/test_one_language.py)."""
     return _DETAILS[kind](payload)

@@ -27,7 +27,7 @@ NotificationType = strawberry.enum(
 
 
 def _details(root: Notification) -> NotificationDetails:
-    return details_of(root.type, root.stored)  # type: ignore[no-any-return]
+    return details_of(root.type, root.stored)
 
 
 @strawberry.type(description="One thing you were told. Notifications are never edited.")
