@@ -1,11 +1,15 @@
-"""Error messages speak the API's language: a message that names an object quotes the global ID
-the client sent (never our database key), a state by its enum value, money as Money does."""
+"""Error messages and statements speak the API's language: a message that names an object quotes
+the global ID the client sent (never our database key), a state by its enum value, money as Money
+does; a usage line names its allocation by global ID."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from schema.relay import to_global_id
+from domain.ledger import book
+from domain.ledger.holds import Capture
+from schema.relay import from_global_id, to_global_id
 from tests.api.test_allocations import open_shop
 from tests.support.billing import paid_top_up, refund, top_up
 from tests.support.identity import Accounts
@@ -70,3 +74,33 @@ async def test_payment_refusals_quote_the_payment_id_its_status_and_money(
     too_small = await top_up(user, 1)
     assert too_small["problems"] == [{"code": "INVALID_AMOUNT", "field": "amount",
                                       "message": "A top-up is 5.00 USD to 10000.00 USD."}]  # fmt: skip
+
+
+STATEMENT = """query { viewer { statements { usageTotal { amountMinor currency amount }
+  usage { reference amount { amountMinor currency exponent amount } } }
+  ledgerEntries(first: 5) { edges { node { code reference amount { amountMinor } } } } } }"""
+
+
+async def test_usage_names_the_allocation_by_global_id_and_costs_money(
+    accounts: Accounts, uow: Any
+) -> None:
+    """A captured part of an allocation's hold (as metering captures it) is a statement line and a
+    ledger entry that name the allocation by the ID `node(id:)` takes."""
+    shop = await open_shop(accounts, uow)
+    made = (await shop.create("usage"))["allocation"]
+    async with uow() as u:
+        allocation = await u.allocations.get(from_global_id(made["id"])[1])
+        assert allocation is not None and allocation.hold_id is not None
+        await book.act(u.ledger, allocation.hold_id, Capture(42), datetime.now(UTC))
+        await u.commit()
+
+    found = (await shop.user.gql(STATEMENT))["data"]["viewer"]
+    (month,) = found["statements"]
+    assert month["usageTotal"] == {"amountMinor": 42, "currency": "USD", "amount": "0.42"}
+    assert month["usage"] == [{"reference": made["id"], "amount": {
+        "amountMinor": 42, "currency": "USD", "exponent": 2, "amount": "0.42"}}]  # fmt: skip
+    usage = [e["node"] for e in found["ledgerEntries"]["edges"] if e["node"]["code"] == "USAGE"]
+    assert {e["reference"] for e in usage} == {made["id"]}  # the hold, and the part captured
+    assert {"amountMinor": -42} in [e["amount"] for e in usage]
+    node = await shop.user.gql("query($id: ID!) { node(id: $id) { id } }", {"id": made["id"]})
+    assert node["data"]["node"] == {"id": made["id"]}
