@@ -32,6 +32,10 @@ class Money:
     def exponent(self) -> int:
         return CURRENCY_EXPONENTS[self.currency]
 
+    def __str__(self) -> str:
+        """As messages quote money, the same way everywhere: "12.50 USD"."""
+        return f"{self.as_decimal()} {self.currency}"
+
     def as_decimal(self) -> Decimal:
         """The amount in major units, exact (for display by clients, never for arithmetic)."""
         # Built from its digits, not by arithmetic, so no context precision can round it.

@@ -24,6 +24,7 @@ from schema.account import (
 )
 from schema.audit import AuditEvent, AuditEventConnection, AuditEventFilter
 from schema.context import AppContext
+from schema.references import domain_reference
 from schema.relay import After, Before, First, Last, expect_global_id
 
 
@@ -90,13 +91,16 @@ async def audit_events(
     filter: AuditEventFilter | None = None,  # noqa: A002
 ) -> AuditEventConnection:
     wanted = filter or AuditEventFilter()
+    target_type, target_id = wanted.target_type, wanted.target_id
+    if target_id is not None:
+        target_type, target_id = domain_reference(target_type, target_id)
     domain_filter = AuditFilter(
         actor_user_id=None
         if wanted.actor_user_id is None
         else expect_global_id(wanted.actor_user_id, "User", "filter.actorUserId"),
         action=wanted.action,
-        target_type=wanted.target_type,
-        target_id=wanted.target_id,
+        target_type=target_type,
+        target_id=target_id,
         since=wanted.since,
         until=wanted.until,
     )

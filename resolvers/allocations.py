@@ -33,6 +33,7 @@ from schema.allocations import (
 from schema.context import AppContext
 from schema.errors import typed_error
 from schema.relay import After, Before, First, Last, expect_global_id
+from schema.sent_ids import quoting
 
 _CODES = frozenset(AllocationErrorCode)
 
@@ -111,9 +112,10 @@ async def create_allocation(
     kit = _kit(info)
     try:
         sku_id, key_ids = _ids(input)
-        made = await allocation_services.create_allocation(
-            kit, ctx.principal, sku_id, key_ids, input.idempotency_key, ctx.meta
-        )
+        with quoting(input.sku_id, sku_id, "skuId"):
+            made = await allocation_services.create_allocation(
+                kit, ctx.principal, sku_id, key_ids, input.idempotency_key, ctx.meta
+            )
     except DomainError as exc:
         return allocation_error(exc)
     ctx.loaders.allocation.prime(made.id, made, force=True)
@@ -128,9 +130,10 @@ async def stop_allocation(
     kit = _kit(info)
     try:
         allocation_id = expect_global_id(id, "Allocation")
-        stopped = await allocation_services.stop_allocation(
-            kit, ctx.principal, allocation_id, ctx.meta
-        )
+        with quoting(id, allocation_id):
+            stopped = await allocation_services.stop_allocation(
+                kit, ctx.principal, allocation_id, ctx.meta
+            )
     except DomainError as exc:
         return allocation_error(exc)
     ctx.loaders.allocation.prime(allocation_id, stopped, force=True)  # later reads see the stop

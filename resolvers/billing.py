@@ -34,7 +34,9 @@ from schema.billing import (
 )
 from schema.context import AppContext
 from schema.errors import typed_error
+from schema.money import Money
 from schema.relay import After, Before, First, Last, expect_global_id, to_global_id
+from schema.sent_ids import quoting
 
 # --- A user's money: what the fields of User read, one domain read per (user, arguments) key,
 # through the request's loaders (resolvers.loaders) --------------------------------------------
@@ -106,10 +108,11 @@ async def refund_payment(
     kit = _money(info)
     try:
         payment_id = expect_global_id(input.payment_id, "Payment", "paymentId")
-        refund = await refunding.refund_payment(
-            ctx.uow(), kit.gateway, kit.ledger, ctx.principal, ctx.meta, payment_id,
-            input.amount, input.reason, input.idempotency_key,
-        )  # fmt: skip
+        with quoting(input.payment_id, payment_id, "paymentId"):
+            refund = await refunding.refund_payment(
+                ctx.uow(), kit.gateway, kit.ledger, ctx.principal, ctx.meta, payment_id,
+                input.amount, input.reason, input.idempotency_key,
+            )  # fmt: skip
     except DomainError as exc:
         return billing_error(exc)
     ctx.loaders.payment.clear_all()  # a refundable amount changed: read payments afresh
@@ -147,8 +150,9 @@ async def set_spend_limit(
         )
     except DomainError as exc:
         return billing_error(exc)
+    limit = None if input.limit is None else Money.of(input.limit, input.currency)
     return SpendLimitPayload(
-        user_id=to_global_id("User", user_id), currency=input.currency, limit=input.limit
+        user_id=to_global_id("User", user_id), currency=input.currency, limit=limit
     )
 
 

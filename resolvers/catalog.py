@@ -27,6 +27,7 @@ from schema.catalog import (
 from schema.context import AppContext
 from schema.errors import SkuError, SkuProblem, typed_error
 from schema.relay import After, Before, First, Last, expect_global_id
+from schema.sent_ids import quoting
 
 # Enough to absorb the duplicates an at-least-once relay can produce after a restart.
 
@@ -92,7 +93,8 @@ async def retire_sku(
     ctx = info.context
     try:
         sku_id = expect_global_id(id, "Sku")
-        retired = await services.retire_sku(ctx.uow(), sku_id, ctx.principal, ctx.meta)
+        with quoting(id, sku_id):
+            retired = await services.retire_sku(ctx.uow(), sku_id, ctx.principal, ctx.meta)
     except DomainError as exc:
         return typed_error(exc, SkuError, SkuProblem)
     return SkuPayload(sku=Sku.from_domain(retired))
@@ -110,7 +112,8 @@ async def update_sku(
             name=input.name, hourly_price_minor=input.hourly_price_minor, vcpus=input.vcpus,
             ram_gib=input.ram_gib, disk_gib=input.disk_gib,
         )  # fmt: skip
-        updated = await services.update_sku(ctx.uow(), sku_id, changes, ctx.principal, ctx.meta)
+        with quoting(id, sku_id):
+            updated = await services.update_sku(ctx.uow(), sku_id, changes, ctx.principal, ctx.meta)
     except DomainError as exc:
         return typed_error(exc, SkuError, SkuProblem)
     ctx.loaders.sku.prime(sku_id, updated, force=True)  # later reads see the change

@@ -37,6 +37,7 @@ from schema.fleet import (
 )
 from schema.fleet_views import FleetCapacity, FleetEvent
 from schema.relay import After, Before, First, Last, expect_global_id
+from schema.sent_ids import quoting
 
 ExpectedVersion = Annotated[
     int | None,
@@ -139,10 +140,11 @@ async def _change(
     kit = _kit(info)
     try:
         node_id = expect_global_id(id, "FleetNode")
-        node = await node_services.change_node(
-            kit, node_id, trigger, ctx.principal, ctx.meta,
-            expected_version=expected_version, host_key=host_key,
-        )  # fmt: skip
+        with quoting(id, node_id):
+            node = await node_services.change_node(
+                kit, node_id, trigger, ctx.principal, ctx.meta,
+                expected_version=expected_version, host_key=host_key,
+            )  # fmt: skip
     except DomainError as exc:
         return node_error(exc)
     ctx.loaders.fleet_node.prime(node_id, node, force=True)  # later reads see the change

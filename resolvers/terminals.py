@@ -19,6 +19,7 @@ from domain.errors import DomainError, ServiceUnavailable
 from schema.context import AppContext
 from schema.errors import typed_error
 from schema.relay import expect_global_id
+from schema.sent_ids import quoting
 from schema.terminals import TerminalError, TerminalProblem, TerminalTicketPayload
 
 TERMINAL_PATH = "/terminal"
@@ -41,8 +42,9 @@ async def create_terminal_ticket(
     origin = normalize_origin(sent) if sent else None
     try:
         key = expect_global_id(allocation_id, "Allocation", "allocationId")
-        secret, ticket = await issue_ticket(ctx.uow(), kit, ctx.principal, key, origin,
-                                            datetime.now(UTC))  # fmt: skip
+        with quoting(allocation_id, key, "allocationId"):
+            secret, ticket = await issue_ticket(ctx.uow(), kit, ctx.principal, key, origin,
+                                                datetime.now(UTC))  # fmt: skip
     except DomainError as exc:
         return typed_error(exc, TerminalError, TerminalProblem)
     return TerminalTicketPayload(ticket=secret, expires_at=ticket.expires_at,

@@ -17,6 +17,8 @@ from domain.compute.allocations import Allocation as DomainAllocation
 from domain.compute.allocations import AllocationErrorCode as DomainAllocationErrorCode
 from domain.compute.allocations import AllocationState as DomainAllocationState
 from domain.compute.allocations import FailureCode as DomainFailureCode
+from domain.compute.allocations import StopReason as DomainStopReason
+from domain.compute.records import AllocationEventKind as DomainAllocationEventKind
 from schema.catalog import Sku
 from schema.errors import Error
 from schema.relay import Connection, Node, to_global_id
@@ -29,6 +31,16 @@ AllocationState = strawberry.enum(
     "RUNNING (log in now), STOPPING, then STOPPED, or FAILED with a reason.",
 )
 FailureCode = strawberry.enum(DomainFailureCode, description="Why an allocation failed.")
+StopReason = strawberry.enum(
+    DomainStopReason,
+    description="Who stopped an allocation: USER (its owner), BALANCE (the wallet ran out), "
+    "ADMIN or FAILED.",
+)
+AllocationEventKind = strawberry.enum(
+    DomainAllocationEventKind,
+    description="What an allocation event records: STATE_CHANGED, ATTEMPT_FAILED (a step "
+    "failed and will be retried) or LOW_BALANCE (the next billing window could not be reserved).",
+)
 AllocationErrorCode = strawberry.enum(
     DomainAllocationErrorCode, description="Why an allocation request was refused."
 )
@@ -79,10 +91,7 @@ async def _ssh_keys(root: Allocation, info: strawberry.Info) -> list[SshKey]:
 
 @strawberry.type(description="One entry of an allocation's history.")
 class AllocationEvent:
-    kind: str = strawberry.field(
-        description="state_changed, attempt_failed (a step failed and will be retried) or "
-        "low_balance (the next billing window could not be reserved)."
-    )
+    kind: AllocationEventKind  # type: ignore[valid-type]
     state: AllocationState = strawberry.field(  # type: ignore[valid-type]
         description="The allocation's state after the event."
     )
@@ -92,7 +101,8 @@ class AllocationEvent:
 
 async def _events(root: Allocation, info: strawberry.Info) -> list[AllocationEvent]:
     found = await info.context.loaders.allocation_events.load(root.domain.id) or []
-    return [AllocationEvent(kind=e.kind, state=e.state, message=e.message, at=e.at)
+    return [AllocationEvent(kind=DomainAllocationEventKind(e.kind), state=e.state,
+                            message=e.message, at=e.at)
             for e in found]  # fmt: skip
 
 
@@ -111,8 +121,8 @@ class Allocation(Node):
     failure: AllocationFailure | None = strawberry.field(
         description="Why it failed; null unless it is failing or FAILED."
     )
-    stop_reason: str | None = strawberry.field(
-        description="Who stopped it: user, balance (the wallet ran out), admin or failed."
+    stop_reason: StopReason | None = strawberry.field(  # type: ignore[valid-type]
+        description="Who stopped it; null until it is stopped."
     )
     created_at: datetime
     running_since: datetime | None
@@ -139,7 +149,8 @@ class Allocation(Node):
             gpu_indices=list(allocation.gpu_indices),
             failure=None if failure is None
             else AllocationFailure(code=failure.code, message=failure.message),
-            stop_reason=allocation.stop_reason,
+            stop_reason=None if allocation.stop_reason is None
+            else DomainStopReason(allocation.stop_reason),
             created_at=allocation.created_at,
             running_since=allocation.running_since,
             ended_at=allocation.ended_at,

@@ -8,6 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from domain.audit.records import AuditEvent as DomainAuditEvent
+from schema.references import global_reference
 from schema.relay import Connection, Node, to_global_id
 
 
@@ -18,8 +19,11 @@ class AuditEvent(Node):
     actor_user_id: strawberry.ID | None
     actor_token_id: strawberry.ID | None
     action: str
-    target_type: str | None
-    target_id: str | None
+    target_type: str | None = strawberry.field(description="user, sku, node, allocation, ...")
+    target_id: strawberry.ID | None = strawberry.field(
+        description="The target's global ID where it has one (a user, SKU, node, allocation, "
+        "payment, refund, key or token); else the record's own id (e.g. of a session)."
+    )
     request_id: str | None
     client_ip: str | None
     before: JSON | None
@@ -41,7 +45,8 @@ class AuditEvent(Node):
             else to_global_id("ApiToken", r.actor_token_id),
             action=r.action,
             target_type=r.target_type,
-            target_id=r.target_id,
+            target_id=global_reference(r.target_type, r.target_id)
+            or (None if r.target_id is None else strawberry.ID(r.target_id)),
             request_id=r.request_id,
             client_ip=r.client_ip,
             before=r.before,  # type: ignore[arg-type]
@@ -60,6 +65,10 @@ class AuditEventFilter:
         default=None, description='Exact, or a prefix ending in "." such as "auth.".'
     )
     target_type: str | None = None
-    target_id: str | None = None
+    target_id: str | None = strawberry.field(
+        default=None,
+        description="A global ID (as `AuditEvent.targetId` gives it), or the raw "
+        "id of a target without one.",
+    )
     since: datetime | None = None
     until: datetime | None = None

@@ -1,10 +1,11 @@
 """Billing types: wallets, ledger entries, payments, refunds, statements, reconciliation issues,
 and the billing area's inputs, payloads and error.
 
-Every amount is an Int of minor units (cents) of the `currency` beside it, signed where the
-description says so, as SKU prices are (`Money.amountMinor`). GraphQL's Int is 32 bits: top-up,
-refund and credit amounts are bounded well inside it; a balance or a monthly sum past
-2,147,483,647 minor units would fail to serialize (a field error), never be truncated.
+Every amount a client reads is `Money` (minor units, currency, exponent and the exact decimal),
+as SKU prices and notifications show it; inputs take an Int of minor units (cents) with the
+`currency` beside it. Money's `amountMinor` is GraphQL's 32-bit Int: top-up, refund and credit
+amounts are bounded well inside it; a balance or a monthly sum past 2,147,483,647 minor units
+would fail to serialize (a field error), never be truncated.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from domain.payments.payments import PaymentStatus as DomainPaymentStatus
 from domain.payments.refunds import Refund as DomainRefund
 from domain.payments.refunds import RefundStatus as DomainRefundStatus
 from schema.errors import Error
+from schema.money import Money
+from schema.references import reference_id
 from schema.relay import Connection, Node, to_global_id
 
 TransferCode = strawberry.enum(DomainTransferCode, description="Which flow moved the money.")
@@ -57,15 +60,16 @@ BillingErrorCode = strawberry.enum(
 @strawberry.type(description="A wallet: a user's prepaid money in one currency.")
 class Wallet:
     currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
-    balance: int = strawberry.field(description="Posted money, minor units.")
-    available: int = strawberry.field(description="What may still be spent: balance - held.")
-    held: int = strawberry.field(description="Reserved by open holds (running work, refunds).")
+    balance: Money = strawberry.field(description="Posted money.")
+    available: Money = strawberry.field(description="What may still be spent: balance - held.")
+    held: Money = strawberry.field(description="Reserved by open holds (running work, refunds).")
 
     @classmethod
     def from_domain(cls, view: WalletView) -> Wallet:
+        currency = view.currency
         return cls(
-            currency=view.currency, balance=view.balance, available=view.available,
-            held=view.held,
+            currency=currency, balance=Money.of(view.balance, currency),
+            available=Money.of(view.available, currency), held=Money.of(view.held, currency),
         )  # fmt: skip
 
 
@@ -74,10 +78,11 @@ class LedgerEntry(Node):
     transfer_id: strawberry.ID = strawberry.field(description="The transfer this entry is of.")
     code: TransferCode  # type: ignore[valid-type]
     phase: TransferPhase  # type: ignore[valid-type]
-    amount: int = strawberry.field(description="Signed minor units: credits positive.")
+    amount: Money = strawberry.field(description="Signed: credits positive.")
     currency: str
-    reference: str | None = strawberry.field(
-        description='What it was for, e.g. "payment:12" or "allocation:7".'
+    reference: strawberry.ID | None = strawberry.field(
+        description="The global ID of what it was for (an Allocation, Payment, Refund or, for a "
+        "credit, the User); `node(id:)` fetches it. Null when it names nothing this API has."
     )
     memo: str | None
     pending: bool = strawberry.field(
@@ -95,9 +100,9 @@ class LedgerEntry(Node):
             transfer_id=to_global_id("Transfer", transfer.id),
             code=spec.code,
             phase=spec.phase,
-            amount=entry.amount,
+            amount=Money.of(entry.amount, spec.currency),
             currency=spec.currency,
-            reference=spec.reference,
+            reference=reference_id(spec.reference),
             memo=spec.memo,
             pending=entry.pending,
             created_at=transfer.created_at,
@@ -106,12 +111,12 @@ class LedgerEntry(Node):
 
 @strawberry.type(description="A top-up: card money collected through Stripe into a wallet.")
 class Payment(Node):
-    amount: int = strawberry.field(description="Asked for, minor units.")
+    amount: Money = strawberry.field(description="Asked for.")
     currency: str
     status: PaymentStatus  # type: ignore[valid-type]
-    amount_received: int = strawberry.field(description="Collected by Stripe and credited.")
-    amount_refunded: int = strawberry.field(description="Refunds asked for and not failed.")
-    refundable: int = strawberry.field(description="What may still be refunded.")
+    amount_received: Money = strawberry.field(description="Collected by Stripe and credited.")
+    amount_refunded: Money = strawberry.field(description="Refunds asked for and not failed.")
+    refundable: Money = strawberry.field(description="What may still be refunded.")
     checkout_url: str | None = strawberry.field(description="Stripe Checkout, when offered.")
     failure_reason: str | None
     created_at: datetime
@@ -121,12 +126,12 @@ class Payment(Node):
     def from_domain(cls, payment: DomainPayment) -> Payment:
         return cls(
             id=to_global_id("Payment", payment.id),
-            amount=payment.amount,
+            amount=Money.of(payment.amount, payment.currency),
             currency=payment.currency,
             status=payment.status,
-            amount_received=payment.amount_received,
-            amount_refunded=payment.amount_refunded,
-            refundable=payment.refundable,
+            amount_received=Money.of(payment.amount_received, payment.currency),
+            amount_refunded=Money.of(payment.amount_refunded, payment.currency),
+            refundable=Money.of(payment.refundable, payment.currency),
             checkout_url=payment.checkout_url,
             failure_reason=payment.failure_reason,
             created_at=payment.created_at,
@@ -142,7 +147,7 @@ async def _payment_of(root: Refund, info: strawberry.Info) -> Payment:
 
 @strawberry.type(description="Money sent back to the card of a payment through Stripe.")
 class Refund(Node):
-    amount: int = strawberry.field(description="Minor units.")
+    amount: Money
     currency: str
     status: RefundStatus  # type: ignore[valid-type]
     reason: str
@@ -157,7 +162,7 @@ class Refund(Node):
     def from_domain(cls, refund: DomainRefund) -> Refund:
         return cls(
             id=to_global_id("Refund", refund.id),
-            amount=refund.amount,
+            amount=Money.of(refund.amount, refund.currency),
             currency=refund.currency,
             status=refund.status,
             reason=refund.reason,
@@ -168,40 +173,44 @@ class Refund(Node):
         )
 
 
-@strawberry.type(description="What one allocation or volume cost in a month.")
+@strawberry.type(description="What one allocation cost in a month.")
 class UsageLine:
-    reference: str = strawberry.field(description='e.g. "allocation:7".')
-    amount: int = strawberry.field(description="Charged, minor units.")
+    reference: strawberry.ID | None = strawberry.field(
+        description="The global ID of what was used (an Allocation); null for usage that names "
+        "nothing this API has."
+    )
+    amount: Money = strawberry.field(description="Charged.")
 
     @classmethod
-    def from_domain(cls, line: DomainUsageLine) -> UsageLine:
-        return cls(reference=line.reference, amount=line.amount)
+    def from_domain(cls, line: DomainUsageLine, currency: str) -> UsageLine:
+        return cls(reference=reference_id(line.reference), amount=Money.of(line.amount, currency))
 
 
 @strawberry.type(description="One month of one wallet's posted movements, by flow.")
 class Statement:
     month: str = strawberry.field(description="YYYY-MM, UTC.")
     currency: str
-    top_ups: int
-    refunds: int = strawberry.field(description="Sent back to the card.")
-    credits: int
-    reversals: int = strawberry.field(description="Signed: corrections either way.")
-    usage_total: int
-    net: int = strawberry.field(description="topUps + credits + reversals - refunds - usage.")
+    top_ups: Money
+    refunds: Money = strawberry.field(description="Sent back to the card.")
+    credits: Money
+    reversals: Money = strawberry.field(description="Signed: corrections either way.")
+    usage_total: Money
+    net: Money = strawberry.field(description="topUps + credits + reversals - refunds - usage.")
     usage: list[UsageLine]
 
     @classmethod
     def from_domain(cls, statement: DomainStatement) -> Statement:
+        currency = statement.currency
         return cls(
             month=statement.month,
-            currency=statement.currency,
-            top_ups=statement.top_ups,
-            refunds=statement.refunds,
-            credits=statement.credits,
-            reversals=statement.reversals,
-            usage_total=statement.usage_total,
-            net=statement.net,
-            usage=[UsageLine.from_domain(line) for line in statement.usage],
+            currency=currency,
+            top_ups=Money.of(statement.top_ups, currency),
+            refunds=Money.of(statement.refunds, currency),
+            credits=Money.of(statement.credits, currency),
+            reversals=Money.of(statement.reversals, currency),
+            usage_total=Money.of(statement.usage_total, currency),
+            net=Money.of(statement.net, currency),
+            usage=[UsageLine.from_domain(line, currency) for line in statement.usage],
         )
 
 
@@ -297,7 +306,7 @@ class CreditPayload:
 class SpendLimitPayload:
     user_id: strawberry.ID
     currency: str
-    limit: int | None = strawberry.field(description="Null: the platform default applies.")
+    limit: Money | None = strawberry.field(description="Null: the platform default applies.")
 
 
 @strawberry.type(description="One problem with a billing request.")

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import Enum
 from typing import Annotated
 
 import strawberry
 
 from domain.catalog.sku import Sku as DomainSku
-from domain.money import Money as DomainMoney
 from schema.errors import SkuError
+from schema.money import Money
 from schema.relay import Connection, Node, to_global_id
-
-
-@strawberry.type(description="An amount in integer minor units of an ISO 4217 currency.")
-class Money:
-    amount_minor: int = strawberry.field(description="Integer minor units, e.g. cents.")
-    currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
-    exponent: int = strawberry.field(description="Minor units per major unit, as a power of 10.")
-    amount: Decimal = strawberry.field(description="The exact amount in major units.")
-
-    @classmethod
-    def from_domain(cls, money: DomainMoney) -> Money:
-        return cls(
-            amount_minor=money.amount_minor,
-            currency=money.currency,
-            exponent=money.exponent,
-            amount=money.as_decimal(),
-        )
 
 
 @strawberry.enum(description="Whether a SKU can still be ordered.")

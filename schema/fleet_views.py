@@ -4,6 +4,7 @@ Admins only, like the rest of the fleet (schema/fleet.py)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -79,14 +80,25 @@ class FleetCapacity:
 # --- Live events ------------------------------------------------------------------------------
 
 
+@strawberry.enum(description="What a fleet event tells: as `FleetEvent.name`, as an enum value.")
+class FleetEventKind(Enum):
+    REGISTERED = "node.registered"
+    STATE_CHANGED = "node.state_changed"
+    HEALTH_CHANGED = "node.health_changed"
+    ALERT = "node.alert"
+
+
 @strawberry.type(
-    description="A change in the fleet, delivered live. `name` is node.registered, "
-    "node.state_changed, node.health_changed (a held node's health moved; its state did not) or "
-    "node.alert: a node became QUARANTINED (its host key changed), UNREACHABLE or UNHEALTHY "
-    "and needs an admin's eyes. An alert comes besides its node.state_changed."
+    description="A change in the fleet, delivered live. `kind` is REGISTERED, "
+    "STATE_CHANGED, HEALTH_CHANGED (a held node's health moved; its state did not) or ALERT: a "
+    "node became QUARANTINED (its host key changed), UNREACHABLE or UNHEALTHY and needs an "
+    "admin's eyes. An alert comes besides its STATE_CHANGED."
 )
 class FleetEvent:
-    name: str
+    kind: FleetEventKind
+    name: str = strawberry.field(
+        deprecation_reason="Use `kind`, the same as an enum value (node.alert is ALERT)."
+    )
     node_id: strawberry.ID
     node_name: str
     state: NodeState  # type: ignore[valid-type]
@@ -101,6 +113,7 @@ class FleetEvent:
     @classmethod
     def from_message(cls, name: str, payload: Mapping[str, Any]) -> FleetEvent:
         return cls(
+            kind=FleetEventKind(name),
             name=name,
             node_id=to_global_id("FleetNode", int(payload["nodeId"])),
             node_name=str(payload["nodeName"]),

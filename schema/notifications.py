@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
@@ -13,6 +14,7 @@ from domain.notifications.notices import NoticeType
 from domain.notifications.notices import Notification as DomainNotification
 from domain.pagination import encode_cursor
 from schema.errors import Error
+from schema.notification_details import NotificationDetails, details_of
 from schema.relay import Connection
 
 NotificationType = strawberry.enum(
@@ -24,6 +26,10 @@ NotificationType = strawberry.enum(
 )
 
 
+def _details(root: Notification) -> NotificationDetails:
+    return details_of(root.type, root.stored)
+
+
 @strawberry.type(description="One thing you were told. Notifications are never edited.")
 class Notification:
     cursor: str = strawberry.field(
@@ -32,18 +38,25 @@ class Notification:
         "`markNotificationsRead(upTo:)`."
     )
     type: NotificationType  # type: ignore[valid-type]
+    details: NotificationDetails = strawberry.field(
+        resolver=_details,
+        description="What happened, as typed fields: a member per `type` (see NotificationDetails)"
+        ", with global IDs for `node(id:)`, enum values and Money.",
+    )
     payload: JSON = strawberry.field(
-        description="The ids and facts of the event (e.g. allocationId, state, previous; "
-        "paymentId, amount, currency; nodeId, name, reason). Read the object for more."
+        description="The facts as stored, with database ids, lower-case states and minor units.",
+        deprecation_reason="Use `details`: typed, with global IDs, enum values and Money.",
     )
     created_at: datetime
     read_at: datetime | None
+    stored: strawberry.Private[Mapping[str, Any]]
 
     @classmethod
     def from_domain(cls, notification: DomainNotification) -> Notification:
         payload: Any = dict(notification.payload)
         return cls(cursor=encode_cursor(notification.seq), type=notification.type, payload=payload,
-                   created_at=notification.created_at, read_at=notification.read_at)  # fmt: skip
+                   created_at=notification.created_at, read_at=notification.read_at,
+                   stored=notification.payload)  # fmt: skip
 
 
 NotificationConnection = Connection[Notification]

@@ -18,6 +18,7 @@ from domain.compute.allocations import (
     AllocationErrorCode,
     AllocationState,
     AllocationTrigger,
+    StopReason,
     allocation_not_found,
     transition,
 )
@@ -138,7 +139,7 @@ async def _place(kit: ComputeKit, uow: UnitOfWork, user: Principal, sku_id: int,
 
 
 async def stop_allocation(kit: ComputeKit, user: Principal, allocation_id: int,
-                          meta: RequestMeta, *, reason: str = "user") -> Allocation:  # fmt: skip
+                          meta: RequestMeta, *, reason: str = StopReason.USER) -> Allocation:  # fmt: skip
     """Ask for the allocation to stop: its running time is billed to the second now and the
     rest of the hold released; the engine removes the account and frees the GPUs. Stopping an
     allocation that is stopping or ended returns it as it is."""

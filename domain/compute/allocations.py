@@ -55,6 +55,15 @@ class AllocationErrorCode(StrEnum):
     TRANSITION_NOT_ALLOWED = "TRANSITION_NOT_ALLOWED"
 
 
+class StopReason(StrEnum):
+    """Who or what stopped an allocation (stored as its value)."""
+
+    USER = "user"  # its owner asked
+    BALANCE = "balance"  # the wallet could not pay for the next window
+    ADMIN = "admin"  # an administrator stopped it
+    FAILED = "failed"  # it failed
+
+
 class FailureCode(StrEnum):
     """Why an allocation failed, for the user and the operator."""
 
@@ -83,7 +92,7 @@ class Allocation:
     hold_id: int | None
     ssh_key_ids: tuple[int, ...]
     failure: Failure | None
-    stop_reason: str | None  # who asked to stop: "user", "balance", "admin"
+    stop_reason: str | None  # a StopReason's value
     attempts: int  # failed tries of the current step
     next_attempt_at: datetime | None  # when the engine may act; None: nothing to do
     deadline: datetime | None  # the current step is given up after this
@@ -125,7 +134,7 @@ def next_state(allocation: Allocation, trigger: AllocationTrigger) -> Allocation
     if to is None:
         raise Conflict(Problem(
             AllocationErrorCode.TRANSITION_NOT_ALLOWED,
-            f"Allocation {allocation.id} is {allocation.state}; it cannot "
+            f"Allocation {allocation.id} is {allocation.state.name}; it cannot "
             f"{trigger.value.replace('_', ' ')}.", "id"))  # fmt: skip
     return to
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from domain.audit.records import WORKER, RequestMeta, audit
 from domain.compute.allocations import Allocation
+from domain.compute.records import AllocationEventKind
 from domain.events import DomainEvent
 from domain.identity.principal import SYSTEM, Principal
 from domain.notifications.notices import NoticeType
@@ -36,10 +37,11 @@ async def store(
     saved = await uow.allocations.save(after)
     changed = before is None or before.state is not saved.state
     if changed:
-        text = f"{'created' if before is None else before.state} -> {saved.state}"
+        # States by name, as the API's enum values spell them (PLACED -> RUNNING).
+        text = f"{'created' if before is None else before.state.name} -> {saved.state.name}"
         if saved.failure is not None and (before is None or before.failure is None):
             text += f": {saved.failure.message}"  # the failure that caused this change
-        await uow.allocations.add_event(saved.id, "state_changed", saved.state,
+        await uow.allocations.add_event(saved.id, AllocationEventKind.STATE_CHANGED, saved.state,
                                         text if note is None else f"{text}; {note[1]}")  # fmt: skip
     elif note is not None:
         await uow.allocations.add_event(saved.id, note[0], saved.state, note[1])

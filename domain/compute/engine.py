@@ -24,10 +24,12 @@ from domain.compute.allocations import (
     AllocationTrigger,
     Failure,
     FailureCode,
+    StopReason,
     transition,
 )
 from domain.compute.changes import store
 from domain.compute.kit import ComputeKit
+from domain.compute.records import AllocationEventKind
 from domain.compute.settlement import settle
 from domain.fleet.nodes import NodeState
 from domain.fleet.placement_services import release_gpus
@@ -101,7 +103,7 @@ async def give_up(uow: UnitOfWork, kit: ComputeKit, before: Allocation, failure:
     and on its way through the teardown to FAILED. The caller stores it."""
     failing = replace(before, failure=Failure(failure.code, failure.message[:500]))
     await settle(uow, kit, failing, now)
-    return replace(transition(failing, _T.FAIL, now), stop_reason="failed")
+    return replace(transition(failing, _T.FAIL, now), stop_reason=StopReason.FAILED)
 
 
 async def _move(kit: ComputeKit, seen: Allocation, trigger: AllocationTrigger) -> Allocation | None:
@@ -146,7 +148,7 @@ async def _failed_attempt(kit: ComputeKit, seen: Allocation, exc: NodeFailure) -
             # Same state: the version still goes up, so a late twin of this attempt is void.
             after = replace(before, version=before.version + 1, attempts=attempts,
                             updated_at=now, next_attempt_at=now + kit.policy.retry_after(attempts))  # fmt: skip
-        note = ("attempt_failed", f"attempt {attempts} failed: {str(exc)[:300]}")
+        note = (AllocationEventKind.ATTEMPT_FAILED, f"attempt {attempts} failed: {str(exc)[:300]}")
         saved = await store(uow, before, after, "allocation.failed", now=now, note=note)
         await uow.commit()
         return saved

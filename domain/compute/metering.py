@@ -13,9 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from domain.compute.allocations import Allocation, AllocationState, AllocationTrigger, transition
+from domain.compute.allocations import (
+    Allocation,
+    AllocationState,
+    AllocationTrigger,
+    StopReason,
+    transition,
+)
 from domain.compute.changes import ALLOCATIONS_TOPIC, store
 from domain.compute.kit import ComputeKit, usage_cost
+from domain.compute.records import AllocationEventKind
 from domain.compute.settlement import accrue, settle
 from domain.errors import Conflict
 from domain.events import DomainEvent
@@ -78,7 +85,9 @@ async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -
             warned = 1
         elif now - accrued.low_balance_since >= kit.policy.low_balance_grace:
             await settle(uow, kit, accrued, now)
-            after = replace(transition(accrued, AllocationTrigger.STOP, now), stop_reason="balance")
+            after = replace(
+                transition(accrued, AllocationTrigger.STOP, now), stop_reason=StopReason.BALANCE
+            )
             stopped = 1
         else:
             after = accrued
@@ -86,7 +95,7 @@ async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -
             after = replace(after, version=before.version + 1, updated_at=now)
         note = None
         if warned:
-            note = ("low_balance", "the balance cannot reserve the next window; stops after "
+            note = (AllocationEventKind.LOW_BALANCE, "the balance cannot reserve the next window; stops after "
                     f"{kit.policy.low_balance_grace} unless topped up")  # fmt: skip
         await store(uow, before, after, "allocation.stopped_for_balance", now=now, note=note)
         await uow.commit()

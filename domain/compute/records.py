@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from domain.compute.allocations import AllocationState
+
+
+class AllocationEventKind(StrEnum):
+    """What an entry of an allocation's history records (stored as its value)."""
+
+    STATE_CHANGED = "state_changed"
+    ATTEMPT_FAILED = "attempt_failed"  # a step failed and will be retried
+    LOW_BALANCE = "low_balance"  # the next billing window could not be reserved
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +37,7 @@ class AllocationEvent:
 
     id: int
     allocation_id: int
-    kind: str  # "state_changed", "attempt_failed", "low_balance"
+    kind: str  # an AllocationEventKind's value
     state: AllocationState  # the state after the event
     message: str
     at: datetime

@@ -114,17 +114,17 @@ def check_ticket(
 def check_allocation(allocation: Allocation | None, ticket: TerminalTicket) -> Allocation:
     """The allocation a ticket names, if its owner may open a terminal to it now."""
     if allocation is None or allocation.user_id != ticket.user_id:
-        raise refused(TerminalErrorCode.NOT_FOUND, f"No allocation with id {ticket.allocation_id}.")
+        raise refused(TerminalErrorCode.NOT_FOUND, "The ticket's allocation is gone.")
     return running(allocation)
 
 
 def running(allocation: Allocation) -> Allocation:
     if allocation.state is not AllocationState.RUNNING or allocation.username is None:
         raise refused(TerminalErrorCode.NOT_RUNNING,
-                      f"Allocation {allocation.id} is {allocation.state}; a terminal needs it "
+                      f"The allocation is {allocation.state.name}; a terminal needs it "
                       "RUNNING.")  # fmt: skip
     if allocation.node_id is None:  # pragma: no cover - a running allocation has a node
-        raise refused(TerminalErrorCode.NOT_RUNNING, f"Allocation {allocation.id} has no node.")
+        raise refused(TerminalErrorCode.NOT_RUNNING, "The allocation has no node.")
     return allocation
 
 
@@ -185,7 +185,7 @@ async def terminal_target(uow: UnitOfWork, ticket: TerminalTicket) -> tuple[Allo
         node = await uow.nodes.get(allocation.node_id)
     if node is None or node.host_key is None:  # never log in to a node whose key is not pinned
         raise refused(TerminalErrorCode.NOT_RUNNING,
-                      f"Allocation {allocation.id}'s node cannot be reached safely.")  # fmt: skip
+                      "The allocation's node cannot be reached safely.")  # fmt: skip
     login = CaLogin(key_id=key_id(allocation), permit_pty=True)
     return allocation, NodeTarget(node.id, node.host, node.port, allocation.username, login,
                                   node.host_key)  # fmt: skip

@@ -41,7 +41,7 @@ async def store(
     saved = await uow.nodes.save(after)
     reason = after.reason
     if after.state is not before.state:
-        text = message or f"{before.state} -> {after.state}"
+        text = message or f"{before.state.name} -> {after.state.name}"  # as the API's enums
         if reason is not None and after.state is not NodeState.READY:
             text = f"{text}: {reason.message}"
         await uow.nodes.add_event(NewNodeEvent(
@@ -61,7 +61,7 @@ async def store(
                                    else str(reason.code), message=text))  # fmt: skip
             await notify(uow, admins, NoticeType.NODE_ALERT, {**news, "message": text})
     elif after.health is not before.health or _code(after) != _code(before):
-        text = message or f"health {before.health} -> {after.health}"
+        text = message or f"health {before.health.name} -> {after.health.name}"
         if reason is not None:
             text = f"{text}: {reason.message}"
         await uow.nodes.add_event(NewNodeEvent(

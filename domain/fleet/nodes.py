@@ -153,7 +153,7 @@ def node_not_found(node_id: int | str) -> NotFound:
 def _refused(node: Node, trigger: NodeTrigger) -> Conflict:
     return Conflict(Problem(
         NodeErrorCode.TRANSITION_NOT_ALLOWED,
-        f"Node {node.name} is {node.state}; it cannot {trigger.value.replace('_', ' ')}.", "id",
+        f"Node {node.name} is {node.state.name}; it cannot {trigger.value.replace('_', ' ')}.", "id",
     ))  # fmt: skip
 
 

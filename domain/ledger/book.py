@@ -16,7 +16,7 @@ from domain.ledger.errors import InsufficientFunds, LedgerErrorCode, conflict, i
 from domain.ledger.holds import Capture, Extend, Hold, HoldAction, Void, opening, transition
 from domain.ledger.policy import LedgerPolicy
 from domain.ledger.transfers import Phase, Transfer, TransferCode, TransferSpec, net_effects
-from domain.money import is_known_currency
+from domain.money import Money, is_known_currency
 from domain.ports import LedgerRepository, NewHold
 
 
@@ -36,8 +36,9 @@ async def post(ledger: LedgerRepository, specs: Sequence[TransferSpec]) -> list[
     for account_id, before in guarded.items():
         after = before + effects[account_id]
         if after.available < 0:
+            currency = next(s.currency for s in specs if account_id in (s.debit, s.credit))
             raise InsufficientFunds(account_id, before.available,
-                                    before.available - after.available)  # fmt: skip
+                                    before.available - after.available, currency)  # fmt: skip
     return await ledger.write(specs)
 
 
@@ -71,8 +72,12 @@ async def _check_spend(
     spent = await ledger.spent_since(account.id, now - policy.spend_window)
     if spent + adding > limit:
         raise conflict(LedgerErrorCode.SPEND_LIMIT_REACHED,
-                       f"This would pass the hourly spend limit of {limit} "
-                       f"({spent} already used this hour).", "amount")  # fmt: skip
+                       f"This would pass the hourly spend limit of {_money(limit, account)} "
+                       f"({_money(spent, account)} already used this hour).", "amount")  # fmt: skip
+
+
+def _money(minor: int, account: Account) -> str:
+    return str(Money(minor, account.key.currency))
 
 
 async def open_hold(
@@ -90,7 +95,7 @@ async def open_hold(
     # caller's transaction that goes on.
     before = (await ledger.lock_guarded([source.id]))[source.id]
     if before.available < amount:
-        raise InsufficientFunds(source.id, before.available, amount)
+        raise InsufficientFunds(source.id, before.available, amount, currency)
     if code is TransferCode.USAGE:
         await _check_spend(ledger, policy, source, amount, now)
     hold = await ledger.add_hold(

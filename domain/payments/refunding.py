@@ -20,6 +20,7 @@ from domain.ledger import book
 from domain.ledger.accounts import AccountKind
 from domain.ledger.policy import LedgerPolicy
 from domain.ledger.transfers import TransferCode
+from domain.money import Money
 from domain.payments.effects import move_refund
 from domain.payments.errors import PaymentErrorCode
 from domain.payments.gateway import GatewayRefund, GatewayRejected, GatewayUnavailable
@@ -83,11 +84,11 @@ async def _open(
         raise NotFound(Problem(PaymentErrorCode.PAYMENT_NOT_FOUND, "No such payment.", "paymentId"))
     if payment.status is not PaymentStatus.SUCCEEDED or payment.stripe_intent_id is None:
         raise Conflict(Problem(PaymentErrorCode.NOT_REFUNDABLE,
-                               f"Payment {payment_id} is {payment.status}; only a succeeded "
+                               f"Payment {payment_id} is {payment.status.name}; only a SUCCEEDED "
                                "payment can be refunded.", "paymentId"))  # fmt: skip
     if amount > payment.refundable:
         raise Conflict(Problem(PaymentErrorCode.AMOUNT_EXCEEDS_REFUNDABLE,
-                               f"At most {payment.refundable} of this payment can still be "
+                               f"At most {Money(payment.refundable, payment.currency)} of this payment can still be "
                                "refunded.", "amount"))  # fmt: skip
     now = datetime.now(UTC)
     hold = await book.open_hold(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from domain.errors import InvalidInput, Problem
 from domain.idempotency import Keyed, check_key, once, request_hash
 from domain.identity.principal import Principal
+from domain.money import Money, is_known_currency
 from domain.payments.errors import PaymentErrorCode, stripe_call
 from domain.payments.payments import Payment, PaymentStatus
 from domain.ports import PaymentGateway, UnitOfWork
@@ -44,9 +45,11 @@ def _check(policy: TopUpPolicy, amount: int, currency: str) -> None:
                                 f"Top-ups are taken in {', '.join(sorted(policy.currencies))}.",
                                 "currency"))  # fmt: skip
     if isinstance(amount, bool) or not policy.min_amount <= amount <= policy.max_amount:
-        problems.append(Problem(PaymentErrorCode.INVALID_AMOUNT,
-                                f"A top-up is {policy.min_amount} to {policy.max_amount} minor "
-                                "units.", "amount"))  # fmt: skip
+        bounds = (f"{policy.min_amount} to {policy.max_amount} minor units"
+                  if not is_known_currency(currency)
+                  else f"{Money(policy.min_amount, currency)} to {Money(policy.max_amount, currency)}")  # fmt: skip
+        problems.append(Problem(PaymentErrorCode.INVALID_AMOUNT, f"A top-up is {bounds}.",
+                                "amount"))  # fmt: skip
     if problems:
         raise InvalidInput(problems)
 

@@ -78,7 +78,7 @@ def codes(result: dict[str, Any]) -> list[str]:
 GRANT_CREDIT = """mutation Grant($user: ID!, $amount: Int!, $key: String!) {
   grantCredit(input: {userId: $user, amount: $amount, currency: "USD", reason: "test funds",
                       idempotencyKey: $key}) {
-    __typename ... on CreditPayload { wallet { balance } } ... on BillingError { code } } }"""
+    __typename ... on CreditPayload { wallet { balance { amountMinor } } } ... on BillingError { code } } }"""
 ADD_SSH_KEY = """mutation AddKey($name: String!, $key: String!) {
   addSshKey(input: {name: $name, publicKey: $key}) {
     __typename ... on SshKeyPayload { sshKey { id fingerprint } } ... on SshKeyError { code } } }"""

@@ -95,7 +95,7 @@ async def test_an_owner_sees_each_change_and_a_stranger_is_refused(
         assert (now["id"], now["state"], now["version"]) == (gid, "PLACED", placed.version)
         await stop_allocation(kit, owner, placed.id, META)
         changed = (await next_message(ws))["payload"]["data"]["allocationUpdated"]
-        assert (changed["state"], changed["stopReason"]) == ("STOPPING", "user")
+        assert (changed["state"], changed["stopReason"]) == ("STOPPING", "USER")
         assert changed["version"] > now["version"]
     finally:
         await ws.close()

@@ -381,9 +381,22 @@ class World:
         assert payload["__typename"] == "SessionPayload", payload
         return Account(client, who.email, who.password, who.user_id, payload["csrfToken"])
 
-    def leaks(self, result: dict[str, Any]) -> list[str]:
+    def leaks(self, result: dict[str, Any], sent: object = None) -> list[str]:
+        """A's markers in `result`; an ID B itself `sent` is no leak when a refusal quotes it
+        back (messages quote the ID the client sent), so it counts only outside messages."""
+        quoted = json.dumps(sent).lower()
         text = json.dumps(result).lower()
-        return [marker for marker in self.markers if marker.lower() in text]
+        told = json.dumps(_without_messages(result)).lower()
+        return [marker for marker in self.markers
+                if marker.lower() in (told if marker.lower() in quoted else text)]  # fmt: skip
+
+
+def _without_messages(found: Any) -> Any:
+    if isinstance(found, dict):
+        return {k: _without_messages(v) for k, v in found.items() if k != "message"}
+    if isinstance(found, list):
+        return [_without_messages(v) for v in found]
+    return found
 
 
 API_TOKENS = "query { apiTokens(first: 100) { edges { node { id name status prefix } } } }"
@@ -533,7 +546,7 @@ async def _check_user_b_session(world: World, case: Case) -> list[str]:
         problem = not_found(result, case)
     if problem:
         problems.append(f"{case.label}: user B session: {problem}")
-    if leaked := world.leaks(result):
+    if leaked := world.leaks(result, case.variables):
         problems.append(f"{case.label}: user B session saw A's data {leaked}: {_show(result)}")
     return problems
 

@@ -20,8 +20,10 @@ from tests.api.helpers import codes, gql
 from tests.api.test_sql_statements import counting
 from tests.support import stripe_events
 from tests.support.billing import (
+    MINOR,
     PAYMENT_FIELDS,
     deliver,
+    minor,
     new_key,
     paid_top_up,
     refund,
@@ -30,31 +32,34 @@ from tests.support.billing import (
 )
 from tests.support.identity import ALL_USER_SCOPES, Account, Accounts
 
-WALLET = "currency balance available held"
+WALLET = f"currency balance {MINOR} available {MINOR} held {MINOR}"
+MONEY = "{ amountMinor currency exponent amount }"
 VIEWER_MONEY = f"""query {{ viewer {{ id
   wallet {{ {WALLET} }}
   wallets {{ {WALLET} }}
-  ledgerEntries(first: 10) {{ edges {{ node {{ id transferId code phase amount currency reference
+  ledgerEntries(first: 10) {{ edges {{ node {{ id transferId code phase amount {MONEY} currency
+    reference
     memo pending createdAt }} }} pageInfo {{ hasNextPage }} }}
   payments(first: 10) {{ edges {{ node {{ {PAYMENT_FIELDS} }} }} }}
-  refunds(first: 10) {{ edges {{ node {{ id amount status reason payment {{ id }} }} }} }}
-  statements {{ month currency topUps refunds credits reversals usageTotal net
-    usage {{ reference amount }} }}
+  refunds(first: 10) {{ edges {{ node {{ id amount {MINOR} status reason payment {{ id }} }} }} }}
+  statements {{ month currency topUps {MONEY} refunds {MONEY} credits {MONEY}
+    reversals {MONEY} usageTotal {MONEY} net {MONEY} usage {{ reference amount {MONEY} }} }}
 }} }}"""
 GRANT = """mutation Grant($user: ID!, $amount: Int!, $currency: String!, $reason: String!,
                        $key: String!) {
   grantCredit(input: {userId: $user, amount: $amount, currency: $currency, reason: $reason,
                       idempotencyKey: $key}) {
     __typename
-    ... on CreditPayload { transferId wallet { currency balance available held } }
+    ... on CreditPayload { transferId wallet { currency balance { amountMinor }
+      available { amountMinor } held { amountMinor } } }
     ... on BillingError { code message field problems { code message field } } } }"""
 SPEND_LIMIT = """mutation Limit($user: ID!, $currency: String!, $limit: Int) {
   setSpendLimit(input: {userId: $user, currency: $currency, limit: $limit}) {
     __typename
-    ... on SpendLimitPayload { userId currency limit }
+    ... on SpendLimitPayload { userId currency limit { amountMinor currency amount } }
     ... on BillingError { code field problems { code field } } } }"""
 NODE = f"""query Node($id: ID!) {{ node(id: $id) {{ __typename id
-  ... on Payment {{ {PAYMENT_FIELDS} }} ... on Refund {{ amount refundStatus: status payment {{ id }} }} }} }}"""
+  ... on Payment {{ {PAYMENT_FIELDS} }} ... on Refund {{ amount {MINOR} refundStatus: status payment {{ id }} }} }} }}"""
 ISSUES = """query { reconciliationIssues(first: 10) { edges { node { id kind stripeObjectId
   paymentId refundId expected actual detail detectedAt } } } }"""
 CREDIT_AUDIT = """query($actor: ID!) { auditEvents(first: 5, filter: {actorUserId: $actor,
@@ -65,7 +70,7 @@ CREDIT_AUDIT = """query($actor: ID!) { auditEvents(first: 5, filter: {actorUserI
 async def money(account: Account) -> dict[str, Any]:
     result = await account.gql(VIEWER_MONEY)
     assert "errors" not in result, result
-    return result["data"]["viewer"]  # type: ignore[no-any-return]
+    return minor(result["data"]["viewer"])  # type: ignore[no-any-return]
 
 
 async def grant(admin: Account, user_gid: str, amount: int = 1500, *, currency: str = "USD",
@@ -73,7 +78,14 @@ async def grant(admin: Account, user_gid: str, amount: int = 1500, *, currency: 
     result = await admin.gql(GRANT, {"user": user_gid, "amount": amount, "currency": currency,
                                      "reason": reason, "key": new_key() if key is None else key})  # fmt: skip
     assert "errors" not in result, result
-    return result["data"]["grantCredit"]  # type: ignore[no-any-return]
+    return minor(result["data"]["grantCredit"])  # type: ignore[no-any-return]
+
+
+def usd(minor: int) -> dict[str, Any]:
+    """Money as every amount of the API shows it."""
+    sign, whole = ("-" if minor < 0 else ""), abs(minor)
+    return {"amountMinor": minor, "currency": "USD", "exponent": 2,
+            "amount": f"{sign}{whole // 100}.{whole % 100:02d}"}  # fmt: skip
 
 
 def problems(payload: dict[str, Any]) -> dict[str | None, str]:
@@ -94,7 +106,7 @@ async def test_a_new_users_money_reads_as_zero(accounts: Accounts) -> None:
     assert found["refunds"] == {"edges": []}
     assert found["statements"] == []
 
-    unknown = await user.gql('query { viewer { wallet(currency: "XYZ") { balance } } }')
+    unknown = await user.gql('query { viewer { wallet(currency: "XYZ") { currency } } }')
     assert codes(unknown) == ["UNKNOWN_CURRENCY"], unknown
     months = await user.gql("query { viewer { statements(months: 0) { month } } }")
     assert codes(months) == ["INVALID_MONTHS"], months
@@ -116,7 +128,8 @@ async def test_an_admin_credit_lands_once_with_an_audited_reason(accounts: Accou
     assert found["wallets"] == [granted["wallet"]]
     (entry,) = [e["node"] for e in found["ledgerEntries"]["edges"]]
     assert entry["code"] == "CREDIT" and entry["phase"] == "POSTED" and not entry["pending"]
-    assert entry["amount"] == 1500 and entry["currency"] == "USD"
+    assert entry["amount"] == usd(1500) and entry["currency"] == "USD"
+    assert entry["reference"] == user.user_id  # a credit names the user credited
     assert entry["memo"] == "sorry for the outage"
     assert entry["transferId"] == granted["transferId"]
 
@@ -195,7 +208,8 @@ async def test_a_top_up_credits_the_wallet_once_when_stripe_says_it_succeeded(
     assert paid["id"] == payment["id"]
     assert (paid["status"], paid["amountReceived"], paid["refundable"]) == ("SUCCEEDED", 2500, 2500)
     (entry,) = [e["node"] for e in found["ledgerEntries"]["edges"]]
-    assert (entry["code"], entry["amount"]) == ("TOP_UP", 2500)
+    assert (entry["code"], entry["amount"]) == ("TOP_UP", usd(2500))
+    assert entry["reference"] == payment["id"]
     async with engine.connect() as conn:
         top_ups = await conn.execute(
             text("SELECT count(*) FROM ledger_transfers WHERE code = 'top_up'")
@@ -248,7 +262,10 @@ async def test_an_admin_refund_goes_back_to_the_card_and_leaves_the_wallet(
     (paid,) = [e["node"] for e in found["payments"]["edges"]]
     assert paid["refundable"] == 1500
     refund_entry = found["ledgerEntries"]["edges"][0]["node"]
-    assert (refund_entry["code"], refund_entry["amount"]) == ("REFUND", -1000)
+    assert (refund_entry["code"], refund_entry["amount"]) == ("REFUND", usd(-1000))
+    assert refund_entry["reference"] == payment  # the refund's hold is on the payment
+    node = await user.gql(NODE, {"id": refund_entry["reference"]})
+    assert node["data"]["node"]["id"] == payment
 
     over = await refund(admin, payment, 1501)
     assert (over["code"], over["field"]) == ("AMOUNT_EXCEEDS_REFUNDABLE", "amount")
@@ -298,16 +315,17 @@ async def test_payments_and_refunds_are_seen_by_their_owner_and_admins_only(
     secret = await owner.token([s for s in ALL_USER_SCOPES if s != "BILLING_READ"])
     narrow = await accounts.bearer(secret)
     assert codes(await gql(narrow, NODE, {"id": payment})) == ["MISSING_SCOPE"]
-    partial = await gql(narrow, "query { viewer { email wallet { balance } } }")
+    partial = await gql(narrow, "query { viewer { email wallet { currency } } }")
     assert codes(partial) == ["MISSING_SCOPE"], partial
     assert partial["data"]["viewer"] == {"email": owner.email.lower(), "wallet": None}
 
     # An admin reads another user's money through that user.
-    user_money = """query($id: ID!) { node(id: $id) { ... on User { wallet { balance }
+    user_money = """query($id: ID!) { node(id: $id) { ... on User { wallet { balance {
+      amountMinor currency exponent amount } }
       payments { edges { node { id } } } } } }"""
     seen = await admin.gql(user_money, {"id": owner.user_id})
     assert "errors" not in seen, seen
-    assert seen["data"]["node"]["wallet"]["balance"] == 2000
+    assert seen["data"]["node"]["wallet"]["balance"] == usd(2000)  # Money, as everywhere
     assert [e["node"]["id"] for e in seen["data"]["node"]["payments"]["edges"]] == [payment]
 
 
@@ -323,8 +341,9 @@ async def test_a_statement_sums_the_month_by_flow(
 
     (statement,) = (await money(user))["statements"]
     assert statement == {
-        "month": month_now(), "currency": "USD", "topUps": 2500, "refunds": 1000,
-        "credits": 700, "reversals": 0, "usageTotal": 0, "net": 2200, "usage": [],
+        "month": month_now(), "currency": "USD", "topUps": usd(2500), "refunds": usd(1000),
+        "credits": usd(700), "reversals": usd(0), "usageTotal": usd(0), "net": usd(2200),
+        "usage": [],
     }  # fmt: skip
     assert (await money(user))["wallet"]["balance"] == 2200
 
@@ -336,7 +355,7 @@ async def test_spend_limits_are_set_by_admins(accounts: Accounts) -> None:
     result = await admin.gql(SPEND_LIMIT, variables)
     assert result["data"]["setSpendLimit"] == {
         "__typename": "SpendLimitPayload", "userId": user.user_id, "currency": "USD",
-        "limit": 5000,
+        "limit": {"amountMinor": 5000, "currency": "USD", "amount": "50.00"},
     }  # fmt: skip
     cleared = await admin.gql(SPEND_LIMIT, {**variables, "limit": None})
     assert cleared["data"]["setSpendLimit"]["limit"] is None
@@ -385,7 +404,7 @@ async def test_refund_pages_read_their_payments_in_one_batch(
         payment = await paid_top_up(user, uow, localstripe, client, 1000)
         assert (await refund(admin, payment, 100))["__typename"] == "RefundPayload"
     page = """query($first: Int) { viewer { refunds(first: $first) { edges { node { id
-      payment { id refundable } } } } } }"""
+      payment { id refundable { amountMinor } } } } } } }"""
     await user.gql(page, {"first": 1})  # warm the credential caches
     counts = {}
     for size in (1, 3):

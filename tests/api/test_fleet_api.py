@@ -390,7 +390,7 @@ async def test_cordon_drain_uncordon_retire_follow_the_state_machine(accounts: A
                                 "health": "UNKNOWN", "retiredAt": None}  # fmt: skip
     again = await act(admin, CORDON, gid)
     assert (again["code"], again["field"]) == ("TRANSITION_NOT_ALLOWED", "id")
-    assert "cordoned" in again["message"]
+    assert "is CORDONED;" in again["message"]  # the state as the API spells it
     stale = await act(admin, DRAIN, gid, 1)
     assert (stale["code"], stale["field"]) == ("VERSION_MISMATCH", "expectedVersion")
     assert (await act(admin, DRAIN, gid, 2))["node"]["state"] == "DRAINING"
@@ -633,7 +633,7 @@ async def test_available_counts_whole_skus_on_ready_nodes(
 
 # --- fleetEvents, live, against real processes -------------------------------------------------
 
-SUBSCRIBE = """subscription { fleetEvents { name nodeId nodeName state previousState version
+SUBSCRIBE = """subscription { fleetEvents { kind nodeId nodeName state previousState version
   health reason message } }"""
 
 
@@ -693,25 +693,25 @@ async def test_fleet_events_stream_registrations_and_unreachable_alerts_to_admin
 
         # The worker publishes events from several threads: they arrive in any order.
         seen: dict[str, dict[str, Any]] = {}
-        wanted = {"node.registered", "node.state_changed", "node.alert"}
+        wanted = {"REGISTERED", "STATE_CHANGED", "ALERT"}
         while not wanted <= set(seen):
             message = await next_message(ws)
             assert message["type"] == "next", message
             event = message["payload"]["data"]["fleetEvents"]
             if event["nodeName"] == "gpu-live":
                 assert event["nodeId"] == node["id"]
-                seen.setdefault(event["name"], event)
-        assert (seen["node.registered"]["state"], seen["node.registered"]["version"]) == (
+                seen.setdefault(event["kind"], event)
+        assert (seen["REGISTERED"]["state"], seen["REGISTERED"]["version"]) == (
             "BOOTSTRAPPING",
             1,
         )
-        changed = seen["node.state_changed"]
+        changed = seen["STATE_CHANGED"]
         assert (changed["previousState"], changed["state"], changed["reason"]) == (
             "BOOTSTRAPPING",
             "UNREACHABLE",
             "UNREACHABLE",
         )
-        alert = seen["node.alert"]
+        alert = seen["ALERT"]
         assert (alert["state"], alert["reason"]) == ("UNREACHABLE", "UNREACHABLE")
         assert alert["message"] and alert["version"] == changed["version"] > 1
     finally:

@@ -27,6 +27,8 @@ from tests.support.stack import next_message, served, subscribe
 
 SUBSCRIBE = """subscription($after: String, $types: [NotificationType!]) {
   notifications(after: $after, types: $types) { cursor type payload } }"""
+DETAILS = """subscription { notifications { cursor type
+  details { ... on AllocationStateChangedNotice { allocationId state } } } }"""
 LIST = """query($first: Int, $unread: Boolean!) { notifications(first: $first, unreadOnly: $unread) {
   edges { node { cursor type payload readAt } } } }"""
 MARK = """mutation($upTo: String!) { markNotificationsRead(upTo: $upTo) {
@@ -172,7 +174,7 @@ async def test_an_event_caused_through_one_api_reaches_a_subscriber_on_another(
     key = await asyncio.to_thread(_gql, two_apis["a"], token, ADD_KEY,
                                   {"input": {"name": "k", "publicKey": public}})  # fmt: skip
 
-    ws = await _subscribe(two_apis["b_ws"], token, {"after": FROM_START})  # on process B
+    ws = await subscribe(two_apis["b_ws"], token, DETAILS, {"after": FROM_START})  # on process B
     try:
         made = await asyncio.to_thread(_gql, two_apis["a"], token, CREATE_ALLOCATION, {"input": {
             "skuId": to_global_id("Sku", sku.id), "sshKeyIds": [key["addSshKey"]["sshKey"]["id"]],
@@ -180,7 +182,7 @@ async def test_an_event_caused_through_one_api_reaches_a_subscriber_on_another(
         allocation = made["createAllocation"]["allocation"]
         (told,) = await _received(ws, 1)
         assert told["type"] == "ALLOCATION_STATE_CHANGED"
-        assert to_global_id("Allocation", told["payload"]["allocationId"]) == allocation["id"]
-        assert told["payload"]["state"] == "placed" and allocation["state"] == "PLACED"
+        assert told["details"] == {"allocationId": allocation["id"], "state": "PLACED"}
+        assert allocation["state"] == "PLACED"
     finally:
         await ws.close()

@@ -176,7 +176,7 @@ async def test_full_lifecycle_login_gpus_billing_and_teardown(world: World) -> N
         ("state_changed", "placed"), ("state_changed", "provisioning"),
         ("state_changed", "running"), ("state_changed", "stopping"),
         ("state_changed", "stopped")]  # fmt: skip
-    assert history[0].message == "created -> placed"
+    assert history[0].message == "created -> PLACED"  # states as the API spells them
 
 
 async def test_one_allocation_cannot_open_anothers_gpu(world: World, uow: Uow) -> None:

@@ -15,7 +15,11 @@ from tests.support import stripe_events
 from tests.support.identity import Account
 from tests.support.localstripe import LocalStripe
 
-PAYMENT_FIELDS = "id amount currency status amountReceived amountRefunded refundable"
+# Money fields as their minor units alone: `minor` turns each into its Int, so assertions read as
+# numbers; tests of Money's own shape select all of it (tests/api/test_billing_api.py).
+MINOR = "{ amountMinor }"
+PAYMENT_FIELDS = (f"id amount {MINOR} currency status amountReceived {MINOR} "
+                  f"amountRefunded {MINOR} refundable {MINOR}")  # fmt: skip
 ERROR_FIELDS = "... on BillingError { code message field problems { code message field } }"
 TOP_UP = f"""mutation TopUp($amount: Int!, $currency: String!, $key: String!) {{
   createTopUp(input: {{amount: $amount, currency: $currency, idempotencyKey: $key}}) {{
@@ -25,9 +29,20 @@ REFUND = f"""mutation Refund($payment: ID!, $amount: Int!, $reason: String!, $ke
   refundPayment(input: {{paymentId: $payment, amount: $amount, reason: $reason,
                          idempotencyKey: $key}}) {{
     __typename
-    ... on RefundPayload {{ refund {{ id amount currency status reason failureReason
+    ... on RefundPayload {{ refund {{ id amount {MINOR} currency status reason failureReason
                                       payment {{ {PAYMENT_FIELDS} }} }} }}
     {ERROR_FIELDS} }} }}"""
+
+
+def minor(found: Any) -> Any:
+    """`found` with every Money selected as `{ amountMinor }` replaced by that Int."""
+    if isinstance(found, dict):
+        if set(found) == {"amountMinor"}:
+            return found["amountMinor"]
+        return {k: minor(v) for k, v in found.items()}
+    if isinstance(found, list):
+        return [minor(v) for v in found]
+    return found
 
 
 def new_key() -> str:
@@ -41,7 +56,7 @@ async def top_up(
     result = await account.gql(TOP_UP, {"amount": amount, "currency": currency,
                                         "key": new_key() if key is None else key})  # fmt: skip
     assert "errors" not in result, result
-    return result["data"]["createTopUp"]  # type: ignore[no-any-return]
+    return minor(result["data"]["createTopUp"])  # type: ignore[no-any-return]
 
 
 async def succeed(
@@ -86,4 +101,4 @@ async def refund(
     result = await admin.gql(REFUND, {"payment": payment_gid, "amount": amount, "reason": reason,
                                       "key": new_key() if key is None else key})  # fmt: skip
     assert "errors" not in result, result
-    return result["data"]["refundPayment"]  # type: ignore[no-any-return]
+    return minor(result["data"]["refundPayment"])  # type: ignore[no-any-return]

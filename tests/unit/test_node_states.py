@@ -80,7 +80,7 @@ def test_refused_edges_name_the_state(start: NodeState, trigger: NodeTrigger) ->
     with pytest.raises(Conflict) as refused:
         transition(node(start), trigger, NOW)
     assert refused.value.problems[0].code == NodeErrorCode.TRANSITION_NOT_ALLOWED
-    assert str(start) in refused.value.problems[0].message
+    assert f"is {start.name};" in refused.value.problems[0].message  # as the API spells it
 
 
 @pytest.mark.parametrize(("health", "bootstrapped", "lands"), [
