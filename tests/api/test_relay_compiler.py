@@ -51,7 +51,7 @@ export const ledger = graphql`
   @refetchable(queryName: "AppLedgerPaginationQuery")
   @argumentDefinitions(count: { type: "Int", defaultValue: 20 }, cursor: { type: "String" }) {
     ledgerEntries(first: $count, after: $cursor) @connection(key: "AppLedger_ledgerEntries") {
-      edges { node { id amount currency code createdAt } }
+      edges { node { id amount { amountMinor currency } code createdAt } }
     }
   }
 `;
@@ -182,7 +182,7 @@ def test_the_compiler_refuses_what_relay_cannot_use(tmp_path: Path) -> None:
     wallet = (
         'import { graphql } from "relay-runtime";\n'
         "export const w = graphql`\n  fragment BadWallet on Wallet "
-        '@refetchable(queryName: "BadWalletRefetchQuery") { currency balance }\n`;\n'
+        '@refetchable(queryName: "BadWalletRefetchQuery") { currency balance { amountMinor } }\n`;\n'
     )
     code, output = compile_app(tmp_path, {"Bad.ts": wallet})
     assert code != 0

@@ -102,7 +102,9 @@ async def test_lookups_cost_one_query_per_type_not_per_id(app, accounts, uow) ->
     assert counts["few"] == counts["many"] == counts["none"] + 2, counts  # SKUs, SSH keys
 
 
-ENTRIES = "{ viewer { ledgerEntries(first: 5) { edges { node { id amount code } } } } }"
+ENTRIES = (
+    "{ viewer { ledgerEntries(first: 5) { edges { node { id amount { amountMinor } code } } } } }"
+)
 NODE = "query($id: ID!) { node(id: $id) { __typename id } }"
 
 
