@@ -134,7 +134,7 @@ async def grant_credit(
     except DomainError as exc:
         return billing_error(exc)
     return CreditPayload(
-        transfer_id=to_global_id("Transfer", transfer.id), wallet=Wallet.from_domain(credited)
+        transfer_id=to_global_id("LedgerEntry", transfer.id), wallet=Wallet.from_domain(credited)
     )
 
 

@@ -75,7 +75,11 @@ class Wallet:
 
 @strawberry.type(description="One movement on a wallet, as the wallet sees it. Never changed.")
 class LedgerEntry(Node):
-    transfer_id: strawberry.ID = strawberry.field(description="The transfer this entry is of.")
+    transfer_id: strawberry.ID = strawberry.field(
+        description="The transfer this entry is of: the same global ID as `id`, since a wallet "
+        "sees each transfer as one entry (a transfer has no type of its own).",
+        deprecation_reason="Use `id`.",
+    )
     code: TransferCode  # type: ignore[valid-type]
     phase: TransferPhase  # type: ignore[valid-type]
     amount: Money = strawberry.field(description="Signed: credits positive.")
@@ -97,7 +101,7 @@ class LedgerEntry(Node):
         spec = transfer.spec
         return cls(
             id=to_global_id("LedgerEntry", transfer.id),
-            transfer_id=to_global_id("Transfer", transfer.id),
+            transfer_id=to_global_id("LedgerEntry", transfer.id),
             code=spec.code,
             phase=spec.phase,
             amount=Money.of(entry.amount, spec.currency),
@@ -298,7 +302,9 @@ class RefundPayload:
 
 @strawberry.type
 class CreditPayload:
-    transfer_id: strawberry.ID
+    transfer_id: strawberry.ID = strawberry.field(
+        description="The credit's LedgerEntry in the wallet: `node(id:)` fetches it."
+    )
     wallet: Wallet = strawberry.field(description="The wallet credited, as it is now.")
 
 

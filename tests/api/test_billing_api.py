@@ -131,7 +131,7 @@ async def test_an_admin_credit_lands_once_with_an_audited_reason(accounts: Accou
     assert entry["amount"] == usd(1500) and entry["currency"] == "USD"
     assert entry["reference"] == user.user_id  # a credit names the user credited
     assert entry["memo"] == "sorry for the outage"
-    assert entry["transferId"] == granted["transferId"]
+    assert entry["transferId"] == granted["transferId"] == entry["id"]  # node(id:) fetches it
 
     events = await admin.gql(CREDIT_AUDIT, {"actor": admin.user_id})
     (event,) = [e["node"] for e in events["data"]["auditEvents"]["edges"]]
