@@ -99,8 +99,10 @@ class GraphQLView(GraphQL[AppContext, None]):
             result.errors = [shape_error(error) for error in result.errors]
         return await super().process_result(request, result)
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+    def encode_json(self, data: object) -> str:
+        # Text, not bytes: Strawberry sends bytes as binary frames, which graphql-ws, Apollo and
+        # browsers cannot read as graphql-transport-ws messages.
+        return orjson.dumps(data).decode()
 
 
 def _observer(metrics: Metrics) -> Observer:
