@@ -19,6 +19,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gpucloud.app import create_app
+    from gpucloud.ws_protocol import LeanWebSocketProtocol
 
     settings = settings_or_exit()
     app = create_app(settings)
@@ -40,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # the CPU of a busy terminal (bench/terminal.py) and repeats per subscriber on fan-out;
         # terminal bytes and small JSON events gain little from it.
         ws_per_message_deflate=False,
+        ws=LeanWebSocketProtocol,  # uvicorn's own, holding less per idle socket
     )
     return 0
 
