@@ -184,6 +184,10 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
         except TooManyConnections:
             await self._close(TOO_MANY_CONNECTIONS, "Too many connections")
             return
+        finally:
+            # Strawberry cancelled its init timeout but keeps the task, and with it the
+            # CancelledError's traceback and frames, for the socket's life: let it go.
+            self.connection_init_timeout_task = None
         admission = admitted(self.context)
         if self.connection_acknowledged and admission is not None and self._wake is None:
             self._live.opened()
