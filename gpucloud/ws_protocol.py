@@ -3,9 +3,9 @@
 An API process holds thousands of idle subscriber sockets, and uvicorn keeps per socket an
 asyncio.Queue for received messages (three deques, 2.3 KiB), an asyncio.Event for write flow
 control (one more deque) and the handshake's parsed request and response with their headers,
-which the ASGI scope has already copied: about 8 KiB of an idle socket's memory
+which the ASGI scope has already copied: about 11 KiB of an idle socket's memory
 (bench/fanout.py). This subclass swaps the first two for slotted equivalents that allocate only
-while someone waits, and drops the handshake objects once the handshake is over. The wire
+while someone waits, and lets the handshake objects go once the handshake is over. The wire
 behaviour is uvicorn's own: every other line is inherited.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import Protocol, State
 
 
 class _Inbox:
@@ -89,3 +90,11 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.handshake_complete and getattr(self, "response", None) is not None:
             # The handshake's request and response: the scope holds what the app needs.
             self.request = self.response = None  # type: ignore[assignment]
+            conn = self.conn
+            if conn.state is State.OPEN and not conn.reader.buffer:
+                # websockets' server parser keeps the parsed request (and all its headers) in
+                # its suspended frame for the connection's life. Nothing after it has been
+                # read (a client sends no frame before our 101), so a fresh frame parser
+                # takes over at a frame boundary, as websockets itself swaps parsers.
+                conn.parser = Protocol.parse(conn)
+                next(conn.parser)
