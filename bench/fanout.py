@@ -5,8 +5,8 @@ Setup: a scratch database (bench/common.py) and a Redis namespace of its own; on
 `gpucloud serve` and one `gpucloud worker` (the outbox relay that publishes to Redis).
 `--subscribers` graphql-transport-ws sockets, `--per-user` of them per user (the default
 per-user limit), each signed in with its user's API token in `connection_init`. The clients
-are split over `--client-procs` processes (2 cores: one Python process cannot read 5,000
-sockets quickly enough alone). Server pings are every 300 s, so none falls in the run (the
+are split over `--client-procs` processes (2 cores: one Python process cannot read 10,000
+sockets quickly enough alone); each lifts its open-files limit. Server pings are every 300 s, so none falls in the run (the
 clients answer them anyway). Clients offer permessage-deflate, as browsers do; `gpucloud serve`
 declines it (gpucloud/cli.py), and so does the baseline (`--no-deflate`: clients do not offer).
 
@@ -26,8 +26,9 @@ sent once every socket got the last (or after a timeout) and a short pause, so t
 per event, not a backlog. Latency = receive time in the client - start time, over subscribers
 x events (one machine, one clock: time.time()). It includes the clients' own time to read N
 messages on a busy 2-core machine; the baseline carries the same client cost, hence the ratio.
-Memory = serve's VmRSS after every socket is subscribed and idle for a few seconds, minus before
-any connected, divided by N (the first scenario on a fresh process; the baseline likewise).
+Memory = the server process's own VmRSS (and USS, its private pages) after every socket is
+subscribed and idle for a few seconds, minus before any connected, divided by N (the first
+scenario on a fresh process; the baseline likewise). The clients' memory is not in it.
 
 Prints p50/p99/max, deliveries (must be N x events), the ratios platform/baseline, p99 against
 the 1 s target, and CPU seconds per delivery of server, worker and clients. Everything is
@@ -45,6 +46,7 @@ import math
 import multiprocessing
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -89,6 +91,22 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def uss_kib(pid: int) -> int:
+    """Memory only this process holds (private pages): RSS less what it shares."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total
+
+
+def raise_open_files() -> None:
+    """10,000 sockets in one process: lift the soft limit on open files to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -168,6 +186,7 @@ def client_main(conn: Connection, url: str, query: str, tokens: list[str],
                 deflate: bool) -> None:  # fmt: skip
     """A client process: open one subscribed socket per token, report, read until told to stop,
     then send back each event's receive times."""
+    raise_open_files()
     with contextlib.suppress(KeyboardInterrupt):  # the parent cleans up on Ctrl-C
         run_main(_clients(conn, url, query, tokens, received, ended, deflate))
 
@@ -335,7 +354,8 @@ class Result:
     last_per_event: list[float] = field(default_factory=list)  # slowest socket, each event
     missing: int = 0
     ended: int = 0  # subscriptions the server ended (errors) during the scenario
-    kib_per_subscriber: float | None = None
+    kib_per_subscriber: float | None = None  # the server's RSS growth per idle subscriber
+    uss_kib_per_subscriber: float | None = None  # the same, private pages only
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per delivery
     problems: list[str] = field(default_factory=list)
 
@@ -347,7 +367,7 @@ async def scenario(name: str, server: Server, url: str, query: str, tokens: list
                    fire: Fire, args: argparse.Namespace, *, measure_memory: bool,
                    worker_pid: int | None = None) -> Result:  # fmt: skip
     print(f"\n{name}: opening {len(tokens)} sockets ...", flush=True)
-    before = rss_kib(server.proc.pid)
+    before, before_uss = rss_kib(server.proc.pid), uss_kib(server.proc.pid)
     started = time.monotonic()
     clients = await start_clients(url, query, tokens, args.client_procs, args.deflate)
     try:
@@ -357,6 +377,7 @@ async def scenario(name: str, server: Server, url: str, query: str, tokens: list
         await asyncio.sleep(IDLE_SECONDS)
         if measure_memory and n:
             result.kib_per_subscriber = (rss_kib(server.proc.pid) - before) / n
+            result.uss_kib_per_subscriber = (uss_kib(server.proc.pid) - before_uss) / n
         await fire(0)  # warm-up: every subscription is live server-side once all have it
         if not await delivered(clients, 0, args.event_timeout):
             print(f"  warm-up reached {clients.received()} of {n} sockets")
@@ -397,7 +418,13 @@ def summary(r: Result) -> str:
     if not r.latencies:
         return f"{r.name}: nothing delivered"
     ms = [x * 1000 for x in r.latencies]
-    mem = "" if r.kib_per_subscriber is None else f", {r.kib_per_subscriber:.1f} KiB/subscriber"
+    mem = (
+        ""
+        if r.kib_per_subscriber is None
+        else (
+            f", {r.kib_per_subscriber:.1f} KiB/subscriber (RSS; {r.uss_kib_per_subscriber:.1f} USS)"
+        )
+    )
     return (f"p50 {percentile(ms, 0.5):.0f} ms, p99 {percentile(ms, 0.99):.0f} ms, "
             f"max {max(ms):.0f} ms, min {min(ms):.1f} ms; {len(ms)} delivered, {r.missing} "
             f"missing; {r.ended} subscriptions ended by the server{mem}")  # fmt: skip
@@ -490,6 +517,12 @@ def report(results: list[Result], baseline: Result) -> None:
             p99 = percentile(r.latencies, 0.99)
             verdict = "meets" if p99 < 1.0 else "MISSES"
             print(f"{r.name}: p99 {p99 * 1000:.0f} ms {verdict} the 1 s target")
+        if r.kib_per_subscriber is not None:
+            verdict = "meets" if r.kib_per_subscriber < 30 else "MISSES"
+            print(
+                f"{r.name}: {r.kib_per_subscriber:.1f} KiB per idle subscriber (server RSS; "
+                f"{r.uss_kib_per_subscriber:.1f} KiB USS) {verdict} the 30 KiB target"
+            )
         if r.kib_per_subscriber is not None and baseline.kib_per_subscriber:
             print(f"{r.name}: memory per idle subscriber "
                   f"{ratio(r.kib_per_subscriber, baseline.kib_per_subscriber)} the baseline's")  # fmt: skip
@@ -505,6 +538,7 @@ async def main(args: argparse.Namespace) -> int:
     from infra.db.engine import make_engine
     from infra.db.uow import SqlUnitOfWork
 
+    raise_open_files()  # inherited by the servers
     users = math.ceil(args.subscribers / args.per_user)
     async with bench_database() as db:
         namespace = db.env["GPUCLOUD_REDIS_NAMESPACE"]
@@ -589,11 +623,11 @@ async def main(args: argparse.Namespace) -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="200 subscribers, 5 events")
-    p.add_argument("--subscribers", type=int, default=5000)
+    p.add_argument("--subscribers", type=int, default=10_000)
     p.add_argument("--events", type=int, default=20)
     p.add_argument("--per-user", type=int, default=10, help="sockets per user (default: the "
                    "default per-user limit)")  # fmt: skip
-    p.add_argument("--client-procs", type=int, default=2)
+    p.add_argument("--client-procs", type=int, default=4)
     p.add_argument("--event-timeout", type=float, default=60.0,
                    help="seconds to wait for one event to reach every socket")  # fmt: skip
     p.add_argument("--no-deflate", dest="deflate", action="store_false",

@@ -22,6 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gpucloud.app import create_app
     from gpucloud.serving import GracefulServer
+    from gpucloud.ws_protocol import LeanWebSocketProtocol
 
     settings = settings_or_exit()
     app = create_app(settings)
@@ -45,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # the CPU of a busy terminal (bench/terminal.py) and repeats per subscriber on fan-out;
         # terminal bytes and small JSON events gain little from it.
         ws_per_message_deflate=False,
+        ws=LeanWebSocketProtocol,  # uvicorn's own, holding less per idle socket
     )
     server = GracefulServer(config, app, settings.shutdown_grace_seconds)
     with contextlib.suppress(KeyboardInterrupt):

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -93,7 +93,8 @@ class LiveConnections:
         self.anonymous_slots = anonymous_slots
         self.policy = policy
         self._metrics = metrics
-        self._wakers: defaultdict[int, set[asyncio.Event]] = defaultdict(set)
+        # Per user: what to call when an identity event names them (one per socket or terminal).
+        self._wakers: defaultdict[int, set[Callable[[], None]]] = defaultdict(set)
 
     async def admit(self, user_id: int) -> Admission:
         admission = Admission(self.slots, user_id, uuid.uuid4().hex, user_id)
@@ -115,7 +116,8 @@ class LiveConnections:
         user (from any process) and every `every` seconds (expiry has no event). An outage
         (it raises) is not a revocation: it asks again later. For live sockets and terminals."""
         woken = asyncio.Event()
-        self._wakers[user_id].add(woken)
+        wake = woken.set  # one bound method, so that `unwatch` finds it
+        self.watch(user_id, wake)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -128,8 +130,16 @@ class LiveConnections:
                 except Exception:
                     log.warning("live.credential_check_failed", user_id=user_id, exc_info=True)
         finally:
-            wakers = self._wakers[user_id]
-            wakers.discard(woken)
+            self.unwatch(user_id, wake)
+
+    def watch(self, user_id: int, wake: Callable[[], None]) -> None:
+        """Call `wake()` whenever an identity event names the user (or may have been lost)."""
+        self._wakers[user_id].add(wake)
+
+    def unwatch(self, user_id: int, wake: Callable[[], None]) -> None:
+        wakers = self._wakers.get(user_id)
+        if wakers is not None:
+            wakers.discard(wake)
             if not wakers:
                 del self._wakers[user_id]
 
@@ -148,8 +158,8 @@ class LiveConnections:
         groups = self._wakers.values() if user_ids is None else (
             self._wakers.get(user_id, ()) for user_id in user_ids)  # fmt: skip
         for group in groups:
-            for woken in group:
-                woken.set()
+            for wake in list(group):
+                wake()
 
     def identity_changed(self, message: dict[str, Any] | None) -> None:
         """Follower of IDENTITY_TOPIC messages (None: some may have been lost)."""
@@ -172,10 +182,20 @@ def admitted(context: AppContext) -> Admission | None:
 
 
 class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
-    """graphql-transport-ws with heartbeat, per-user limit and revocation (module docstring)."""
+    """graphql-transport-ws with heartbeat, per-user limit and revocation (module docstring).
 
-    _pong: asyncio.Event
-    _tasks: tuple[asyncio.Task[None], ...] = ()
+    An idle socket holds no task of its own: the heartbeat is a timer, the credential watch a
+    callback, and each runs a short task only when it has something to do. Two sleeping tasks
+    per socket were a tenth of an idle subscriber's memory (bench/fanout.py)."""
+
+    # Class defaults: set on the instance only once acknowledged.
+    _admission: Admission | None = None
+    _wake: Callable[[], None] | None = None  # registered with LiveConnections.watch; signed in
+    _ping_timer: asyncio.TimerHandle | None = None
+    _pong_timer: asyncio.TimerHandle | None = None  # set while a ping awaits its pong
+    _chores: set[asyncio.Task[None]] | None = None
+    _checking = False
+    _check_again = False
 
     @property
     def _live(self) -> LiveConnections:
@@ -196,56 +216,119 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
         except TooManyConnections:
             await self._close(TOO_MANY_CONNECTIONS, "Too many connections")
             return
+        finally:
+            # Strawberry cancelled its init timeout but keeps the task, and with it the
+            # CancelledError's traceback and frames, for the socket's life: let it go.
+            self.connection_init_timeout_task = None
         admission = admitted(self.context)
-        if self.connection_acknowledged and admission is not None and not self._tasks:
+        if self.connection_acknowledged and admission is not None and self._admission is None:
             self._live.opened()
-            self._pong = asyncio.Event()
-            self._tasks = (asyncio.create_task(self._heartbeat(admission), name="ws-heartbeat"),)
+            self._admission = admission
             if admission.user_id is not None:  # anonymous: no credential to outlive
-                self._tasks += (asyncio.create_task(self._watch(admission), name="ws-credential"),)
+                self._wake = self._check_credential
+                self._live.watch(admission.user_id, self._wake)
+            self._schedule_ping()
 
     async def handle_pong(self, message: PongMessage) -> None:
-        if self._tasks:
-            self._pong.set()
+        if self._pong_timer is None:
+            return  # no ping outstanding
+        self._pong_timer.cancel()
+        self._pong_timer = None
+        self._spawn(self._renew())
+        self._schedule_ping()
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
+        for timer in (self._ping_timer, self._pong_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._pong_timer = None
+        opened = self._admission is not None
+        if self._admission is not None and self._admission.user_id is not None and self._wake:
+            self._live.unwatch(self._admission.user_id, self._wake)
+        for task in list(self._chores or ()):
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         admission = admitted(self.context)
         if admission is not None:  # admitted, perhaps never acknowledged: give the slot back
-            await self._live.leave(admission, opened=bool(self._tasks))
+            await self._live.leave(admission, opened=opened)
         await super().shutdown()
 
-    async def _heartbeat(self, admission: Admission) -> None:
-        policy = self._live.policy
-        while True:
-            await asyncio.sleep(policy.ping_interval.total_seconds())
-            self._pong.clear()
-            await self.send_message({"type": "ping"})
-            try:
-                async with asyncio.timeout(policy.pong_timeout.total_seconds()):
-                    await self._pong.wait()
-            except TimeoutError:
-                self._live.closed("heartbeat_timeout")
-                await self._close(HEARTBEAT_TIMEOUT, "Heartbeat timeout")
-                return
-            try:
-                renewed = await admission.slots.renew(admission.key, admission.holder)
-            except Exception:  # Redis away: keep the heartbeat going; the slot may lapse
-                log.warning("ws.slot_renew_failed", user_id=admission.user_id)
-                continue
-            if not renewed:
-                log.warning("ws.slot_lapsed", user_id=admission.user_id)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task this socket owns (cancelled at shutdown)."""
+        if self._chores is None:
+            self._chores = set()
+        task = asyncio.get_running_loop().create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chore_done)
 
-    async def _watch(self, admission: Admission) -> None:
-        assert self.context.still_authorized is not None and admission.user_id is not None
-        await self._live.until_revoked(admission.user_id, self.context.still_authorized,
-                                       self._live.policy.ping_interval.total_seconds())  # fmt: skip
-        self._live.closed("unauthorized")
-        await self._close(UNAUTHORIZED, "Unauthorized: the credential no longer stands")
+    def _chore_done(self, task: asyncio.Task[None]) -> None:
+        if self._chores is not None:
+            self._chores.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A send to a client that has gone: the socket's shutdown follows.
+            log.debug("ws.chore_failed", error=repr(task.exception()))
+
+    def _schedule_ping(self) -> None:
+        interval = self._live.policy.ping_interval.total_seconds()
+        self._ping_timer = asyncio.get_running_loop().call_later(interval, self._beat)
+
+    def _beat(self) -> None:
+        self._ping_timer = None
+        if self._wake is not None:  # signed in: every interval too, since expiry has no event
+            self._check_credential()
+        self._spawn(self._ping())
+
+    async def _ping(self) -> None:
+        timeout = self._live.policy.pong_timeout.total_seconds()
+        self._pong_timer = asyncio.get_running_loop().call_later(timeout, self._no_pong)
+        await self.send_message({"type": "ping"})
+
+    def _no_pong(self) -> None:
+        self._pong_timer = None
+        self._live.closed("heartbeat_timeout")
+        self._spawn(self._close(HEARTBEAT_TIMEOUT, "Heartbeat timeout"))
+
+    async def _renew(self) -> None:
+        admission = self._admission
+        assert admission is not None
+        try:
+            renewed = await admission.slots.renew(admission.key, admission.holder)
+        except Exception:  # Redis away: keep the heartbeat going; the slot may lapse
+            log.warning("ws.slot_renew_failed", user_id=admission.user_id)
+            return
+        if not renewed:
+            log.warning("ws.slot_lapsed", user_id=admission.user_id)
+
+    def _check_credential(self) -> None:
+        """Does the credential still stand? Asked on identity events naming the user and at
+        every heartbeat; one check at a time, and once more if asked again meanwhile."""
+        if self._checking:
+            self._check_again = True
+            return
+        self._checking = True
+        self._spawn(self._recheck())
+
+    async def _recheck(self) -> None:
+        still_authorized = self.context.still_authorized
+        assert still_authorized is not None and self._admission is not None
+        try:
+            while True:
+                self._check_again = False
+                try:
+                    valid = await still_authorized()
+                except Exception:  # an outage is not a revocation: asked again later
+                    user_id = self._admission.user_id
+                    log.warning("live.credential_check_failed", user_id=user_id, exc_info=True)
+                    valid = True
+                if not valid:
+                    self._live.closed("unauthorized")
+                    await self._close(UNAUTHORIZED, "Unauthorized: the credential no longer stands")
+                    return
+                if not self._check_again:
+                    return
+        finally:
+            self._checking = False
 
     async def _close(self, code: int, reason: str) -> None:
         # The client may have gone, or another task closed first: either way it is closed.

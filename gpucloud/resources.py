@@ -66,6 +66,7 @@ def password_hasher(settings: Settings) -> Argon2Hasher:
 
 # An open terminal renews its slot well within this; a dead process's slots lapse after it.
 TERMINAL_SLOT_LEASE = timedelta(seconds=90)
+REDIS_CONNECTIONS = 64  # per API process; a command waits for a free one (timeout 10 s)
 OIDC_CALLBACK_PATH = "/auth/oidc/callback"  # registered with the provider under PUBLIC_URL
 
 
@@ -162,12 +163,18 @@ class Resources:
     async def open(cls, settings: Settings, metrics: Metrics) -> Resources:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         metrics.state.engine = engine
-        client = aioredis.Redis.from_url(
+        # A bounded pool that callers wait on: thousands of websockets signing in at once
+        # would otherwise each open a connection, and under load some of those connects time
+        # out and the socket is dropped (bench/fanout.py).
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=10,
             socket_connect_timeout=2,
             socket_timeout=None,
             health_check_interval=15,
         )
+        client = aioredis.Redis.from_pool(pool)
         hub = EventHub(client, settings.redis_namespace)
         await hub.start()
         principals = PrincipalCache(ttl=settings.auth_cache_seconds)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -29,6 +30,55 @@ _RECENT_IDS = 4096  # per topic: far more than a relay batch, so a re-published 
 # Put in place of a slow subscriber's backlog: its stream must end so the client reconnects
 # (and, with cursors, replays) instead of silently missing messages.
 OVERFLOW: dict[str, Any] = {"overflow": True}
+
+
+class _Subscription:
+    """One subscriber's messages: its context manager, iterator and bounded buffer in one slotted
+    object. An idle subscriber is only this (no deque, queue or generator frames: an
+    asyncio.Queue alone is three deques, 2.3 KiB), and the hub holds 10,000 of them."""
+
+    __slots__ = ("_hub", "_items", "_topic", "_waiter")
+
+    def __init__(self, hub: EventHub, topic: str) -> None:
+        self._hub = hub
+        self._topic = topic
+        self._items: list[dict[str, Any]] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> AsyncIterator[dict[str, Any]]:
+        self._hub._subscribers[self._topic].add(self)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._hub._subscribers[self._topic].discard(self)
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._items.pop(0)  # a short list: usually one message, at most the buffer
+        if message is OVERFLOW:
+            raise SubscriberLagged()
+        return message
+
+    def offer(self, message: dict[str, Any]) -> bool:
+        """Buffer `message`; False (and the buffer replaced by OVERFLOW) when it is full."""
+        full = len(self._items) >= _SUBSCRIBER_BUFFER
+        if full:
+            self._items = [OVERFLOW]
+        else:
+            self._items.append(message)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return not full
 
 
 class _Recent:
@@ -64,7 +114,7 @@ class EventHub:
         self._client = client
         self._namespace = namespace
         self._prefix = _channel(namespace, "")
-        self._queues: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._subscribers: dict[str, set[_Subscription]] = defaultdict(set)
         self._recent: defaultdict[str, _Recent] = defaultdict(_Recent)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -88,15 +138,11 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Messages of `topic` published after this call, from any process."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_SUBSCRIBER_BUFFER)
-        self._queues[topic].add(queue)
-        try:
-            yield _drain(queue)
-        finally:
-            self._queues[topic].discard(queue)
+    def subscribe(
+        self, topic: str
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        """Messages of `topic` published after entering, from any process."""
+        return _Subscription(self, topic)
 
     async def _listen(self) -> None:
         delay = 0.1
@@ -133,21 +179,8 @@ class EventHub:
         event_id = message.get("id")
         if event_id is not None and not self._recent[topic].first_time(event_id):
             return  # the relay published it again (a crash between publish and mark)
-        for queue in list(self._queues.get(topic, ())):
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
+        for subscriber in list(self._subscribers.get(topic, ())):
+            if not subscriber.offer(message):
                 # A subscriber that cannot keep up must not stall the others.
-                while not queue.empty():
-                    queue.get_nowait()
-                queue.put_nowait(OVERFLOW)
-                self._queues[topic].discard(queue)
+                self._subscribers[topic].discard(subscriber)
                 log.warning("event_hub.slow_subscriber_dropped", topic=topic)
-
-
-async def _drain(queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    while True:
-        message = await queue.get()
-        if message is OVERFLOW:
-            raise SubscriberLagged()
-        yield message

@@ -59,28 +59,50 @@ def _available(uow: Callable[[], UnitOfWork]) -> DataLoader[Sku, int]:
     return DataLoader(load_fn=load)
 
 
+_FACTORIES: dict[str, Callable[[Callable[[], UnitOfWork]], DataLoader[Any, Any]]] = {
+    "sku": lambda uow: _loader(uow, lambda tx, ids: tx.skus.get_many(ids)),
+    "user": lambda uow: _loader(uow, lambda tx, ids: tx.users.get_many(ids)),
+    "api_token": lambda uow: _loader(uow, lambda tx, ids: tx.api_tokens.get_many(ids)),
+    "ssh_key": lambda uow: _loader(uow, lambda tx, ids: tx.ssh_keys.get_many(ids)),
+    "allocation": lambda uow: _loader(uow, lambda tx, ids: tx.allocations.get_many(ids)),
+    "allocation_events": lambda uow: _loader(
+        uow, lambda tx, ids: tx.allocations.events(ids, EVENTS)
+    ),
+    "audit_event": lambda uow: _loader(uow, lambda tx, ids: tx.audit.get_many(ids)),
+    "payment": lambda uow: _loader(uow, lambda tx, ids: tx.payments.get_many(ids)),
+    "refund": lambda uow: _loader(uow, lambda tx, ids: tx.payments.refunds_by_id(ids)),
+    "fleet_node": lambda uow: _loader(uow, lambda tx, ids: tx.nodes.get_many(ids)),
+    "node_gpus": lambda uow: _loader(uow, lambda tx, ids: tx.nodes.gpus(ids)),
+    "ledger_entry": lambda uow: _loader(uow, lambda tx, ids: tx.ledger.wallet_entries(ids)),
+    "node_event": lambda uow: _loader(uow, lambda tx, ids: tx.nodes.events_by_id(ids)),
+    "reconciliation_issue": lambda uow: _loader(uow, lambda tx, ids: tx.stripe.issues_by_id(ids)),
+    "node_events": lambda uow: _each(uow, lambda tx, key: node_services.node_events(tx, *key)),
+    "sku_available": _available,
+    "wallet": lambda uow: _each(uow, billing.wallet),
+    "wallets": lambda uow: _each(uow, billing.wallets),
+    "ledger_entries": lambda uow: _each(uow, billing.ledger_entries),
+    "payments_of": lambda uow: _each(uow, billing.payments),
+    "refunds_of": lambda uow: _each(uow, billing.refunds),
+    "statements": lambda uow: _each(uow, billing.statements),
+}
+
+
+class _LazyLoaders(Loaders):
+    """Each loader is made on first use. A websocket's context lives as long as the socket and
+    most sockets never use one: made eagerly, the 19 loaders were a fifth of the memory of an
+    idle subscriber (bench/fanout.py)."""
+
+    def __init__(self, uow: Callable[[], UnitOfWork]) -> None:  # no fields yet: see __getattr__
+        self._uow = uow
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not made yet
+        factory = _FACTORIES.get(name)
+        if factory is None:
+            raise AttributeError(name)
+        loader = factory(self._uow)
+        setattr(self, name, loader)
+        return loader
+
+
 def make_loaders(uow: Callable[[], UnitOfWork]) -> Loaders:
-    return Loaders(
-        sku=_loader(uow, lambda tx, ids: tx.skus.get_many(ids)),
-        user=_loader(uow, lambda tx, ids: tx.users.get_many(ids)),
-        api_token=_loader(uow, lambda tx, ids: tx.api_tokens.get_many(ids)),
-        ssh_key=_loader(uow, lambda tx, ids: tx.ssh_keys.get_many(ids)),
-        allocation=_loader(uow, lambda tx, ids: tx.allocations.get_many(ids)),
-        allocation_events=_loader(uow, lambda tx, ids: tx.allocations.events(ids, EVENTS)),
-        audit_event=_loader(uow, lambda tx, ids: tx.audit.get_many(ids)),
-        payment=_loader(uow, lambda tx, ids: tx.payments.get_many(ids)),
-        refund=_loader(uow, lambda tx, ids: tx.payments.refunds_by_id(ids)),
-        fleet_node=_loader(uow, lambda tx, ids: tx.nodes.get_many(ids)),
-        node_gpus=_loader(uow, lambda tx, ids: tx.nodes.gpus(ids)),
-        ledger_entry=_loader(uow, lambda tx, ids: tx.ledger.wallet_entries(ids)),
-        node_event=_loader(uow, lambda tx, ids: tx.nodes.events_by_id(ids)),
-        reconciliation_issue=_loader(uow, lambda tx, ids: tx.stripe.issues_by_id(ids)),
-        node_events=_each(uow, lambda tx, key: node_services.node_events(tx, *key)),
-        sku_available=_available(uow),
-        wallet=_each(uow, billing.wallet),
-        wallets=_each(uow, billing.wallets),
-        ledger_entries=_each(uow, billing.ledger_entries),
-        payments_of=_each(uow, billing.payments),
-        refunds_of=_each(uow, billing.refunds),
-        statements=_each(uow, billing.statements),
-    )
+    return _LazyLoaders(uow)

@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, GraphQLError
 from strawberry.extensions import (
-    AddValidationRules,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
@@ -345,6 +343,19 @@ class Limits:
 
 
 class GpuCloudSchema(strawberry.Schema):
+    # The limits go on each operation's context as it is made. As extensions (AddValidationRules,
+    # MaxTokensLimiter) their on_operation hooks stay open as long as a subscription does: part
+    # of every idle subscriber's memory (bench/fanout.py).
+    limit_rules: tuple[type[ASTValidationRule], ...] = ()
+    max_tokens: int | None = None
+
+    def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
+        context = super()._create_execution_context(*args, **kwargs)
+        context.validation_rules = context.validation_rules + self.limit_rules
+        if self.max_tokens is not None:
+            context.parse_options["max_tokens"] = self.max_tokens
+        return context
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -357,20 +368,18 @@ def build_schema(
     # Extensions are given as factories so each request gets fresh extension state. The limit
     # rules are built once: the validation cache is keyed by the rule classes, and limiters made
     # per request would mint new classes and miss the cache every time.
-    rules = [
+    rules = (
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
-    ]
+    )
     extensions: list[Any] = [
         lambda: ParserCache(maxsize=512),
-        lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=512),
-        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         ErrorShaping,
         CsrfGuard,
         *extra_extensions,
     ]
-    return GpuCloudSchema(
+    schema = GpuCloudSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -392,3 +401,5 @@ def build_schema(
         # A broadcast event's selection is executed once for all its subscribers.
         execution_context_class=SharedEventExecution,
     )
+    schema.limit_rules, schema.max_tokens = rules, limits.max_tokens
+    return schema
