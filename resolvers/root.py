@@ -38,6 +38,7 @@ from resolvers.access import ADMIN_READ
 from resolvers.broadcast import SharedEventExecution
 from resolvers.errors import ErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
+from resolvers.plain_fields import PlainFieldExecution
 from schema.account import (
     ApiToken,
     ApiTokenConnection,
@@ -335,6 +336,10 @@ class Limits:
     max_tokens: int = 2000
 
 
+class Execution(SharedEventExecution, PlainFieldExecution):
+    """Broadcast payloads executed once per event, and plain leaf fields read directly."""
+
+
 class GpuCloudSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -380,6 +385,7 @@ def build_schema(
             NodeError,
         ],
         extensions=extensions,
-        # A broadcast event's selection is executed once for all its subscribers.
-        execution_context_class=SharedEventExecution,
+        # A broadcast event's selection is executed once for all its subscribers, and plain
+        # scalar fields skip the per-field machinery (resolvers/plain_fields.py).
+        execution_context_class=Execution,
     )
