@@ -58,8 +58,9 @@ class GraphQLView(GraphQL[AppContext, None]):
         context = AppContext(
             request_id=request_id,
             uow=res.uow,
+            reads=res.reads,
             events=res.hub,
-            loaders=make_loaders(res.uow),
+            loaders=make_loaders(res.uow, res.reads),
             shared=request.app.state.shared_reads,
             auth=res.kit,
             money=res.money,

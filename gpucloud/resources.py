@@ -77,6 +77,8 @@ class Resources:
     metrics: Metrics
     principals: PrincipalCache
     kit: AuthKit
+    # For reads: autocommit sessions that PostgreSQL keeps read-only (infra/db/engine.py).
+    read_engine: AsyncEngine
     authenticator: Authenticator = field(init=False)
     oidc: OidcClient | None = field(init=False, default=None)
     money: MoneyKit = field(init=False)
@@ -134,6 +136,10 @@ class Resources:
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, on_commit=self._committed)
 
+    def reads(self) -> SqlUnitOfWork:
+        """A unit of work for use cases that only read: one round trip per statement."""
+        return SqlUnitOfWork(self.read_engine, read_only=True)
+
     def _committed(self, events: list[DomainEvent]) -> None:
         # This process applies its own identity changes at commit, before the relay brings
         # them back through Redis (as it does to every other process: `identity_changed`).
@@ -150,6 +156,9 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> Resources:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        read_engine = make_engine(
+            settings.database_url, pool_size=settings.db_pool_size, read_only=True
+        )
         metrics.state.engine = engine
         client = aioredis.Redis.from_url(
             settings.redis_url,
@@ -166,7 +175,7 @@ class Resources:
         # takes exactly as long as the others.
         await hasher.verify(None, "")
         kit = auth_kit(settings, RedisRateLimiter(client, settings.redis_namespace), hasher)
-        return cls(settings, engine, client, hub, metrics, principals, kit)
+        return cls(settings, engine, client, hub, metrics, principals, kit, read_engine)
 
     async def close(self) -> None:
         if self.oidc is not None:
@@ -176,4 +185,9 @@ class Resources:
         if close_ops is not None:
             await close_ops()
         await self.hub.stop()
-        await asyncio.gather(self.redis.aclose(), self.engine.dispose(), return_exceptions=True)
+        await asyncio.gather(
+            self.redis.aclose(),
+            self.engine.dispose(),
+            self.read_engine.dispose(),
+            return_exceptions=True,
+        )

@@ -59,21 +59,26 @@ def _available(uow: Callable[[], UnitOfWork]) -> DataLoader[Sku, int]:
     return DataLoader(load_fn=load)
 
 
-def make_loaders(uow: Callable[[], UnitOfWork]) -> Loaders:
+def make_loaders(
+    uow: Callable[[], UnitOfWork], reads: Callable[[], UnitOfWork] | None = None
+) -> Loaders:
+    """`reads` serves the batched lookups (one statement each: one round trip, no transaction);
+    reads through domain use cases keep `uow`."""
+    one = reads or uow
     return Loaders(
-        sku=_loader(uow, lambda tx, ids: tx.skus.get_many(ids)),
-        user=_loader(uow, lambda tx, ids: tx.users.get_many(ids)),
-        api_token=_loader(uow, lambda tx, ids: tx.api_tokens.get_many(ids)),
-        ssh_key=_loader(uow, lambda tx, ids: tx.ssh_keys.get_many(ids)),
-        allocation=_loader(uow, lambda tx, ids: tx.allocations.get_many(ids)),
-        allocation_events=_loader(uow, lambda tx, ids: tx.allocations.events(ids, EVENTS)),
-        audit_event=_loader(uow, lambda tx, ids: tx.audit.get_many(ids)),
-        payment=_loader(uow, lambda tx, ids: tx.payments.get_many(ids)),
-        refund=_loader(uow, lambda tx, ids: tx.payments.refunds_by_id(ids)),
-        fleet_node=_loader(uow, lambda tx, ids: tx.nodes.get_many(ids)),
-        node_gpus=_loader(uow, lambda tx, ids: tx.nodes.gpus(ids)),
+        sku=_loader(one, lambda tx, ids: tx.skus.get_many(ids)),
+        user=_loader(one, lambda tx, ids: tx.users.get_many(ids)),
+        api_token=_loader(one, lambda tx, ids: tx.api_tokens.get_many(ids)),
+        ssh_key=_loader(one, lambda tx, ids: tx.ssh_keys.get_many(ids)),
+        allocation=_loader(one, lambda tx, ids: tx.allocations.get_many(ids)),
+        allocation_events=_loader(one, lambda tx, ids: tx.allocations.events(ids, EVENTS)),
+        audit_event=_loader(one, lambda tx, ids: tx.audit.get_many(ids)),
+        payment=_loader(one, lambda tx, ids: tx.payments.get_many(ids)),
+        refund=_loader(one, lambda tx, ids: tx.payments.refunds_by_id(ids)),
+        fleet_node=_loader(one, lambda tx, ids: tx.nodes.get_many(ids)),
+        node_gpus=_loader(one, lambda tx, ids: tx.nodes.gpus(ids)),
         node_events=_each(uow, lambda tx, key: node_services.node_events(tx, *key)),
-        sku_available=_available(uow),
+        sku_available=_available(one),
         wallet=_each(uow, billing.wallet),
         wallets=_each(uow, billing.wallets),
         ledger_entries=_each(uow, billing.ledger_entries),
