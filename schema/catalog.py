@@ -19,17 +19,20 @@ from schema.relay import Connection, Node, to_global_id
 class Money:
     amount_minor: int = strawberry.field(description="Integer minor units, e.g. cents.")
     currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
-    exponent: int = strawberry.field(description="Minor units per major unit, as a power of 10.")
-    amount: Decimal = strawberry.field(description="The exact amount in major units.")
+    domain: strawberry.Private[DomainMoney]
+
+    # Computed only when asked for: a page of prices would otherwise build a Decimal per row.
+    @strawberry.field(description="Minor units per major unit, as a power of 10.")
+    def exponent(self) -> int:
+        return self.domain.exponent
+
+    @strawberry.field(description="The exact amount in major units.")
+    def amount(self) -> Decimal:
+        return self.domain.as_decimal()
 
     @classmethod
     def from_domain(cls, money: DomainMoney) -> Money:
-        return cls(
-            amount_minor=money.amount_minor,
-            currency=money.currency,
-            exponent=money.exponent,
-            amount=money.as_decimal(),
-        )
+        return cls(amount_minor=money.amount_minor, currency=money.currency, domain=money)
 
 
 @strawberry.enum(description="Whether a SKU can still be ordered.")

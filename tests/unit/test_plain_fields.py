@@ -36,11 +36,11 @@ class Item:
 
 
 class Wrong:
-    """Not an Item: its `count` is not an Int and `colour` is not a Colour."""
+    """Not an Item: no value but `name` and `must` is what its scalar can represent."""
 
     name = "wrong"
-    count = "many"
-    ratio = 1.5
+    count = 2**31  # beyond GraphQL's 32-bit Int
+    ratio = float("inf")
     colour = "purple"
     note = None
     must = "here"
@@ -60,16 +60,20 @@ class Query:
     def broken(self) -> list[Item | None]:
         missing: Any = None
         return [
-            Item(name="c", count=3, ratio=1.0, colour=Colour.RED, note=None, must=missing,
-                 private=5),
+            Item(
+                name="c", count=3, ratio=1.0, colour=Colour.RED, note=None, must=missing, private=5
+            ),
             Wrong(),  # type: ignore[list-item]
-        ]  # fmt: skip
+        ]
 
 
 QUERY = """{
   items { name count ratio colour note doubled alias: name __typename }
   broken { name must }
-  wrongs: broken { count colour }
+  wrongs: broken { count }
+  ratios: broken { ratio }
+  colours: broken { colour }
+  strings: items { count: name ratio: name }
 }"""
 
 
@@ -90,14 +94,26 @@ def test_the_short_path_answers_as_the_standard_path() -> None:
     short = _run(_schema(PlainFieldExecution))
     assert short == standard
     data, errors = short
-    assert data["items"][0] == {"name": "a", "count": 1, "ratio": 0.5, "colour": "RED",
-                                "note": None, "doubled": 6, "alias": "a",
-                                "__typename": "Item"}  # fmt: skip
-    # A null in a non-null field, and a value its scalar refuses, are reported the usual way
-    # (the first error nulls the whole item, so `colour` is not reached).
-    assert [e["path"] for e in errors] == [["broken", 0, "must"], ["wrongs", 1, "count"]]
+    assert data["items"][0] == {
+        "name": "a",
+        "count": 1,
+        "ratio": 0.5,
+        "colour": "RED",
+        "note": None,
+        "doubled": 6,
+        "alias": "a",
+        "__typename": "Item",
+    }
+    # A null in a non-null field, and values their scalars refuse, are reported the usual way.
+    assert [e["path"] for e in errors] == [
+        ["broken", 0, "must"],
+        ["colours", 1, "colour"],
+        ["ratios", 1, "ratio"],
+        ["wrongs", 1, "count"],
+    ]
     assert data["broken"] == [None, {"name": "wrong", "must": "here"}]
-    assert data["wrongs"] == [{"count": 3, "colour": "RED"}, None]
+    assert data["wrongs"] == [{"count": 3}, None] and data["colours"] == [{"colour": "RED"}, None]
+    assert data["strings"][1] == {"count": "b", "ratio": "b"}  # aliases name the response keys
     assert "Cannot return null for non-nullable field Item.must" in errors[0]["message"]
 
 
