@@ -24,7 +24,6 @@ from graphql import (
     GraphQLFloat,
     GraphQLID,
     GraphQLInt,
-    GraphQLLeafType,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
@@ -47,8 +46,10 @@ _UNCHANGED: dict[Any, type] = {
 }
 _INT_RANGE = range(-(2**31), 2**31)
 
-# (attribute, leaf type, the value type it returns unchanged or None)
-Plain = tuple[str, GraphQLLeafType, type | None]
+# (attribute, leaf type, the value type it returns unchanged or None), or for a plain object
+# field (attribute, object type, OBJECT)
+Plain = tuple[str, Any, Any]
+OBJECT = object()
 # type name -> field name -> Plain; built once per schema.
 PlainFields = dict[str, dict[str, Plain]]
 _BY_SCHEMA: WeakKeyDictionary[GraphQLSchema, PlainFields] = WeakKeyDictionary()
@@ -64,19 +65,32 @@ def plain_fields(schema: GraphQLSchema) -> PlainFields:
             continue
         for name, field in type_.fields.items():
             definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
-            leaf = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
+            inner = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
             if (
                 definition is None
                 or field.args
                 or not getattr(field.resolve, "_is_default", False)  # Strawberry's basic field
                 or definition.default_resolver is not getattr
-                or not is_leaf_type(leaf)
             ):
                 continue
-            plain = (definition.python_name, leaf, _UNCHANGED.get(leaf))
+            plain: Plain
+            if is_leaf_type(inner):
+                plain = (definition.python_name, inner, _UNCHANGED.get(inner))
+            elif isinstance(inner, GraphQLObjectType) and _info_free(inner.is_type_of):
+                plain = (definition.python_name, inner, OBJECT)
+            else:
+                continue  # lists, interfaces and unions: the standard path
             found.setdefault(type_.name, {})[name] = plain
     _BY_SCHEMA[schema] = found
     return found
+
+
+def _info_free(is_type_of: Any) -> bool:
+    """No check, or the one Strawberry makes for types with interfaces (it ignores `info`)."""
+    return is_type_of is None or (
+        getattr(is_type_of, "__module__", None) == GraphQLCoreConverter.__module__
+        and is_type_of.__qualname__.startswith(f"{GraphQLCoreConverter.__name__}.")
+    )
 
 
 def _value(source: Any, plain: Plain) -> Any:
@@ -95,6 +109,19 @@ def _value(source: Any, plain: Plain) -> Any:
     except Exception:  # the standard path reports it
         return Undefined
     return Undefined if coerced is None else coerced
+
+
+def _object(source: Any, plain: Plain) -> Any:
+    """The field's object, or Undefined where the standard path must decide (a null, an
+    object of another type, an exception)."""
+    try:
+        value = getattr(source, plain[0])
+        is_type_of = plain[1].is_type_of
+        if value is None or (is_type_of is not None and not is_type_of(value, None)):
+            return Undefined
+    except Exception:  # the standard path reports it
+        return Undefined
+    return value
 
 
 async def _gathered(results: dict[str, Any], pending: list[str]) -> dict[str, Any]:
@@ -134,15 +161,32 @@ class PlainFieldExecution(StrawberryGraphQLCoreExecutionContext):
         try:
             for response_name, field_details_list in grouped_field_set.items():
                 found = plain.get(field_details_list[0].node.name.value)
-                if found is not None:
+                result: Any = Undefined
+                if found is None:
+                    pass
+                elif found[2] is not OBJECT:
                     value = _value(source_value, found)
                     if value is not Undefined:
                         results[response_name] = value
                         continue
-                field_path = Path(path, response_name, parent_type.name)
-                result = self.execute_field(
-                    parent_type, source_value, field_details_list, field_path, position_context
-                )
+                elif (value := _object(source_value, found)) is not Undefined:
+                    result = self._complete_object(
+                        parent_type,
+                        found[1],
+                        value,
+                        field_details_list,
+                        Path(path, response_name, parent_type.name),
+                        position_context,
+                    )
+                if result is Undefined:
+                    field_path = Path(path, response_name, parent_type.name)
+                    result = self.execute_field(
+                        parent_type,
+                        source_value,
+                        field_details_list,
+                        field_path,
+                        position_context,
+                    )
                 if result is not Undefined:
                     results[response_name] = result
                     if is_awaitable(result):
@@ -152,3 +196,36 @@ class PlainFieldExecution(StrawberryGraphQLCoreExecutionContext):
                 self.settle_in_background([results[name] for name in pending])
             raise
         return _gathered(results, pending) if pending else results
+
+    def _complete_object(
+        self,
+        parent_type: GraphQLObjectType,
+        object_type: GraphQLObjectType,
+        value: Any,
+        field_details_list: Any,
+        path: Path,
+        position_context: Any,
+    ) -> Any:
+        """What `execute_field` then `complete_value` do for an object already in hand (no
+        resolve info: nothing here reads it), errors handled the same way: a null in place
+        of the object, or raised on to the parent when the field is non-null."""
+        return_type = parent_type.fields[field_details_list[0].node.name.value].type
+        try:
+            completed = self.collect_and_execute_subfields(
+                object_type, field_details_list, path, value, position_context
+            )
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+        if self.is_awaitable(completed):
+            return self._settled(completed, return_type, field_details_list, path)
+        return completed
+
+    async def _settled(
+        self, completed: Any, return_type: Any, field_details_list: Any, path: Path
+    ) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None

@@ -20,6 +20,16 @@ class Colour(Enum):
     BLUE = "blue"
 
 
+@strawberry.interface
+class Shape:
+    sides: int
+
+
+@strawberry.type
+class Inner(Shape):  # an interface: Strawberry checks the object's type (is_type_of)
+    label: str
+
+
 @strawberry.type
 class Item:
     name: str
@@ -29,6 +39,8 @@ class Item:
     note: str | None
     must: str  # set to None below: a non-null field that resolves null
     private: strawberry.Private[int]
+    inner: Inner
+    maybe: Inner | None = None
 
     @strawberry.field
     def doubled(self) -> int:
@@ -45,6 +57,8 @@ class Wrong:
     note = None
     must = "here"
     private = 1
+    inner = "not an Inner"
+    maybe = Inner(sides=3, label=None)  # type: ignore[arg-type]  # null in a non-null field
 
 
 @strawberry.type
@@ -52,8 +66,27 @@ class Query:
     @strawberry.field
     def items(self) -> list[Item]:
         return [
-            Item(name="a", count=1, ratio=0.5, colour=Colour.RED, note=None, must="m", private=3),
-            Item(name="b", count=2, ratio=2.0, colour=Colour.BLUE, note="n", must="m", private=4),
+            Item(
+                name="a",
+                count=1,
+                ratio=0.5,
+                colour=Colour.RED,
+                note=None,
+                must="m",
+                private=3,
+                inner=Inner(sides=3, label="x"),
+                maybe=Inner(sides=4, label="y"),
+            ),
+            Item(
+                name="b",
+                count=2,
+                ratio=2.0,
+                colour=Colour.BLUE,
+                note="n",
+                must="m",
+                private=4,
+                inner=Inner(sides=5, label="z"),
+            ),
         ]
 
     @strawberry.field
@@ -61,7 +94,14 @@ class Query:
         missing: Any = None
         return [
             Item(
-                name="c", count=3, ratio=1.0, colour=Colour.RED, note=None, must=missing, private=5
+                name="c",
+                count=3,
+                ratio=1.0,
+                colour=Colour.RED,
+                note=None,
+                must=missing,
+                private=5,
+                inner=Inner(sides=1, label="w"),
             ),
             Wrong(),  # type: ignore[list-item]
         ]
@@ -74,6 +114,9 @@ QUERY = """{
   ratios: broken { ratio }
   colours: broken { colour }
   strings: items { count: name ratio: name }
+  objects: items { inner { sides label } maybe { label } again: inner { sides } }
+  inners: broken { inner { label } }
+  maybes: broken { maybe { label } }
 }"""
 
 
@@ -108,22 +151,40 @@ def test_the_short_path_answers_as_the_standard_path() -> None:
     assert [e["path"] for e in errors] == [
         ["broken", 0, "must"],
         ["colours", 1, "colour"],
+        ["inners", 1, "inner"],  # not an Inner: the type check still runs
+        ["maybes", 1, "maybe", "label"],  # an error inside a plain object field
         ["ratios", 1, "ratio"],
         ["wrongs", 1, "count"],
     ]
     assert data["broken"] == [None, {"name": "wrong", "must": "here"}]
     assert data["wrongs"] == [{"count": 3}, None] and data["colours"] == [{"colour": "RED"}, None]
     assert data["strings"][1] == {"count": "b", "ratio": "b"}  # aliases name the response keys
+    assert data["objects"] == [
+        {"inner": {"sides": 3, "label": "x"}, "maybe": {"label": "y"}, "again": {"sides": 3}},
+        {"inner": {"sides": 5, "label": "z"}, "maybe": None, "again": {"sides": 5}},
+    ]
+    # A non-null object's error nulls its parent; a nullable one's nulls only itself.
+    assert data["inners"] == [{"inner": {"label": "w"}}, None]
+    assert data["maybes"] == [{"maybe": None}, {"maybe": None}]
     assert "Cannot return null for non-nullable field Item.must" in errors[0]["message"]
 
 
-def test_only_plain_leaf_fields_take_the_short_path() -> None:
+def test_only_plain_fields_take_the_short_path() -> None:
     fields = plain_fields(_schema(PlainFieldExecution)._schema)
-    assert set(fields["Item"]) == {"name", "count", "ratio", "colour", "note", "must"}
+    assert set(fields["Item"]) == {
+        "name",
+        "count",
+        "ratio",
+        "colour",
+        "note",
+        "must",
+        "inner",
+        "maybe",
+    }
     assert "Query" not in fields  # resolvers, lists and objects are executed as usual
     # The API's schema: SKU scalars qualify; fields behind a permission never do.
     api = plain_fields(build_schema()._schema)
-    assert {"id", "name", "gpuModel", "status"} <= set(api["Sku"])
+    assert {"id", "name", "gpuModel", "status", "hourlyPrice"} <= set(api["Sku"])
     assert "available" not in api["Sku"]
     assert "Query" not in api and "Mutation" not in api
 
