@@ -329,6 +329,11 @@ class Subscription:
             yield allocation
 
 
+# Distinct documents kept parsed and validated (LRU, keyed by the document's text): each is
+# parsed and validated once, however often it is sent.
+DOCUMENT_CACHE_SIZE = 512
+
+
 @dataclass(frozen=True)
 class Limits:
     max_depth: int = 10
@@ -358,9 +363,9 @@ def build_schema(
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
     ]
     extensions: list[Any] = [
-        lambda: ParserCache(maxsize=512),
+        lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
         lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=512),
+        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         ErrorShaping,
         CsrfGuard,
