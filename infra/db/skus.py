@@ -24,21 +24,55 @@ from domain.pagination import Page, PageRequest
 from infra.db.paging import keyset_page
 from infra.db.tables import skus
 
+# Every query here reads these columns in this order, so a row is unpacked by position: a
+# page of 50 costs 650 attribute lookups by name otherwise.
+_COLUMNS = (
+    skus.c.id,
+    skus.c.name,
+    skus.c.gpu_model,
+    skus.c.gpu_count,
+    skus.c.vcpus,
+    skus.c.ram_gib,
+    skus.c.disk_gib,
+    skus.c.region,
+    skus.c.hourly_price_minor,
+    skus.c.currency,
+    skus.c.status,
+    skus.c.created_at,
+    skus.c.retired_at,
+)
+_STATUS = {status.value: status for status in SkuStatus}
+
 
 def _to_sku(row: Any) -> Sku:
+    (
+        sku_id,
+        name,
+        gpu_model,
+        gpu_count,
+        vcpus,
+        ram_gib,
+        disk_gib,
+        region,
+        price_minor,
+        currency,
+        status,
+        created_at,
+        retired_at,
+    ) = row
     return Sku(
-        id=row.id,
-        name=row.name,
-        gpu_model=row.gpu_model,
-        gpu_count=row.gpu_count,
-        vcpus=row.vcpus,
-        ram_gib=row.ram_gib,
-        disk_gib=row.disk_gib,
-        region=row.region,
-        hourly_price=Money(row.hourly_price_minor, row.currency),
-        status=SkuStatus(row.status),
-        created_at=row.created_at,
-        retired_at=row.retired_at,
+        id=sku_id,
+        name=name,
+        gpu_model=gpu_model,
+        gpu_count=gpu_count,
+        vcpus=vcpus,
+        ram_gib=ram_gib,
+        disk_gib=disk_gib,
+        region=region,
+        hourly_price=Money(price_minor, currency),
+        status=_STATUS[status],
+        created_at=created_at,
+        retired_at=retired_at,
     )
 
 
@@ -60,7 +94,7 @@ class SqlSkuRepository:
                 hourly_price_minor=spec.hourly_price.amount_minor,
                 currency=spec.hourly_price.currency,
             )
-            .returning(skus)
+            .returning(*_COLUMNS)
         )
         try:
             row = (await self._conn.execute(stmt)).one()
@@ -71,7 +105,7 @@ class SqlSkuRepository:
         return _to_sku(row)
 
     async def get(self, sku_id: int, *, for_update: bool = False) -> Sku | None:
-        stmt = select(skus).where(skus.c.id == sku_id)
+        stmt = select(*_COLUMNS).where(skus.c.id == sku_id)
         if for_update:
             stmt = stmt.with_for_update()
         row = (await self._conn.execute(stmt)).first()
@@ -80,16 +114,16 @@ class SqlSkuRepository:
     async def get_many(self, sku_ids: Sequence[int]) -> dict[int, Sku]:
         if not sku_ids:
             return {}
-        rows = await self._conn.execute(select(skus).where(skus.c.id.in_(list(sku_ids))))
+        rows = await self._conn.execute(select(*_COLUMNS).where(skus.c.id.in_(list(sku_ids))))
         return {row.id: _to_sku(row) for row in rows}
 
     async def get_by_name(self, name: str) -> Sku | None:
-        stmt = select(skus).where(func.lower(skus.c.name) == name.lower())
+        stmt = select(*_COLUMNS).where(func.lower(skus.c.name) == name.lower())
         row = (await self._conn.execute(stmt)).first()
         return None if row is None else _to_sku(row)
 
     async def list(self, sku_filter: SkuFilter, page: PageRequest) -> Page[Sku]:
-        stmt = select(skus)
+        stmt = select(*_COLUMNS)
         if sku_filter.status is not None:
             stmt = stmt.where(skus.c.status == sku_filter.status.value)
         if sku_filter.gpu_model is not None:
@@ -104,7 +138,7 @@ class SqlSkuRepository:
             update(skus)
             .where(skus.c.id == sku_id)
             .values(status=status.value, retired_at=retired_at)
-            .returning(skus)
+            .returning(*_COLUMNS)
         )
         row = (await self._conn.execute(stmt)).first()
         if row is None:
@@ -116,7 +150,7 @@ class SqlSkuRepository:
                    "vcpus": changes.vcpus, "ram_gib": changes.ram_gib,
                    "disk_gib": changes.disk_gib}  # fmt: skip
         values = {column: value for column, value in columns.items() if value is not None}
-        stmt = update(skus).where(skus.c.id == sku_id).values(**values).returning(skus)
+        stmt = update(skus).where(skus.c.id == sku_id).values(**values).returning(*_COLUMNS)
         try:
             row = (await self._conn.execute(stmt)).first()
         except IntegrityError as exc:
