@@ -15,20 +15,26 @@ from schema.errors import SkuError
 from schema.relay import Connection, Node, to_global_id
 
 
+# Computed only when selected: a page of prices would otherwise build a Decimal per row.
+def _exponent(root: Money) -> int:
+    return root.domain.exponent
+
+
+def _amount(root: Money) -> Decimal:
+    return root.domain.as_decimal()
+
+
 @strawberry.type(description="An amount in integer minor units of an ISO 4217 currency.")
 class Money:
     amount_minor: int = strawberry.field(description="Integer minor units, e.g. cents.")
     currency: str = strawberry.field(description="ISO 4217 code, e.g. USD.")
     domain: strawberry.Private[DomainMoney]
-
-    # Computed only when asked for: a page of prices would otherwise build a Decimal per row.
-    @strawberry.field(description="Minor units per major unit, as a power of 10.")
-    def exponent(self) -> int:
-        return self.domain.exponent
-
-    @strawberry.field(description="The exact amount in major units.")
-    def amount(self) -> Decimal:
-        return self.domain.as_decimal()
+    exponent: int = strawberry.field(
+        resolver=_exponent, description="Minor units per major unit, as a power of 10."
+    )
+    amount: Decimal = strawberry.field(
+        resolver=_amount, description="The exact amount in major units."
+    )
 
     @classmethod
     def from_domain(cls, money: DomainMoney) -> Money:
