@@ -10,6 +10,9 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
+READ_POOL_NAME = "gpucloud-reads"
+
+
 def async_url(url: str) -> str:
     """Accept the usual `postgresql://` form and select the asyncpg driver."""
     parts = urlsplit(url)
@@ -45,7 +48,10 @@ def make_engine(
     }
     options: dict[str, Any] = {}
     if read_only:
-        connect_args["server_settings"] = {"default_transaction_read_only": "on"}
+        connect_args["server_settings"] = {
+            "default_transaction_read_only": "on",
+            "application_name": READ_POOL_NAME,  # tells them apart in pg_stat_activity
+        }
         options["isolation_level"] = "AUTOCOMMIT"
     engine = create_async_engine(
         async_url(url),

@@ -99,13 +99,20 @@ async def test_a_read_recovers_when_its_connection_was_killed(app, client, uow, 
     """Without a pre-ping, a pooled connection the server closed (an administrator's
     pg_terminate_backend, a failover) is replaced at checkout or fails one read with a typed
     error; the next read answers."""
+    from infra.db.engine import READ_POOL_NAME
+
     await add_skus(uow, 3)
     await gql(client, FULL_PAGE, {"first": 3})
     read_pool = app.state.resources.read_engine
     async with read_pool.connect() as conn:
         pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
-    async with engine.connect() as admin:
-        await admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+    async with engine.connect() as admin:  # every connection of this app's read pool
+        killed = await admin.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = $1",
+            (READ_POOL_NAME,),
+        )
+        assert killed.all()
     first = await gql(client, FULL_PAGE, {"first": 2})
     assert "errors" not in first or codes(first) == ["SERVICE_UNAVAILABLE"]
     again = await gql(client, FULL_PAGE, {"first": 1})
