@@ -9,7 +9,6 @@ from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-
 READ_POOL_NAME = "gpucloud-reads"
 
 
