@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Integer, Select, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +22,7 @@ from domain.catalog.sku import (
 from domain.errors import NotFound, Problem
 from domain.money import Money
 from domain.pagination import Page, PageRequest
-from infra.db.paging import keyset_page
+from infra.db.paging import page_of
 from infra.db.tables import skus
 
 # Every query here reads these columns in this order, so a row is unpacked by position: a
@@ -76,6 +77,22 @@ def _to_sku(row: Any) -> Sku:
     )
 
 
+@cache
+def _page_query(status: bool, gpu_model: bool, region: bool, after: bool) -> Select[Any]:
+    """The catalog page query of one filter shape, built once with its values bound: SQLAlchemy
+    then reuses its cache key instead of building the query and the key for every request."""
+    stmt = select(*_COLUMNS)
+    if status:
+        stmt = stmt.where(skus.c.status == bindparam("status", type_=skus.c.status.type))
+    if gpu_model:
+        stmt = stmt.where(skus.c.gpu_model == bindparam("gpu_model", type_=skus.c.gpu_model.type))
+    if region:
+        stmt = stmt.where(skus.c.region == bindparam("region", type_=skus.c.region.type))
+    if after:
+        stmt = stmt.where(skus.c.id > bindparam("after", type_=skus.c.id.type))
+    return stmt.order_by(skus.c.id).limit(bindparam("limit", type_=Integer))
+
+
 class SqlSkuRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -123,14 +140,17 @@ class SqlSkuRepository:
         return None if row is None else _to_sku(row)
 
     async def list(self, sku_filter: SkuFilter, page: PageRequest) -> Page[Sku]:
-        stmt = select(*_COLUMNS)
+        values: dict[str, Any] = {"limit": page.first + 1}
         if sku_filter.status is not None:
-            stmt = stmt.where(skus.c.status == sku_filter.status.value)
+            values["status"] = sku_filter.status.value
         if sku_filter.gpu_model is not None:
-            stmt = stmt.where(skus.c.gpu_model == sku_filter.gpu_model.strip().upper())
+            values["gpu_model"] = sku_filter.gpu_model.strip().upper()
         if sku_filter.region is not None:
-            stmt = stmt.where(skus.c.region == sku_filter.region)
-        return await keyset_page(self._conn, stmt, skus.c.id, page, _to_sku)
+            values["region"] = sku_filter.region
+        if page.after_key is not None:
+            values["after"] = page.after_key
+        stmt = _page_query(*(name in values for name in ("status", "gpu_model", "region", "after")))
+        return page_of((await self._conn.execute(stmt, values)).all(), page, _to_sku)
 
     async def set_status(self, sku_id: int, status: SkuStatus) -> Sku:
         retired_at = func.now() if status is SkuStatus.RETIRED else None
