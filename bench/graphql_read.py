@@ -4,7 +4,8 @@ Fresh database (bench/common.py); SQL per request in-process (cache off: per exe
 page sizes 1/10/50; cache on: a repeated request); then the baseline (bench/baseline_app.py) and
 the real API (`gpucloud serve`, result cache off and on, log info) as uvicorn subprocesses, each
 checked to return the baseline's JSON, each driven by one closed-loop load generator: req/s,
-p50/p99, server CPU per request, ratios. Exit 1 if the statement counts are wrong. Profiling of
+p50/p99, server CPU per request, ratios. Exit 1 if the statement or round-trip counts are wrong
+(an executed read must be one round trip). Profiling of
 the executing path: bench/profile_graphql.py.
 
     .venv/bin/python -m bench.graphql_read [--quick] [--duration S] [--concurrency N]
@@ -182,38 +183,44 @@ async def drive(
 
 @contextlib.asynccontextmanager
 async def counted_app(env: dict[str, str]) -> AsyncIterator[tuple[Any, Any, dict[str, int]]]:
-    """The running app, an httpx client on it, and running counts: statements = SQLAlchemy
-    cursor executes (what an N+1 multiplies); other = what asyncpg sends besides them (the
-    pool's pre-ping, BEGIN, ROLLBACK)."""
+    """The running app, an httpx client on it, and running counts over both of its pools
+    (writes and reads): statements = SQLAlchemy cursor executes (what an N+1 multiplies);
+    round trips = queries asyncpg's protocol sent (its own `queries_count`: every execution,
+    prepared or simple, so BEGIN, ROLLBACK and a pre-ping's `;` too; statement preparation,
+    once per statement and connection, is not counted)."""
     import httpx
     from sqlalchemy import event
 
-    counts = {"statements": 0, "other": 0}
+    counts = {"statements": 0, "round_trips": 0}
+    started: dict[int, int] = {}
 
     def on_statement(*_: object) -> None:
         counts["statements"] += 1
 
-    def on_query(_: object) -> None:
-        counts["other"] += 1
+    def sent(dbapi_connection: Any) -> int:
+        return int(dbapi_connection.driver_connection._protocol.queries_count)
 
-    def on_connect(dbapi_connection: Any, _: object) -> None:
-        # asyncpg reports simple queries (BEGIN, ROLLBACK, the ping) but not the prepared
-        # statements SQLAlchemy runs, which on_statement already counts.
-        dbapi_connection.driver_connection.add_query_logger(on_query)
+    def on_checkout(dbapi_connection: Any, record: Any, _: object) -> None:
+        started[id(record)] = sent(dbapi_connection)
+
+    def on_checkin(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None and id(record) in started:
+            counts["round_trips"] += sent(dbapi_connection) - started.pop(id(record))
 
     async with common.running_app(env) as app:
-        engine = app.state.resources.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", on_statement)
-        event.listen(engine, "connect", on_connect)
+        res = app.state.resources
+        for engine in (res.engine.sync_engine, res.read_engine.sync_engine):
+            event.listen(engine, "before_cursor_execute", on_statement)
+            event.listen(engine.pool, "checkout", on_checkout)
+            event.listen(engine.pool, "checkin", on_checkin)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             yield app, client, counts
 
 
 async def per_request(client: Any, counts: dict[str, int], first: int, n: int) -> list[float]:
-    """Statements and other round trips per request over `n` identical requests."""
+    """Statements and round trips per request over `n` identical requests."""
     body = graphql_body(common.COUNT_QUERY, {"first": first})
-    await asyncio.sleep(0.01)  # query loggers report through call_soon
     before = dict(counts)
     for _ in range(n):
         response = await client.post(
@@ -223,31 +230,32 @@ async def per_request(client: Any, counts: dict[str, int], first: int, n: int) -
         edges = (doc.get("data") or {}).get("skus", {}).get("edges", [])
         if response.status_code != 200 or "errors" in doc or len(edges) != first:
             raise RuntimeError(f"unexpected response for first={first}: {response.text[:500]}")
-    await asyncio.sleep(0.01)
-    return [(counts[k] - before[k]) / n for k in ("statements", "other")]
+    return [(counts[k] - before[k]) / n for k in ("statements", "round_trips")]
 
 
 async def count_sql(env: dict[str, str]) -> bool:
     """Print SQL per request; True when the counts are as they must be."""
-    print("\nSQL per request (in-process; statements = SQLAlchemy cursor executes, other = "
-          "asyncpg round trips for pre-ping, BEGIN, ROLLBACK):")  # fmt: skip
+    print("\nSQL per request (in-process; statements = SQLAlchemy cursor executes, round trips "
+          "= queries asyncpg sent, BEGIN/ROLLBACK/pre-ping included):")  # fmt: skip
     off: dict[int, list[float]] = {}
     async with counted_app({**env, "GPUCLOUD_RESULT_CACHE_SECONDS": "0"}) as (_, client, counts):
         for first in PAGE_SIZES:
             await per_request(client, counts, first, 1)  # connect and prepare outside the count
             off[first] = await per_request(client, counts, first, COUNT_REPEATS)
             print(f"  cache off, first={first:<3} statements {off[first][0]:.1f}  "
-                  f"other round trips {off[first][1]:.1f}  (each request executes)")  # fmt: skip
+                  f"round trips {off[first][1]:.1f}  (each request executes)")  # fmt: skip
     independent = len({statements for statements, _ in off.values()}) == 1
-    print(f"  statement count independent of page size: {'yes' if independent else 'NO'}")
+    one_trip = all(trips == 1.0 for _, trips in off.values())
+    print(f"  statement count independent of page size: {'yes' if independent else 'NO'}; "
+          f"one round trip per executed read: {'yes' if one_trip else 'NO'}")  # fmt: skip
     async with counted_app({**env, "GPUCLOUD_RESULT_CACHE_SECONDS": "5"}) as (app, client, counts):
         miss = await per_request(client, counts, 50, 1)
         hits = await per_request(client, counts, 50, COUNT_REPEATS)
         stats = app.state.resources.metrics.state.result_cache_stats
     print(f"  cache on,  first=50  first request: statements {miss[0]:.1f}; {COUNT_REPEATS} "
-          f"identical repeats: statements {hits[0]:.1f}, other round trips {hits[1]:.1f} per "
+          f"identical repeats: statements {hits[0]:.1f}, round trips {hits[1]:.1f} per "
           f"request (cache {stats})")  # fmt: skip
-    return independent and hits == [0.0, 0.0]
+    return independent and one_trip and hits == [0.0, 0.0]
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -341,7 +349,7 @@ async def run(args: argparse.Namespace) -> int:
             for server in servers:
                 stop_server(server)
     if not counts_ok:
-        print("FAIL: SQL statements per request are not as they must be (see above)")
+        print("FAIL: SQL statements or round trips per request are not as they must be (see above)")
     return 0 if counts_ok else 1
 
 

@@ -82,8 +82,9 @@ class GraphQLView(StrictHttpGraphQL):
         context = AppContext(
             request_id=request_id,
             uow=res.uow,
+            reads=res.reads,
             events=res.hub,
-            loaders=make_loaders(res.uow),
+            loaders=make_loaders(res.uow, res.reads),
             shared=request.app.state.shared_reads,
             auth=res.kit,
             money=res.money,

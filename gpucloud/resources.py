@@ -79,6 +79,8 @@ class Resources:
     metrics: Metrics
     principals: PrincipalCache
     kit: AuthKit
+    # For reads: autocommit sessions that PostgreSQL keeps read-only (infra/db/engine.py).
+    read_engine: AsyncEngine
     authenticator: Authenticator = field(init=False)
     oidc: OidcClient | None = field(init=False, default=None)
     money: MoneyKit = field(init=False)
@@ -146,6 +148,10 @@ class Resources:
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, on_commit=self._committed)
 
+    def reads(self) -> SqlUnitOfWork:
+        """A unit of work for use cases that only read: one round trip per statement."""
+        return SqlUnitOfWork(self.read_engine, read_only=True)
+
     def _committed(self, events: list[DomainEvent]) -> None:
         # This process applies its own identity changes at commit, before the relay brings
         # them back through Redis (as it does to every other process: `identity_changed`).
@@ -161,7 +167,10 @@ class Resources:
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> Resources:
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        # No pre-ping: it cost every request three round trips (infra/db/engine.py).
+        url, size = settings.database_url, settings.db_pool_size
+        engine = make_engine(url, pool_size=size, pre_ping=False)
+        read_engine = make_engine(url, pool_size=size, pre_ping=False, read_only=True)
         metrics.state.engine = engine
         # A bounded pool that callers wait on: thousands of websockets signing in at once
         # would otherwise each open a connection, and under load some of those connects time
@@ -184,7 +193,7 @@ class Resources:
         # takes exactly as long as the others.
         await hasher.verify(None, "")
         kit = auth_kit(settings, RedisRateLimiter(client, settings.redis_namespace), hasher)
-        return cls(settings, engine, client, hub, metrics, principals, kit)
+        return cls(settings, engine, client, hub, metrics, principals, kit, read_engine)
 
     async def close(self) -> None:
         if self.oidc is not None:
@@ -194,4 +203,9 @@ class Resources:
         if close_ops is not None:
             await close_ops()
         await self.hub.stop()
-        await asyncio.gather(self.redis.aclose(), self.engine.dispose(), return_exceptions=True)
+        await asyncio.gather(
+            self.redis.aclose(),
+            self.engine.dispose(),
+            self.read_engine.dispose(),
+            return_exceptions=True,
+        )

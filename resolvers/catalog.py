@@ -47,7 +47,7 @@ async def skus(
         region=wanted.region,
         status=None if wanted.status is None else DomainSkuStatus(wanted.status.value),
     )
-    result = await services.list_skus(info.context.uow(), domain_filter, page)
+    result = await services.list_skus(info.context.read(), domain_filter, page)
     return SkuConnection.from_page(result, Sku.from_domain)
 
 

@@ -59,31 +59,36 @@ def _available(uow: Callable[[], UnitOfWork]) -> DataLoader[Sku, int]:
     return DataLoader(load_fn=load)
 
 
-_FACTORIES: dict[str, Callable[[Callable[[], UnitOfWork]], DataLoader[Any, Any]]] = {
-    "sku": lambda uow: _loader(uow, lambda tx, ids: tx.skus.get_many(ids)),
-    "user": lambda uow: _loader(uow, lambda tx, ids: tx.users.get_many(ids)),
-    "api_token": lambda uow: _loader(uow, lambda tx, ids: tx.api_tokens.get_many(ids)),
-    "ssh_key": lambda uow: _loader(uow, lambda tx, ids: tx.ssh_keys.get_many(ids)),
-    "allocation": lambda uow: _loader(uow, lambda tx, ids: tx.allocations.get_many(ids)),
-    "allocation_events": lambda uow: _loader(
-        uow, lambda tx, ids: tx.allocations.events(ids, EVENTS)
+# Each factory gets the unit of work for domain reads and `one`, the one for batched lookups
+# (one statement each: one round trip, no transaction on the read pool).
+Factory = Callable[[Callable[[], UnitOfWork], Callable[[], UnitOfWork]], DataLoader[Any, Any]]
+_FACTORIES: dict[str, Factory] = {
+    "sku": lambda uow, one: _loader(one, lambda tx, ids: tx.skus.get_many(ids)),
+    "user": lambda uow, one: _loader(one, lambda tx, ids: tx.users.get_many(ids)),
+    "api_token": lambda uow, one: _loader(one, lambda tx, ids: tx.api_tokens.get_many(ids)),
+    "ssh_key": lambda uow, one: _loader(one, lambda tx, ids: tx.ssh_keys.get_many(ids)),
+    "allocation": lambda uow, one: _loader(one, lambda tx, ids: tx.allocations.get_many(ids)),
+    "allocation_events": lambda uow, one: _loader(
+        one, lambda tx, ids: tx.allocations.events(ids, EVENTS)
     ),
-    "audit_event": lambda uow: _loader(uow, lambda tx, ids: tx.audit.get_many(ids)),
-    "payment": lambda uow: _loader(uow, lambda tx, ids: tx.payments.get_many(ids)),
-    "refund": lambda uow: _loader(uow, lambda tx, ids: tx.payments.refunds_by_id(ids)),
-    "fleet_node": lambda uow: _loader(uow, lambda tx, ids: tx.nodes.get_many(ids)),
-    "node_gpus": lambda uow: _loader(uow, lambda tx, ids: tx.nodes.gpus(ids)),
-    "ledger_entry": lambda uow: _loader(uow, lambda tx, ids: tx.ledger.wallet_entries(ids)),
-    "node_event": lambda uow: _loader(uow, lambda tx, ids: tx.nodes.events_by_id(ids)),
-    "reconciliation_issue": lambda uow: _loader(uow, lambda tx, ids: tx.stripe.issues_by_id(ids)),
-    "node_events": lambda uow: _each(uow, lambda tx, key: node_services.node_events(tx, *key)),
-    "sku_available": _available,
-    "wallet": lambda uow: _each(uow, billing.wallet),
-    "wallets": lambda uow: _each(uow, billing.wallets),
-    "ledger_entries": lambda uow: _each(uow, billing.ledger_entries),
-    "payments_of": lambda uow: _each(uow, billing.payments),
-    "refunds_of": lambda uow: _each(uow, billing.refunds),
-    "statements": lambda uow: _each(uow, billing.statements),
+    "audit_event": lambda uow, one: _loader(one, lambda tx, ids: tx.audit.get_many(ids)),
+    "payment": lambda uow, one: _loader(one, lambda tx, ids: tx.payments.get_many(ids)),
+    "refund": lambda uow, one: _loader(one, lambda tx, ids: tx.payments.refunds_by_id(ids)),
+    "fleet_node": lambda uow, one: _loader(one, lambda tx, ids: tx.nodes.get_many(ids)),
+    "node_gpus": lambda uow, one: _loader(one, lambda tx, ids: tx.nodes.gpus(ids)),
+    "ledger_entry": lambda uow, one: _loader(one, lambda tx, ids: tx.ledger.wallet_entries(ids)),
+    "node_event": lambda uow, one: _loader(one, lambda tx, ids: tx.nodes.events_by_id(ids)),
+    "reconciliation_issue": lambda uow, one: _loader(
+        one, lambda tx, ids: tx.stripe.issues_by_id(ids)
+    ),
+    "node_events": lambda uow, one: _each(uow, lambda tx, key: node_services.node_events(tx, *key)),
+    "sku_available": lambda uow, one: _available(one),
+    "wallet": lambda uow, one: _each(uow, billing.wallet),
+    "wallets": lambda uow, one: _each(uow, billing.wallets),
+    "ledger_entries": lambda uow, one: _each(uow, billing.ledger_entries),
+    "payments_of": lambda uow, one: _each(uow, billing.payments),
+    "refunds_of": lambda uow, one: _each(uow, billing.refunds),
+    "statements": lambda uow, one: _each(uow, billing.statements),
 }
 
 
@@ -92,17 +97,22 @@ class _LazyLoaders(Loaders):
     most sockets never use one: made eagerly, the 19 loaders were a fifth of the memory of an
     idle subscriber (bench/fanout.py)."""
 
-    def __init__(self, uow: Callable[[], UnitOfWork]) -> None:  # no fields yet: see __getattr__
-        self._uow = uow
+    def __init__(  # no fields yet: see __getattr__
+        self, uow: Callable[[], UnitOfWork], one: Callable[[], UnitOfWork]
+    ) -> None:
+        self._uow, self._one = uow, one
 
     def __getattr__(self, name: str) -> Any:  # only for attributes not made yet
         factory = _FACTORIES.get(name)
         if factory is None:
             raise AttributeError(name)
-        loader = factory(self._uow)
+        loader = factory(self._uow, self._one)
         setattr(self, name, loader)
         return loader
 
 
-def make_loaders(uow: Callable[[], UnitOfWork]) -> Loaders:
-    return _LazyLoaders(uow)
+def make_loaders(
+    uow: Callable[[], UnitOfWork], reads: Callable[[], UnitOfWork] | None = None
+) -> Loaders:
+    """`reads` serves the batched lookups; reads through domain use cases keep `uow`."""
+    return _LazyLoaders(uow, reads or uow)

@@ -27,7 +27,8 @@ from strawberry.extensions import SchemaExtension
 
 log = structlog.get_logger(__name__)
 
-# Root fields whose answers are the same for every caller.
+# Root fields whose answers are the same for every caller: nothing below them depends on who
+# asks (`sku`'s visibility rule admits everyone; no Sku field is per-viewer).
 PUBLIC_ROOT_FIELDS = frozenset({"skus", "sku", "__typename"})
 
 
@@ -85,7 +86,12 @@ class ResultCache:
 def cache_key(
     operation: OperationDefinitionNode, query: str, variables: Any, name: str | None
 ) -> str | None:
-    """A key for a cacheable operation, or None: only queries selecting public root fields."""
+    """A key for a cacheable operation, or None. Only queries whose every root field answers
+    the same for every caller (PUBLIC_ROOT_FIELDS) are cached, under one key for all callers.
+    Anything that reads the caller's own data (`viewer`, `allocations`, `node` of an owned
+    object, admin views) is never cached: its entry would have to be keyed by the viewer and
+    dropped on every change to that viewer's data, which this cache is not told of
+    (tests/api/test_result_cache.py::test_each_viewer_gets_its_own_results)."""
     if operation.operation is not OperationType.QUERY:
         return None
     for selection in operation.selection_set.selections:

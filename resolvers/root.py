@@ -38,6 +38,7 @@ from resolvers.errors import ErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
 from resolvers.node import MAX_NODE_IDS
 from resolvers.node import nodes as find_nodes
+from resolvers.plain_fields import PlainFieldExecution
 from schema.account import (
     ApiToken,
     ApiTokenConnection,
@@ -335,11 +336,20 @@ class Subscription:
             yield allocation
 
 
+# Distinct documents kept parsed and validated (LRU, keyed by the document's text): each is
+# parsed and validated once, however often it is sent.
+DOCUMENT_CACHE_SIZE = 512
+
+
 @dataclass(frozen=True)
 class Limits:
     max_depth: int = 10
     max_aliases: int = 15
     max_tokens: int = 2000
+
+
+class Execution(SharedEventExecution, PlainFieldExecution):
+    """Broadcast payloads executed once per event, and plain leaf fields read directly."""
 
 
 class GpuCloudSchema(strawberry.Schema):
@@ -373,8 +383,8 @@ def build_schema(
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
     )
     extensions: list[Any] = [
-        lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
+        lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
+        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
         ErrorShaping,
         CsrfGuard,
         *extra_extensions,
@@ -398,8 +408,9 @@ def build_schema(
             NodeError,
         ],
         extensions=extensions,
-        # A broadcast event's selection is executed once for all its subscribers.
-        execution_context_class=SharedEventExecution,
+        # A broadcast event's selection is executed once for all its subscribers, and plain
+        # scalar fields skip the per-field machinery (resolvers/plain_fields.py).
+        execution_context_class=Execution,
     )
     schema.limit_rules, schema.max_tokens = rules, limits.max_tokens
     return schema

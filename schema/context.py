@@ -97,6 +97,8 @@ class AppContext:
     events: EventStream
     loaders: Loaders
     shared: SharedReads | None = None  # for subscriptions; the app always gives one
+    # Units of work for use cases that only read (one round trip per statement); `uow` if None.
+    reads: Callable[[], UnitOfWork] | None = None
     auth: AuthKit | None = None
     money: MoneyKit | None = None
     fleet: FleetKit | None = None  # None without a key service: fleet writes are unavailable
@@ -116,3 +118,7 @@ class AppContext:
     still_authorized: Callable[[], Awaitable[bool]] | None = None
     request: Any = None
     response: Any = None
+
+    def read(self) -> UnitOfWork:
+        """A unit of work for a use case that only reads."""
+        return (self.reads or self.uow)()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Select
@@ -33,7 +33,12 @@ async def keyset_page(
         )
     scan_descending = descending != page.backward
     stmt = stmt.order_by(id_column.desc() if scan_descending else id_column).limit(page.first + 1)
-    rows = (await conn.execute(stmt)).all()
+    return page_of((await conn.execute(stmt)).all(), page, convert)
+
+
+def page_of(rows: Sequence[Any], page: PageRequest, convert: Callable[[Any], T]) -> Page[T]:
+    """The page from up to `page.first + 1` rows in scan order (an extra one: more follow); a
+    backward page was scanned from its end and is turned back into list order."""
     items = [(row.id, convert(row)) for row in rows[: page.first]]
     more = len(rows) > page.first
     if page.backward:

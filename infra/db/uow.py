@@ -1,4 +1,9 @@
-"""The SQL unit of work: one connection, one transaction, events flushed to the outbox on commit."""
+"""The SQL unit of work: one connection, one transaction, events flushed to the outbox on commit.
+
+A read-only unit of work (on the read pool, infra/db/engine.py) opens no transaction: each
+statement is its own, so a one-statement read is one round trip. At the default isolation
+(READ COMMITTED) a transaction gives a read no more than that: every statement takes its own
+snapshot either way."""
 
 from __future__ import annotations
 
@@ -81,9 +86,14 @@ class SqlUnitOfWork:
     ssh_keys: SshKeyRepository
 
     def __init__(
-        self, engine: AsyncEngine, on_commit: Callable[[list[DomainEvent]], None] | None = None
+        self,
+        engine: AsyncEngine,
+        on_commit: Callable[[list[DomainEvent]], None] | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._engine = engine
+        self._read_only = read_only
         # Told of the events of each commit, so this process can act on them at once (drop a
         # cached credential) instead of waiting for the relay to bring them back.
         self._on_commit = on_commit
@@ -94,7 +104,8 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         try:
             self._conn = await self._engine.connect()
-            self._tx = await self._conn.begin()
+            if not self._read_only:
+                self._tx = await self._conn.begin()
         except Exception as exc:
             # Any failure to connect is an outage (refused, timed out, auth while restarting).
             if isinstance(exc, (OperationalError, *_LOST)) or _lost(exc):
@@ -126,10 +137,10 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._conn is not None and self._tx is not None
+        assert self._conn is not None
         outage = exc is not None and _lost(exc)
         try:
-            if self._tx.is_active:
+            if self._tx is not None and self._tx.is_active:
                 await self._tx.rollback()
             await self._conn.close()
         except Exception:
@@ -144,9 +155,13 @@ class SqlUnitOfWork:
             raise Contention(str(exc.__class__.__name__)) from exc
 
     def record(self, event: DomainEvent) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work records no events")
         self._events.append(event)
 
     async def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work has nothing to commit")
         assert self._conn is not None and self._tx is not None, "commit outside `async with`"
         events, self._events = self._events, []
         if events:
@@ -156,6 +171,6 @@ class SqlUnitOfWork:
             self._on_commit(events)
 
     async def rollback(self) -> None:
-        assert self._tx is not None
         self._events = []
-        await self._tx.rollback()
+        if self._tx is not None:  # a read-only unit of work has no transaction to end
+            await self._tx.rollback()

@@ -47,3 +47,29 @@ async def test_concurrent_misses_execute_once(app, client, uow) -> None:
         results = await asyncio.gather(*(gql(client, QUERY) for _ in range(10)))
     assert all(r == results[0] and "errors" not in r for r in results)
     assert len(statements) == 1  # the first executes; the other nine wait for its result
+
+
+MIXED = "{ viewer { id email } skus(first: 5) { edges { node { name } } } }"
+
+
+async def test_each_viewer_gets_its_own_results(app, client, uow, accounts) -> None:
+    """A query whose answer depends on the caller is never answered from another caller's
+    entry; the public catalog is one entry for everyone, signed in or not."""
+    await add_skus(uow, 2)
+    await app.state.resources.hub.wait_ready()
+    alice, bob = await accounts.sign_up(), await accounts.sign_up()
+    for _ in range(2):  # a second round would come from the cache if entries were shared
+        for who in (alice, bob):
+            for query in (MIXED, "{ viewer { email } }"):
+                got = await who.gql(query)
+                assert got["data"]["viewer"]["email"] == who.email.lower(), got
+        mixed = [(await who.gql(MIXED))["data"]["skus"] for who in (alice, bob)]
+        assert mixed[0] == mixed[1] and len(mixed[0]["edges"]) == 2
+        anonymous = await gql(client, "{ viewer { email } }")
+        assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+    stats = app.state.resources.metrics.state.result_cache_stats
+    before = dict(stats)
+    public = [await alice.gql(QUERY), await bob.gql(QUERY), await gql(client, QUERY)]
+    assert public[0] == public[1] == public[2]
+    assert stats["store"] - before["store"] == 1 and stats["hit"] - before["hit"] == 2
