@@ -67,14 +67,17 @@ def test_details_carry_global_ids_enums_and_money() -> None:
                                              stops_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))  # fmt: skip
     failed = details_of(NoticeType.PAYMENT_FAILED, STORED[NoticeType.PAYMENT_FAILED])
     assert isinstance(failed, PaymentNotice) and failed.payment_status is PaymentStatus.FAILED
-    assert (failed.amount.amount_minor, failed.amount.amount) == (2500, Decimal("25.00"))
+    assert (failed.amount.amount_minor, failed.amount.domain.as_decimal()) == (
+        2500,
+        Decimal("25.00"),
+    )
     yen = details_of(NoticeType.REFUND_SUCCEEDED, STORED[NoticeType.REFUND_SUCCEEDED])
     assert isinstance(yen, RefundNotice) and yen.refund_status is RefundStatus.SUCCEEDED
     assert (yen.refund_id, yen.payment_id) == (
         to_global_id("Refund", 5),
         to_global_id("Payment", 3),
     )
-    assert (yen.amount.exponent, yen.amount.amount) == (0, Decimal("999"))
+    assert (yen.amount.domain.exponent, yen.amount.domain.as_decimal()) == (0, Decimal("999"))
     alert = details_of(NoticeType.NODE_ALERT, STORED[NoticeType.NODE_ALERT])
     assert isinstance(alert, NodeNotice) and alert.node_id == to_global_id("FleetNode", 2)
     assert (alert.node_state, alert.previous_node_state) == (NodeState.UNREACHABLE, NodeState.READY)
