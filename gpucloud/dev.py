@@ -22,7 +22,17 @@ from infra.embedded import EmbeddedPostgres, EmbeddedRedis, checked_state_dir
 
 Command = list[str]
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_GRACE_S = 10.0
+_SERVE_GRACE_S = 10.0  # GPUCLOUD_SHUTDOWN_GRACE_SECONDS' default
+
+
+def _stop_grace(env: dict[str, str]) -> float:
+    """How long children get after SIGTERM before SIGKILL: `serve` lets its sockets close for
+    its shutdown grace, then gives requests in flight as long again (uvicorn's own timeout)."""
+    try:
+        serve_grace = float(env.get("GPUCLOUD_SHUTDOWN_GRACE_SECONDS", _SERVE_GRACE_S))
+    except ValueError:  # `serve` refuses such a value at start: nothing to wait for
+        serve_grace = _SERVE_GRACE_S
+    return 2 * serve_grace + 5
 
 
 def dev_commands() -> tuple[list[Command], dict[str, Command]]:
@@ -94,7 +104,7 @@ def run_dev(argv_env: Mapping[str, str] | None = None) -> int:
             # Ignore further signals: the cleanup is bounded and must not be cut short.
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_IGN)
-            clean = _stop_children(children)
+            clean = _stop_children(children, _stop_grace(env))
             clean = _stop_servers(servers) and clean
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -149,20 +159,20 @@ def _spawn(command: Command, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> bool:
+def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float) -> bool:
     """SIGTERM every child's process group, SIGKILL what is left after the grace period.
 
     Returns False if a child had to be killed or failed while stopping.
     """
     for proc in children.values():
         _signal_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + _GRACE_S
+    deadline = time.monotonic() + grace
     clean = True
     for name, proc in children.items():
         try:
             returncode = proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            _say(f"{name} ignored SIGTERM for {_GRACE_S:.0f} s, killing it")
+            _say(f"{name} ignored SIGTERM for {grace:.0f} s, killing it")
             _signal_group(proc, signal.SIGKILL)
             returncode = proc.wait()
         # Grandchildren outlive their group leader unless killed too.
