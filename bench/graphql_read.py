@@ -235,19 +235,25 @@ async def per_request(client: Any, counts: dict[str, int], first: int, n: int) -
 
 async def count_sql(env: dict[str, str]) -> bool:
     """Print SQL per request; True when the counts are as they must be."""
-    print("\nSQL per request (in-process; statements = SQLAlchemy cursor executes, round trips "
-          "= queries asyncpg sent, BEGIN/ROLLBACK/pre-ping included):")  # fmt: skip
+    print(
+        "\nSQL per request (in-process; statements = SQLAlchemy cursor executes, round trips "
+        "= queries asyncpg sent, BEGIN/ROLLBACK/pre-ping included):"
+    )
     off: dict[int, list[float]] = {}
     async with counted_app({**env, "GPUCLOUD_RESULT_CACHE_SECONDS": "0"}) as (_, client, counts):
         for first in PAGE_SIZES:
             await per_request(client, counts, first, 1)  # connect and prepare outside the count
             off[first] = await per_request(client, counts, first, COUNT_REPEATS)
-            print(f"  cache off, first={first:<3} statements {off[first][0]:.1f}  "
-                  f"round trips {off[first][1]:.1f}  (each request executes)")  # fmt: skip
+            print(
+                f"  cache off, first={first:<3} statements {off[first][0]:.1f}  "
+                f"round trips {off[first][1]:.1f}  (each request executes)"
+            )
     independent = len({statements for statements, _ in off.values()}) == 1
     one_trip = all(trips == 1.0 for _, trips in off.values())
-    print(f"  statement count independent of page size: {'yes' if independent else 'NO'}; "
-          f"one round trip per executed read: {'yes' if one_trip else 'NO'}")  # fmt: skip
+    print(
+        f"  statement count independent of page size: {'yes' if independent else 'NO'}; "
+        f"one round trip per executed read: {'yes' if one_trip else 'NO'}"
+    )
     async with counted_app({**env, "GPUCLOUD_RESULT_CACHE_SECONDS": "5"}) as (app, client, counts):
         miss = await per_request(client, counts, 50, 1)
         hits = await per_request(client, counts, 50, COUNT_REPEATS)

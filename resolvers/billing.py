@@ -110,9 +110,16 @@ async def refund_payment(
         payment_id = expect_global_id(input.payment_id, "Payment", "paymentId")
         with quoting(input.payment_id, payment_id, "paymentId"):
             refund = await refunding.refund_payment(
-                ctx.uow(), kit.gateway, kit.ledger, ctx.principal, ctx.meta, payment_id,
-                input.amount, input.reason, input.idempotency_key,
-            )  # fmt: skip
+                ctx.uow(),
+                kit.gateway,
+                kit.ledger,
+                ctx.principal,
+                ctx.meta,
+                payment_id,
+                input.amount,
+                input.reason,
+                input.idempotency_key,
+            )
     except DomainError as exc:
         return billing_error(exc)
     ctx.loaders.payment.clear_all()  # a refundable amount changed: read payments afresh

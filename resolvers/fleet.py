@@ -142,9 +142,14 @@ async def _change(
         node_id = expect_global_id(id, "FleetNode")
         with quoting(id, node_id):
             node = await node_services.change_node(
-                kit, node_id, trigger, ctx.principal, ctx.meta,
-                expected_version=expected_version, host_key=host_key,
-            )  # fmt: skip
+                kit,
+                node_id,
+                trigger,
+                ctx.principal,
+                ctx.meta,
+                expected_version=expected_version,
+                host_key=host_key,
+            )
     except DomainError as exc:
         return node_error(exc)
     ctx.loaders.fleet_node.prime(node_id, node, force=True)  # later reads see the change

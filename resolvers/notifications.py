@@ -42,8 +42,9 @@ async def notifications(
     last: Last = None, before: Before = None,
     unread_only: bool = False,
 ) -> NotificationConnection:  # fmt: skip
-    page = await services.page(info.context.uow(), _me(info), unread_only,
-                               PageRequest.parse(first, after, last, before))  # fmt: skip
+    page = await services.page(
+        info.context.uow(), _me(info), unread_only, PageRequest.parse(first, after, last, before)
+    )
     return NotificationConnection.from_page(page, Notification.from_domain)
 
 

@@ -43,8 +43,9 @@ async def create_terminal_ticket(
     try:
         key = expect_global_id(allocation_id, "Allocation", "allocationId")
         with quoting(allocation_id, key, "allocationId"):
-            secret, ticket = await issue_ticket(ctx.uow(), kit, ctx.principal, key, origin,
-                                                datetime.now(UTC))  # fmt: skip
+            secret, ticket = await issue_ticket(
+                ctx.uow(), kit, ctx.principal, key, origin, datetime.now(UTC)
+            )
     except DomainError as exc:
         return typed_error(exc, TerminalError, TerminalProblem)
     return TerminalTicketPayload(ticket=secret, expires_at=ticket.expires_at,

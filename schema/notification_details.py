@@ -139,17 +139,23 @@ def _low_balance(p: Mapping[str, Any]) -> AllocationLowBalanceNotice:
 
 def _payment(status: DomainPaymentStatus) -> Callable[[Mapping[str, Any]], PaymentNotice]:
     def convert(p: Mapping[str, Any]) -> PaymentNotice:
-        return PaymentNotice(payment_id=_id("Payment", p["paymentId"]), payment_status=status,
-                             amount=Money.of(int(p["amount"]), p["currency"]))  # fmt: skip
+        return PaymentNotice(
+            payment_id=_id("Payment", p["paymentId"]),
+            payment_status=status,
+            amount=Money.of(int(p["amount"]), p["currency"]),
+        )
 
     return convert
 
 
 def _refund(status: DomainRefundStatus) -> Callable[[Mapping[str, Any]], RefundNotice]:
     def convert(p: Mapping[str, Any]) -> RefundNotice:
-        return RefundNotice(refund_id=_id("Refund", p["refundId"]),
-                            payment_id=_id("Payment", p["paymentId"]), refund_status=status,
-                            amount=Money.of(int(p["amount"]), p["currency"]))  # fmt: skip
+        return RefundNotice(
+            refund_id=_id("Refund", p["refundId"]),
+            payment_id=_id("Payment", p["paymentId"]),
+            refund_status=status,
+            amount=Money.of(int(p["amount"]), p["currency"]),
+        )
 
     return convert
 

@@ -54,9 +54,14 @@ class Notification:
     @classmethod
     def from_domain(cls, notification: DomainNotification) -> Notification:
         payload: Any = dict(notification.payload)
-        return cls(cursor=encode_cursor(notification.seq), type=notification.type, payload=payload,
-                   created_at=notification.created_at, read_at=notification.read_at,
-                   stored=notification.payload)  # fmt: skip
+        return cls(
+            cursor=encode_cursor(notification.seq),
+            type=notification.type,
+            payload=payload,
+            created_at=notification.created_at,
+            read_at=notification.read_at,
+            stored=notification.payload,
+        )
 
 
 NotificationConnection = Connection[Notification]

@@ -20,9 +20,10 @@ def requote(exc: DomainError, field: str, key: int, sent: str) -> None:
     mention = re.compile(rf"(?<![\w.]){key}(?!\w|\.\d)")  # a whole number, not part of one
     exc.problems[:] = [
         replace(p, message=mention.sub(lambda _: sent, p.message, count=1))
-        if p.field == field else p
+        if p.field == field
+        else p
         for p in exc.problems
-    ]  # fmt: skip
+    ]
 
 
 @contextmanager

@@ -138,8 +138,14 @@ async def _place(kit: ComputeKit, uow: UnitOfWork, user: Principal, sku_id: int,
     return await store(uow, None, after, "allocation.created", actor=user, meta=meta, now=now)
 
 
-async def stop_allocation(kit: ComputeKit, user: Principal, allocation_id: int,
-                          meta: RequestMeta, *, reason: str = StopReason.USER) -> Allocation:  # fmt: skip
+async def stop_allocation(
+    kit: ComputeKit,
+    user: Principal,
+    allocation_id: int,
+    meta: RequestMeta,
+    *,
+    reason: str = StopReason.USER,
+) -> Allocation:
     """Ask for the allocation to stop: its running time is billed to the second now and the
     rest of the hold released; the engine removes the account and frees the GPUs. Stopping an
     allocation that is stopping or ended returns it as it is."""

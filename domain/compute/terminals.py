@@ -184,8 +184,9 @@ async def terminal_target(uow: UnitOfWork, ticket: TerminalTicket) -> tuple[Allo
         assert allocation.node_id is not None and allocation.username is not None
         node = await uow.nodes.get(allocation.node_id)
     if node is None or node.host_key is None:  # never log in to a node whose key is not pinned
-        raise refused(TerminalErrorCode.NOT_RUNNING,
-                      "The allocation's node cannot be reached safely.")  # fmt: skip
+        raise refused(
+            TerminalErrorCode.NOT_RUNNING, "The allocation's node cannot be reached safely."
+        )
     login = CaLogin(key_id=key_id(allocation), permit_pty=True)
     return allocation, NodeTarget(node.id, node.host, node.port, allocation.username, login,
                                   node.host_key)  # fmt: skip

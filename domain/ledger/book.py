@@ -37,8 +37,9 @@ async def post(ledger: LedgerRepository, specs: Sequence[TransferSpec]) -> list[
         after = before + effects[account_id]
         if after.available < 0:
             currency = next(s.currency for s in specs if account_id in (s.debit, s.credit))
-            raise InsufficientFunds(account_id, before.available,
-                                    before.available - after.available, currency)  # fmt: skip
+            raise InsufficientFunds(
+                account_id, before.available, before.available - after.available, currency
+            )
     return await ledger.write(specs)
 
 
@@ -71,9 +72,12 @@ async def _check_spend(
     limit = policy.default_hourly_spend_limit if limit is None else limit
     spent = await ledger.spent_since(account.id, now - policy.spend_window)
     if spent + adding > limit:
-        raise conflict(LedgerErrorCode.SPEND_LIMIT_REACHED,
-                       f"This would pass the hourly spend limit of {_money(limit, account)} "
-                       f"({_money(spent, account)} already used this hour).", "amount")  # fmt: skip
+        raise conflict(
+            LedgerErrorCode.SPEND_LIMIT_REACHED,
+            f"This would pass the hourly spend limit of {_money(limit, account)} "
+            f"({_money(spent, account)} already used this hour).",
+            "amount",
+        )
 
 
 def _money(minor: int, account: Account) -> str:

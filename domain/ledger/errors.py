@@ -45,17 +45,22 @@ class InsufficientFunds(Conflict):
     """A wallet's available balance would go below zero; nothing was written."""
 
     def __init__(
-        self, account_id: int | None = None, available: int | None = None,
-        needed: int | None = None, currency: str | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        account_id: int | None = None,
+        available: int | None = None,
+        needed: int | None = None,
+        currency: str | None = None,
+    ) -> None:
         self.account_id = account_id
         self.available = available
         self.needed = needed
         detail = ""
         if needed is not None and available is not None:
-            shown = ((str(Money(available, currency)), str(Money(needed, currency)))
-                     if currency is not None and is_known_currency(currency)
-                     else (f"{available} minor units", f"{needed}"))  # fmt: skip
+            shown = (
+                (str(Money(available, currency)), str(Money(needed, currency)))
+                if currency is not None and is_known_currency(currency)
+                else (f"{available} minor units", f"{needed}")
+            )
             detail = f": {shown[0]} available, {shown[1]} needed"
         super().__init__(
             Problem(

@@ -45,11 +45,14 @@ def _check(policy: TopUpPolicy, amount: int, currency: str) -> None:
                                 f"Top-ups are taken in {', '.join(sorted(policy.currencies))}.",
                                 "currency"))  # fmt: skip
     if isinstance(amount, bool) or not policy.min_amount <= amount <= policy.max_amount:
-        bounds = (f"{policy.min_amount} to {policy.max_amount} minor units"
-                  if not is_known_currency(currency)
-                  else f"{Money(policy.min_amount, currency)} to {Money(policy.max_amount, currency)}")  # fmt: skip
-        problems.append(Problem(PaymentErrorCode.INVALID_AMOUNT, f"A top-up is {bounds}.",
-                                "amount"))  # fmt: skip
+        bounds = (
+            f"{policy.min_amount} to {policy.max_amount} minor units"
+            if not is_known_currency(currency)
+            else f"{Money(policy.min_amount, currency)} to {Money(policy.max_amount, currency)}"
+        )
+        problems.append(
+            Problem(PaymentErrorCode.INVALID_AMOUNT, f"A top-up is {bounds}.", "amount")
+        )
     if problems:
         raise InvalidInput(problems)
 

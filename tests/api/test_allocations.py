@@ -321,8 +321,11 @@ async def test_stop_releases_the_hold_and_repeats_harmlessly(
     stopped = (await shop.user.gql(STOP, {"id": allocation["id"]}))["data"]["stopAllocation"]
     assert stopped["__typename"] == "AllocationPayload", stopped
     after = stopped["allocation"]
-    assert (after["id"], after["state"], after["stopReason"]) == (allocation["id"], "STOPPING",
-                                                                   "USER")  # fmt: skip
+    assert (after["id"], after["state"], after["stopReason"]) == (
+        allocation["id"],
+        "STOPPING",
+        "USER",
+    )
     assert after["version"] > allocation["version"]
     # It never ran: nothing is charged, the whole hold is released.
     assert await wallet(shop.user) == {"balance": CREDIT, "available": CREDIT, "held": 0}

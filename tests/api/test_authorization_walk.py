@@ -387,8 +387,11 @@ class World:
         quoted = json.dumps(sent).lower()
         text = json.dumps(result).lower()
         told = json.dumps(_without_messages(result)).lower()
-        return [marker for marker in self.markers
-                if marker.lower() in (told if marker.lower() in quoted else text)]  # fmt: skip
+        return [
+            marker
+            for marker in self.markers
+            if marker.lower() in (told if marker.lower() in quoted else text)
+        ]
 
 
 def _without_messages(found: Any) -> Any:

@@ -84,8 +84,12 @@ async def grant(admin: Account, user_gid: str, amount: int = 1500, *, currency: 
 def usd(minor: int) -> dict[str, Any]:
     """Money as every amount of the API shows it."""
     sign, whole = ("-" if minor < 0 else ""), abs(minor)
-    return {"amountMinor": minor, "currency": "USD", "exponent": 2,
-            "amount": f"{sign}{whole // 100}.{whole % 100:02d}"}  # fmt: skip
+    return {
+        "amountMinor": minor,
+        "currency": "USD",
+        "exponent": 2,
+        "amount": f"{sign}{whole // 100}.{whole % 100:02d}",
+    }
 
 
 def problems(payload: dict[str, Any]) -> dict[str | None, str]:

@@ -244,10 +244,21 @@ def run_bootstrap(
         for k, v in script.items()
         if k.startswith("data-")
     }
-    given = {"bootstrap": source, "dataset": dataset, "cookie": cookie,
-             "href": f"{BASE}/graphql", "operation": operation}  # fmt: skip
-    done = subprocess.run([node, str(HARNESS)], input=json.dumps(given), capture_output=True,
-                          text=True, timeout=60, check=False)  # fmt: skip
+    given = {
+        "bootstrap": source,
+        "dataset": dataset,
+        "cookie": cookie,
+        "href": f"{BASE}/graphql",
+        "operation": operation,
+    }
+    done = subprocess.run(
+        [node, str(HARNESS)],
+        input=json.dumps(given),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

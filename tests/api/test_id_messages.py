@@ -29,19 +29,28 @@ async def test_not_found_quotes_the_global_id_sent(accounts: Accounts, uow: Any)
     for query in (RETIRE, UPDATE):
         answer = (await shop.admin.gql(query, {"id": missing_sku}))["data"]
         refused = next(iter(answer.values()))
-        assert refused == {"__typename": "SkuError", "code": "NOT_FOUND",
-                           "message": f"No SKU with id {missing_sku}.", "field": "id"}  # fmt: skip
+        assert refused == {
+            "__typename": "SkuError",
+            "code": "NOT_FOUND",
+            "message": f"No SKU with id {missing_sku}.",
+            "field": "id",
+        }
 
     made = await shop.create("missing-sku", sku=missing_sku)
     assert (made["code"], made["field"]) == ("SKU_NOT_FOUND", "skuId")
     assert made["message"] == f"No SKU with id {missing_sku}."
-    assert made["problems"] == [{"code": "SKU_NOT_FOUND", "message": made["message"],
-                                 "field": "skuId"}]  # fmt: skip
+    assert made["problems"] == [
+        {"code": "SKU_NOT_FOUND", "message": made["message"], "field": "skuId"}
+    ]
 
     missing_node = to_global_id("FleetNode", 10**12)
     cordoned = (await shop.admin.gql(CORDON, {"id": missing_node}))["data"]["cordonNode"]
-    assert cordoned == {"__typename": "NodeError", "code": "NOT_FOUND",
-                        "message": f"No node with id {missing_node}.", "field": "id"}  # fmt: skip
+    assert cordoned == {
+        "__typename": "NodeError",
+        "code": "NOT_FOUND",
+        "message": f"No node with id {missing_node}.",
+        "field": "id",
+    }
 
 
 async def test_a_refused_transition_names_the_state_by_its_enum_value(
@@ -50,7 +59,8 @@ async def test_a_refused_transition_names_the_state_by_its_enum_value(
     shop = await open_shop(accounts, uow)
     node_gid = to_global_id("FleetNode", shop.nodes[0].id)
     assert (await shop.admin.gql(RETIRE_NODE, {"id": node_gid}))["data"]["retireNode"][
-        "__typename"] == "NodePayload"  # fmt: skip
+        "__typename"
+    ] == "NodePayload"
     again = (await shop.admin.gql(CORDON, {"id": node_gid}))["data"]["cordonNode"]
     assert again["code"] == "TRANSITION_NOT_ALLOWED"
     assert "is RETIRED; it cannot cordon" in again["message"], again
@@ -72,8 +82,13 @@ async def test_payment_refusals_quote_the_payment_id_its_status_and_money(
     assert over["message"] == "At most 15.00 USD of this payment can still be refunded."
 
     too_small = await top_up(user, 1)
-    assert too_small["problems"] == [{"code": "INVALID_AMOUNT", "field": "amount",
-                                      "message": "A top-up is 5.00 USD to 10000.00 USD."}]  # fmt: skip
+    assert too_small["problems"] == [
+        {
+            "code": "INVALID_AMOUNT",
+            "field": "amount",
+            "message": "A top-up is 5.00 USD to 10000.00 USD.",
+        }
+    ]
 
 
 STATEMENT = """query { viewer { statements { usageTotal { amountMinor currency amount }
@@ -97,8 +112,12 @@ async def test_usage_names_the_allocation_by_global_id_and_costs_money(
     found = (await shop.user.gql(STATEMENT))["data"]["viewer"]
     (month,) = found["statements"]
     assert month["usageTotal"] == {"amountMinor": 42, "currency": "USD", "amount": "0.42"}
-    assert month["usage"] == [{"reference": made["id"], "amount": {
-        "amountMinor": 42, "currency": "USD", "exponent": 2, "amount": "0.42"}}]  # fmt: skip
+    assert month["usage"] == [
+        {
+            "reference": made["id"],
+            "amount": {"amountMinor": 42, "currency": "USD", "exponent": 2, "amount": "0.42"},
+        }
+    ]
     usage = [e["node"] for e in found["ledgerEntries"]["edges"] if e["node"]["code"] == "USAGE"]
     assert {e["reference"] for e in usage} == {made["id"]}  # the hold, and the part captured
     assert {"amountMinor": -42} in [e["amount"] for e in usage]

@@ -39,8 +39,11 @@ async def told(account: Account, kind: str) -> list[dict[str, Any]]:
     """The details of the account's notifications of `kind`, newest first."""
     result = await account.gql(TOLD)
     assert "errors" not in result, result
-    return [e["node"]["details"] for e in result["data"]["notifications"]["edges"]
-            if e["node"]["type"] == kind]  # fmt: skip
+    return [
+        e["node"]["details"]
+        for e in result["data"]["notifications"]["edges"]
+        if e["node"]["type"] == kind
+    ]
 
 
 async def fetched(account: Account, gid: str, type_name: str) -> None:
@@ -59,9 +62,15 @@ async def test_allocation_state_changes_name_the_allocation_by_global_id_and_enu
     assert stopped["__typename"] == "AllocationPayload", stopped
 
     newest, placed = await told(shop.user, "ALLOCATION_STATE_CHANGED")
-    assert placed == {"__typename": "AllocationStateChangedNotice", "allocationId": made["id"],
-                      "state": "PLACED", "previousState": None, "version": made["version"],
-                      "failure": None, "stopReason": None}  # fmt: skip
+    assert placed == {
+        "__typename": "AllocationStateChangedNotice",
+        "allocationId": made["id"],
+        "state": "PLACED",
+        "previousState": None,
+        "version": made["version"],
+        "failure": None,
+        "stopReason": None,
+    }
     assert newest["allocationId"] == made["id"]
     assert (newest["previousState"], newest["state"]) == ("PLACED", stopped["allocation"]["state"])
     assert newest["stopReason"] == "USER"
@@ -69,9 +78,12 @@ async def test_allocation_state_changes_name_the_allocation_by_global_id_and_enu
 
     # Its history says the same in the same words: kinds and states are enum values.
     history = await shop.user.gql(EVENTS, {"id": made["id"]})
-    assert [(e["kind"], e["state"], e["message"]) for e in history["data"]["allocation"]["events"]
-            ] == [("STATE_CHANGED", newest["state"], f"PLACED -> {newest['state']}"),
-                  ("STATE_CHANGED", "PLACED", "created -> PLACED")]  # fmt: skip
+    assert [
+        (e["kind"], e["state"], e["message"]) for e in history["data"]["allocation"]["events"]
+    ] == [
+        ("STATE_CHANGED", newest["state"], f"PLACED -> {newest['state']}"),
+        ("STATE_CHANGED", "PLACED", "created -> PLACED"),
+    ]
 
 
 async def test_payment_and_refund_notices_carry_money_and_global_ids(
@@ -83,14 +95,20 @@ async def test_payment_and_refund_notices_carry_money_and_global_ids(
     assert made["__typename"] == "RefundPayload", made
 
     (paid,) = await told(user, "PAYMENT_SUCCEEDED")
-    assert paid == {"__typename": "PaymentNotice", "paymentId": payment, "paymentStatus": "SUCCEEDED",
-                    "amount": {"amountMinor": 2500, "currency": "USD", "exponent": 2,
-                               "amount": "25.00"}}  # fmt: skip
+    assert paid == {
+        "__typename": "PaymentNotice",
+        "paymentId": payment,
+        "paymentStatus": "SUCCEEDED",
+        "amount": {"amountMinor": 2500, "currency": "USD", "exponent": 2, "amount": "25.00"},
+    }
     (refunded,) = await told(user, "REFUND_SUCCEEDED")
-    assert refunded == {"__typename": "RefundNotice", "refundId": made["refund"]["id"],
-                        "paymentId": payment, "refundStatus": "SUCCEEDED",
-                        "amount": {"amountMinor": 1000, "currency": "USD", "exponent": 2,
-                                   "amount": "10.00"}}  # fmt: skip
+    assert refunded == {
+        "__typename": "RefundNotice",
+        "refundId": made["refund"]["id"],
+        "paymentId": payment,
+        "refundStatus": "SUCCEEDED",
+        "amount": {"amountMinor": 1000, "currency": "USD", "exponent": 2, "amount": "10.00"},
+    }
     await fetched(user, payment, "Payment")
     await fetched(user, made["refund"]["id"], "Refund")
 
@@ -105,8 +123,9 @@ async def test_admins_hear_of_audited_changes_and_node_states_in_global_ids(
     cordoned = await shop.admin.gql(CORDON, {"id": node_gid})
     assert cordoned["data"]["cordonNode"]["__typename"] == "NodePayload", cordoned
 
-    credited = [d for d in await told(other, "AUDIT_RECORDED")
-                if d["action"] == "billing.credit.granted"]  # fmt: skip
+    credited = [
+        d for d in await told(other, "AUDIT_RECORDED") if d["action"] == "billing.credit.granted"
+    ]
     assert len(credited) == 1, credited
     (audited,) = credited
     assert (audited["actorType"], audited["actorUserId"]) == ("user", shop.admin.user_id)
@@ -116,9 +135,15 @@ async def test_admins_hear_of_audited_changes_and_node_states_in_global_ids(
     await fetched(other, audited["targetId"], "User")
 
     (changed,) = await told(other, "NODE_STATE_CHANGED")
-    assert changed == {"__typename": "NodeNotice", "nodeId": node_gid, "name": shop.nodes[0].name,
-                       "nodeState": "CORDONED", "previousNodeState": "READY", "reason": None,
-                       "message": None}  # fmt: skip
+    assert changed == {
+        "__typename": "NodeNotice",
+        "nodeId": node_gid,
+        "name": shop.nodes[0].name,
+        "nodeState": "CORDONED",
+        "previousNodeState": "READY",
+        "reason": None,
+        "message": None,
+    }
     await fetched(other, node_gid, "FleetNode")
 
 
@@ -129,11 +154,25 @@ async def test_low_balance_and_node_alerts_are_typed_too(accounts: Accounts, uow
     stops_at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=3)
     admin_id = from_global_id(shop.admin.user_id)[1]
     async with uow() as u:  # the payloads domain/compute/metering.py and fleet/changes.py write
-        await notify(u, [from_global_id(shop.user.user_id)[1]], NoticeType.ALLOCATION_LOW_BALANCE,
-                     {"allocationId": allocation_id, "stopsAt": stops_at.isoformat()})  # fmt: skip
-        await notify(u, [admin_id], NoticeType.NODE_ALERT, {
-            "nodeId": node.id, "name": node.name, "state": "unreachable", "previous": "ready",
-            "reason": "UNREACHABLE", "message": "READY -> UNREACHABLE: no route"})  # fmt: skip
+        await notify(
+            u,
+            [from_global_id(shop.user.user_id)[1]],
+            NoticeType.ALLOCATION_LOW_BALANCE,
+            {"allocationId": allocation_id, "stopsAt": stops_at.isoformat()},
+        )
+        await notify(
+            u,
+            [admin_id],
+            NoticeType.NODE_ALERT,
+            {
+                "nodeId": node.id,
+                "name": node.name,
+                "state": "unreachable",
+                "previous": "ready",
+                "reason": "UNREACHABLE",
+                "message": "READY -> UNREACHABLE: no route",
+            },
+        )
         await u.commit()
 
     (low,) = await told(shop.user, "ALLOCATION_LOW_BALANCE")
@@ -141,7 +180,12 @@ async def test_low_balance_and_node_alerts_are_typed_too(accounts: Accounts, uow
     assert datetime.fromisoformat(low["stopsAt"]) == stops_at
     await fetched(shop.user, made["id"], "Allocation")
     (alert,) = await told(shop.admin, "NODE_ALERT")
-    assert alert == {"__typename": "NodeNotice", "nodeId": to_global_id("FleetNode", node.id),
-                     "name": node.name, "nodeState": "UNREACHABLE", "previousNodeState": "READY",
-                     "reason": "UNREACHABLE",
-                     "message": "READY -> UNREACHABLE: no route"}  # fmt: skip
+    assert alert == {
+        "__typename": "NodeNotice",
+        "nodeId": to_global_id("FleetNode", node.id),
+        "name": node.name,
+        "nodeState": "UNREACHABLE",
+        "previousNodeState": "READY",
+        "reason": "UNREACHABLE",
+        "message": "READY -> UNREACHABLE: no route",
+    }

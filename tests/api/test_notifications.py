@@ -116,8 +116,9 @@ async def test_a_subscriber_resumes_from_its_cursor_without_gaps_or_repeats(
         await ws.close()
 
     # Only some types, from the very first one on.
-    ws = await _subscribe(stack["ws"], token,
-                          {"after": FROM_START, "types": ["ALLOCATION_LOW_BALANCE"]})  # fmt: skip
+    ws = await _subscribe(
+        stack["ws"], token, {"after": FROM_START, "types": ["ALLOCATION_LOW_BALANCE"]}
+    )
     try:
         await _tell(uow, user_id, 7)
         await _tell(uow, user_id, 8, NoticeType.ALLOCATION_LOW_BALANCE)

@@ -47,17 +47,19 @@ async def test_graphiql_signs_up_and_runs_a_mutation_in_chromium(
     expires = (datetime.now(UTC) + timedelta(days=7)).isoformat()
     async with chromium() as page:
         signed = await run_in_graphiql(
-            page, base,
+            page,
+            base,
             f'mutation {{ signUp(input: {{email: "{email}", password: "{PASSWORD}"}}) '
             "{ __typename } }",
-        )  # fmt: skip
+        )
         assert '"SessionPayload"' in signed, signed
         made = await run_in_graphiql(
-            page, base,
+            page,
+            base,
             f'mutation {{ createApiToken(input: {{name: "from-chromium", scopes: [ACCOUNT_READ], '
             f'expiresAt: "{expires}"}}) {{ __typename ... on CreateApiTokenPayload '
             "{ token { name } } ... on AccountError { code } } }",
-        )  # fmt: skip
+        )
         assert '"CreateApiTokenPayload"' in made and '"from-chromium"' in made, made
         viewer = await run_in_graphiql(page, base, "{ viewer { email } }")
         assert email.lower() in viewer.lower(), viewer
@@ -72,10 +74,11 @@ async def test_graphiql_subscribes_over_graphql_transport_ws_with_the_cookie(sta
     base = stack.http[0]
     async with chromium() as page:
         await run_in_graphiql(
-            page, base,
+            page,
+            base,
             f'mutation {{ signUp(input: {{email: "{unique_email("sub")}", password: "{PASSWORD}"}}) '
             "{ __typename } }",
-        )  # fmt: skip
+        )
         operation = "subscription { catalogChanged { kind sku { name } } }"
         await page.call("Page.navigate", url=f"{base}/graphql?q={quote(operation)}")
         await page.wait_for("!!document.querySelector('.graphiql-execute-button')")
@@ -85,10 +88,29 @@ async def test_graphiql_subscribes_over_graphql_transport_ws_with_the_cookie(sta
         shown = ""
         for attempt in range(20):
             added = await asyncio.to_thread(
-                gpucloud, "sku", "add", "--name", f"browser-{attempt}", "--gpu-model", "h200",
-                "--gpu-count", "1", "--vcpus", "8", "--ram-gib", "64", "--disk-gib", "500",
-                "--region", "eu-west", "--price-minor", "300", "--currency", "USD", env=stack.env,
-            )  # fmt: skip
+                gpucloud,
+                "sku",
+                "add",
+                "--name",
+                f"browser-{attempt}",
+                "--gpu-model",
+                "h200",
+                "--gpu-count",
+                "1",
+                "--vcpus",
+                "8",
+                "--ram-gib",
+                "64",
+                "--disk-gib",
+                "500",
+                "--region",
+                "eu-west",
+                "--price-minor",
+                "300",
+                "--currency",
+                "USD",
+                env=stack.env,
+            )
             assert added.returncode == 0, added.stderr
             with contextlib.suppress(AssertionError):
                 shown = str(await page.wait_for(RESULT, timeout=3))

@@ -18,8 +18,10 @@ from tests.support.localstripe import LocalStripe
 # Money fields as their minor units alone: `minor` turns each into its Int, so assertions read as
 # numbers; tests of Money's own shape select all of it (tests/api/test_billing_api.py).
 MINOR = "{ amountMinor }"
-PAYMENT_FIELDS = (f"id amount {MINOR} currency status amountReceived {MINOR} "
-                  f"amountRefunded {MINOR} refundable {MINOR}")  # fmt: skip
+PAYMENT_FIELDS = (
+    f"id amount {MINOR} currency status amountReceived {MINOR} "
+    f"amountRefunded {MINOR} refundable {MINOR}"
+)
 ERROR_FIELDS = "... on BillingError { code message field problems { code message field } }"
 TOP_UP = f"""mutation TopUp($amount: Int!, $currency: String!, $key: String!) {{
   createTopUp(input: {{amount: $amount, currency: $currency, idempotencyKey: $key}}) {{
