@@ -19,16 +19,18 @@ import pytest
 import websockets
 
 from domain.catalog.services import add_sku
-from domain.catalog.sku import SkuSpec
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import notify
+from domain.pagination import encode_cursor
 from domain.ports import UnitOfWork
 from schema.relay import from_global_id, to_global_id
+from tests.support.catalog import make_spec
 from tests.support.identity import sync_sign_up_with_token
 from tests.support.stack import Stack, bearer_gql, served
 
 PROTOCOL = [websockets.Subprotocol("graphql-transport-ws")]
-NOTIFICATIONS = "subscription { notifications { cursor type } }"
+# From the first notification on, not "from now": the test cannot see when the server subscribed.
+NOTIFICATIONS = f'subscription {{ notifications(after: "{encode_cursor(0)}") {{ cursor type }} }}'
 CATALOG = "subscription { catalogChanged { kind sku { name } } }"
 # An allocation that does not exist: refused before anything is streamed, then complete.
 MISSING = "subscription($id: ID!) { allocationUpdated(id: $id) { id state } }"
@@ -59,14 +61,15 @@ class Frames:
         await self.ws.send(json.dumps(message))
 
     async def until(self, kind: str, op: str | None = None) -> dict[str, Any]:
-        while True:
-            frame = await asyncio.wait_for(self.ws.recv(), 30)
-            self.received.append(frame)
-            message: dict[str, Any] = json.loads(frame)  # bytes too: judged after, all together
-            if message["type"] == "ping":
-                await self.send({"type": "pong"})
-            if message["type"] == kind and (op is None or message.get("id") == op):
-                return message
+        async with asyncio.timeout(30):  # in all: heartbeat pings must not restart the wait
+            while True:
+                frame = await self.ws.recv()
+                self.received.append(frame)
+                message: dict[str, Any] = json.loads(frame)  # bytes too: judged after, together
+                if message["type"] == "ping":
+                    await self.send({"type": "pong"})
+                if message["type"] == kind and (op is None or message.get("id") == op):
+                    return message
 
     def kinds(self) -> set[str]:
         return {json.loads(frame)["type"] for frame in self.received}
@@ -95,25 +98,14 @@ async def test_every_message_on_graphql_is_a_text_frame(
             for op, query in (("n", NOTIFICATIONS), ("c", CATALOG)):
                 await frames.send({"id": op, "type": "subscribe", "payload": {"query": query}})
 
-        await asyncio.sleep(0.5)  # subscribed before anything happens
         async with uow() as u:
             await notify(u, [user_id], NoticeType.PAYMENT_SUCCEEDED, {"n": 1})
             await u.commit()
-        spec = SkuSpec.create(
-            name="frames",
-            gpu_model="H200",
-            gpu_count=1,
-            vcpus=8,
-            ram_gib=64,
-            disk_gib=100,
-            region="eu-west",
-            hourly_price_minor=399,
-            currency="USD",
-        )
-        await add_sku(uow(), spec)
-        for frames in sockets:  # the same events, executed once for both (broadcast.py)
+        for frames in sockets:  # by then each socket has long handled its second subscribe
             notified = await frames.until("next", "n")
             assert notified["payload"]["data"]["notifications"]["type"] == "PAYMENT_SUCCEEDED"
+        await add_sku(uow(), make_spec("frames"))
+        for frames in sockets:  # the same event, executed once for both (broadcast.py)
             changed = await frames.until("next", "c")
             assert changed["payload"]["data"]["catalogChanged"]["sku"] == {"name": "frames"}
 

@@ -25,7 +25,6 @@ from websockets.exceptions import ConnectionClosed
 
 from domain.audit.records import RequestMeta
 from domain.catalog.services import add_sku
-from domain.catalog.sku import SkuSpec
 from domain.compute.allocation_services import create_allocation
 from domain.compute.allocations import AllocationState
 from domain.compute.engine import advance
@@ -43,6 +42,7 @@ from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from schema.relay import from_global_id, to_global_id
 from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
+from tests.support.catalog import make_spec
 from tests.support.compute import credit, signed_in
 from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
 from tests.support.identity import PASSWORD, SIGN_UP, body, unique_email
@@ -118,16 +118,8 @@ async def served(
         assert ready is not None and ready.state is NodeState.READY, ready
         sku = await add_sku(
             uow(),
-            SkuSpec.create(
-                name="h200x1",
-                gpu_model="H200",
-                gpu_count=1,
-                vcpus=8,
-                ram_gib=64,
-                disk_gib=100,
-                region="eu-west",
-                hourly_price_minor=3600,
-                currency="USD",
+            make_spec(
+                "h200x1", gpu_model="H200", region="eu-west", vcpus=8, ram_gib=64, disk_gib=100
             ),
         )
 
