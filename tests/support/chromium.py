@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -111,8 +115,23 @@ async def chromium() -> AsyncIterator[Page]:
                     await page.call(f"{domain}.enable")
                 yield page
         finally:
-            proc.kill()
+            # The whole group: renderer and helper processes outlive the browser's own and
+            # would keep writing into the profile while it is being removed.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+            await _group_gone(proc.pid)
+
+
+async def _group_gone(pgid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"chromium's processes (group {pgid}) outlived SIGKILL")
 
 
 def _devtools_port(proc: subprocess.Popen[bytes]) -> int:
