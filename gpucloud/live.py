@@ -188,14 +188,18 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
     callback, and each runs a short task only when it has something to do. Two sleeping tasks
     per socket were a tenth of an idle subscriber's memory (bench/fanout.py)."""
 
-    # Class defaults: set on the instance only once acknowledged.
-    _admission: Admission | None = None
-    _wake: Callable[[], None] | None = None  # registered with LiveConnections.watch; signed in
-    _ping_timer: asyncio.TimerHandle | None = None
-    _pong_timer: asyncio.TimerHandle | None = None  # set while a ping awaits its pong
-    _chores: set[asyncio.Task[None]] | None = None
-    _checking = False
-    _check_again = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # All set here, not first on acknowledgement: attributes added to an instance later
+        # give it a dict of its own instead of one sharing its class's key table, which was
+        # most of a kilobyte per idle socket (bench/fanout.py).
+        self._admission: Admission | None = None
+        self._wake: Callable[[], None] | None = None  # registered with LiveConnections.watch
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None  # set while a ping awaits its pong
+        self._chores: set[asyncio.Task[None]] | None = None
+        self._checking = False
+        self._check_again = False
 
     @property
     def _live(self) -> LiveConnections:
@@ -218,8 +222,10 @@ class LiveHandler(BaseGraphQLTransportWSHandler[AppContext, None]):
             return
         finally:
             # Strawberry cancelled its init timeout but keeps the task, and with it the
-            # CancelledError's traceback and frames, for the socket's life: let it go.
+            # CancelledError's traceback and frames, for the socket's life: let it go. The
+            # payload has been read (on_ws_connect); its credential is not kept either.
             self.connection_init_timeout_task = None
+            self.context.connection_params = None
         admission = admitted(self.context)
         if self.connection_acknowledged and admission is not None and self._admission is None:
             self._live.opened()

@@ -18,6 +18,22 @@ from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import Protocol, State
 
+# Subprotocols whose messages carry their own ping and pong, which the application sends.
+OWN_HEARTBEAT = frozenset({"graphql-transport-ws"})
+
+
+# Request headers that only the opening handshake reads (RFC 6455 4.2.1, 9.1): dropped from the
+# scope once it is done, rather than held for the socket's life.
+HANDSHAKE_ONLY = frozenset(
+    {
+        b"upgrade",
+        b"connection",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+    }
+)
+
 
 class _Inbox:
     """The subset of asyncio.Queue uvicorn uses (put_nowait, get, empty), unbounded."""
@@ -87,9 +103,16 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
+        if message["type"] == "websocket.accept" and message.get("subprotocol") in OWN_HEARTBEAT:
+            # The protocol has a heartbeat of its own (gpucloud/live.py): no second timer and
+            # ping frame per socket from uvicorn.
+            self.stop_keepalive()
         if self.handshake_complete and getattr(self, "response", None) is not None:
-            # The handshake's request and response: the scope holds what the app needs.
+            # The handshake's request and response: the scope holds what the app needs, less
+            # the headers that only served the handshake.
             self.request = self.response = None  # type: ignore[assignment]
+            headers = self.scope["headers"]
+            headers[:] = [h for h in headers if h[0].lower() not in HANDSHAKE_ONLY]  # type: ignore[index]
             conn = self.conn
             if conn.state is State.OPEN and not conn.reader.buffer:
                 # websockets' server parser keeps the parsed request (and all its headers) in
