@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.exceptions import ConnectionRejectionError
@@ -47,11 +48,12 @@ from resolvers.result_cache import ResultCache, result_cache_extension
 from resolvers.root import Limits, build_schema
 from resolvers.shared_reads import make_shared_reads
 from schema.context import AppContext
-from schema.observability import Observer, operation_metrics
+from schema.observability import Observer, operation_metrics, streamed_operation_metrics
 
 _OPERATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_OPERATION_LABELS = 200
 _KEY_CODEC = AsyncsshKeyCodec()  # stateless: one for every request
+GRAPHQL_PATH = "/graphql"
 
 
 class TextFrames(ASGIWebSocketAdapter):
@@ -135,6 +137,26 @@ class GraphQLView(StrictHttpGraphQL):
         return orjson.dumps(data)  # HTTP bodies; websockets send text (TextFrames)
 
 
+class Platform(Starlette):
+    """The app, with one shortcut: graphql-transport-ws sockets go from the request context
+    straight to the GraphQL view. Through Starlette they would pass its error and exception
+    middleware, CORS (HTTP only) and the router, each of which stays suspended for as long as
+    the socket is open: a tenth of an idle subscriber's memory (bench/fanout.py). None of them
+    acts on an open websocket; everything else takes the usual way."""
+
+    live_sockets: ASGIApp | None = None  # RequestContext around the GraphQL view
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.live_sockets is not None and scope["type"] == "websocket":
+            root = scope.get("root_path", "")
+            path: str = scope["path"]
+            if (path[len(root) :] if path.startswith(root) else path) == GRAPHQL_PATH:
+                scope["app"] = self  # as Starlette sets it: the view reads app.state
+                await self.live_sockets(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def _observer(metrics: Metrics) -> Observer:
     seen: set[str] = set()
 
@@ -156,7 +178,9 @@ def _observer(metrics: Metrics) -> Observer:
 def create_app(settings: Settings) -> Starlette:
     """Build the app; nothing connects until the lifespan starts."""
     metrics = Metrics()
-    extensions = [operation_metrics(_observer(metrics))]
+    observe = _observer(metrics)
+    extensions = [operation_metrics(observe)]
+    stream_extensions = [streamed_operation_metrics(observe)]  # no result cache for these
     cache = (
         ResultCache(ttl=settings.result_cache_seconds)
         if settings.result_cache_seconds > 0
@@ -168,6 +192,7 @@ def create_app(settings: Settings) -> Starlette:
     schema = build_schema(
         Limits(settings.max_query_depth, settings.max_aliases, settings.max_query_tokens),
         extra_extensions=extensions,
+        stream_extensions=stream_extensions,
     )
     # The platform's origins: its own and those of SPAs served elsewhere, normalised as browsers
     # send them. They may open websockets, call over CORS and use the session cookie.
@@ -222,10 +247,10 @@ def create_app(settings: Settings) -> Starlette:
                     await follower
             await resources.close()
 
-    app = Starlette(
+    app = Platform(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
+            Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
+            WebSocketRoute(GRAPHQL_PATH, graphql),  # reached through Platform's shortcut
             WebSocketRoute("/terminal", held(terminal.terminal)),
             Route("/auth/oidc/login", oidc_routes.login, methods=["GET"]),
             Route(OIDC_CALLBACK_PATH, oidc_routes.callback, methods=["GET"]),
@@ -239,4 +264,5 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.add_middleware(Cors, origins=origins)
     app.add_middleware(RequestContext, metrics=metrics)  # outermost: preflights get an id too
+    app.live_sockets = RequestContext(graphql, metrics=metrics)
     return app

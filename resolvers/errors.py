@@ -7,14 +7,18 @@ unexpected failures, the request id to quote. The full error is logged with that
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import MaskErrors, SchemaExtension
 
 from domain.errors import DomainError, ServiceUnavailable
 from domain.identity.errors import AccessDenied
+
+if TYPE_CHECKING:
+    from strawberry.types import StreamExecutionResult
 
 log = structlog.get_logger("gpucloud.graphql")
 
@@ -94,6 +98,19 @@ class ErrorShaping(MaskErrors):
         errors = getattr(result, "errors", None)
         if errors:
             result.errors = self._process_errors(errors)
+
+
+class StreamedErrorShaping(SchemaExtension):
+    """ErrorShaping for operations streamed over the websocket, where every result, the first
+    error included, passes `on_stream_result`. MaskErrors' `on_operation` would wait for a
+    final result that a stream does not have, held open for a subscription's life: part of
+    every idle subscriber's memory (bench/fanout.py)."""
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [shape_error(error) for error in errors]  # type: ignore[union-attr]
+        yield
 
 
 def log_errors(errors: list[GraphQLError]) -> None:

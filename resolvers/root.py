@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 
 from domain.identity.principal import PUBLIC, Requirement
@@ -34,7 +37,7 @@ from resolvers import (
 )
 from resolvers.access import ADMIN_READ
 from resolvers.broadcast import SharedEventExecution
-from resolvers.errors import ErrorShaping, log_errors
+from resolvers.errors import ErrorShaping, StreamedErrorShaping, log_errors
 from resolvers.guards import CsrfGuard
 from resolvers.node import MAX_NODE_IDS
 from resolvers.node import nodes as find_nodes
@@ -287,12 +290,14 @@ class Mutation:
 
 @strawberry.type
 class Subscription:
+    # Each resolver hands over its area's generator as it is: a wrapping generator would be one
+    # more object held by every idle subscriber, and one more hop per event.
+
     @strawberry.subscription(  # type: ignore[untyped-decorator]
         **declared(PUBLIC, "SKUs added, updated or retired, as they happen."),
     )
-    async def catalog_changed(self, info: strawberry.Info) -> AsyncGenerator[CatalogChange, None]:
-        async for change in catalog.catalog_changed(info):
-            yield change
+    def catalog_changed(self, info: strawberry.Info) -> AsyncGenerator[CatalogChange, None]:
+        return catalog.catalog_changed(info)
 
     @strawberry.subscription(  # type: ignore[untyped-decorator]
         **declared(
@@ -301,9 +306,8 @@ class Subscription:
             "alerts (node.alert) for nodes quarantined, unreachable or unhealthy.",
         ),
     )
-    async def fleet_events(self, info: strawberry.Info) -> AsyncGenerator[FleetEvent, None]:
-        async for event in fleet.fleet_events(info):
-            yield event
+    def fleet_events(self, info: strawberry.Info) -> AsyncGenerator[FleetEvent, None]:
+        return fleet.fleet_events(info)
 
     @strawberry.subscription(  # type: ignore[untyped-decorator]
         **declared(
@@ -313,12 +317,13 @@ class Subscription:
             "across the switch. Reconnect with the last cursor you received to resume.",
         ),
     )
-    async def notifications(
-        self, info: strawberry.Info, after: str | None = None,
+    def notifications(
+        self,
+        info: strawberry.Info,
+        after: str | None = None,
         types: list[NotificationType] | None = None,  # type: ignore[valid-type]
-    ) -> AsyncGenerator[Notification, None]:  # fmt: skip
-        async for notification in notifications.notifications_stream(info, after, types):
-            yield notification
+    ) -> AsyncGenerator[Notification, None]:
+        return notifications.notifications_stream(info, after, types)
 
     @strawberry.subscription(  # type: ignore[untyped-decorator]
         **declared(
@@ -327,13 +332,12 @@ class Subscription:
             "ended (STOPPED or FAILED), from whichever API process you are connected to.",
         ),
     )
-    async def allocation_updated(
+    def allocation_updated(
         self,
         info: strawberry.Info,
         id: strawberry.ID,  # noqa: A002
     ) -> AsyncGenerator[Allocation, None]:
-        async for allocation in allocations.allocation_updated(info, id):
-            yield allocation
+        return allocations.allocation_updated(info, id)
 
 
 # Distinct documents kept parsed and validated (LRU, keyed by the document's text): each is
@@ -352,12 +356,49 @@ class Execution(SharedEventExecution, PlainFieldExecution):
     """Broadcast payloads executed once per event, and plain leaf fields read directly."""
 
 
+class _Runner(SchemaExtensionsRunner):
+    def operation(self) -> Any:
+        # With no `on_operation` hook (none of the stream extensions has one), nothing to
+        # enter: Strawberry's manager would still hold an exit stack for the operation's life.
+        manager = super().operation()
+        return manager if manager.hooks else _NO_HOOKS
+
+
+_NO_HOOKS = contextlib.nullcontext()  # stateless: one for every operation
+
+# Set while `stream` builds an operation: operations streamed over the websocket get
+# `GpuCloudSchema.stream_extensions` (resolvers/root.py), the others `extensions`.
+_STREAMING: ContextVar[bool] = ContextVar("streaming", default=False)
+
+
 class GpuCloudSchema(strawberry.Schema):
     # The limits go on each operation's context as it is made. As extensions (AddValidationRules,
     # MaxTokensLimiter) their on_operation hooks stay open as long as a subscription does: part
     # of every idle subscriber's memory (bench/fanout.py).
     limit_rules: tuple[type[ASTValidationRule], ...] = ()
     max_tokens: int | None = None
+    # Each extension, and each of its hooks left open, is held by a subscription for its life.
+    # Over the websocket: no CSRF guard (no cookie-authenticated context there: a socket signs
+    # in with connection_init, its origin checked at the handshake), no result cache (one
+    # socket's queries are few), and errors shaped result by result.
+    stream_extensions: Sequence[Callable[[], SchemaExtension]] = ()
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        streaming = _STREAMING.set(True)
+        try:
+            return await super().stream(*args, **kwargs)
+        finally:
+            _STREAMING.reset(streaming)
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return _Runner(execution_context=execution_context, extensions=extensions)
+
+    def get_extensions(self, sync: bool = False) -> list[SchemaExtension]:
+        if _STREAMING.get() and not sync:
+            return [make() for make in self.stream_extensions]
+        return super().get_extensions(sync)
 
     def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
         context = super()._create_execution_context(*args, **kwargs)
@@ -373,7 +414,9 @@ class GpuCloudSchema(strawberry.Schema):
 
 
 def build_schema(
-    limits: Limits = Limits(), extra_extensions: Sequence[type[SchemaExtension]] = ()
+    limits: Limits = Limits(),
+    extra_extensions: Sequence[type[SchemaExtension]] = (),
+    stream_extensions: Sequence[type[SchemaExtension]] = (),
 ) -> strawberry.Schema:
     # Extensions are given as factories so each request gets fresh extension state. The limit
     # rules are built once: the validation cache is keyed by the rule classes, and limiters made
@@ -382,9 +425,11 @@ def build_schema(
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
     )
+    parser_cache = lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE)  # noqa: E731
+    validation_cache = lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE)  # noqa: E731
     extensions: list[Any] = [
-        lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
-        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
+        parser_cache,
+        validation_cache,
         ErrorShaping,
         CsrfGuard,
         *extra_extensions,
@@ -413,4 +458,10 @@ def build_schema(
         execution_context_class=Execution,
     )
     schema.limit_rules, schema.max_tokens = rules, limits.max_tokens
+    schema.stream_extensions = [
+        parser_cache,
+        validation_cache,
+        StreamedErrorShaping,
+        *stream_extensions,
+    ]
     return schema

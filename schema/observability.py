@@ -1,9 +1,10 @@
-"""A schema extension that reports each operation's name, outcome and duration."""
+"""Schema extensions that report each operation's name, outcome and duration."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from strawberry.extensions import SchemaExtension
 
@@ -25,3 +26,27 @@ def operation_metrics(observe: Observer) -> type[SchemaExtension]:
             observe(name, outcome, time.perf_counter() - started)
 
     return OperationMetrics
+
+
+def streamed_operation_metrics(observe: Observer) -> type[SchemaExtension]:
+    """The same for operations streamed over the websocket, counted at their first result: a
+    query's or mutation's answer, a subscription's first event or its error, timed from the
+    operation's start. An `on_operation` hook would be held open for a subscription's whole
+    life (part of every idle subscriber's memory, bench/fanout.py) to report a duration that
+    is only how long the client stayed."""
+
+    class StreamedOperationMetrics(SchemaExtension):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.started: float | None = time.perf_counter()  # made as the operation starts
+
+        def on_stream_result(self, result: Any) -> Iterator[None]:
+            if self.started is not None:
+                ctx = self.execution_context
+                outcome = "error" if (result.errors or ctx.pre_execution_errors) else "ok"
+                elapsed = time.perf_counter() - self.started
+                observe(ctx.operation_name or "anonymous", outcome, elapsed)
+                self.started = None
+            yield
+
+    return StreamedOperationMetrics
