@@ -6,9 +6,24 @@ Setup: a scratch database (bench/common.py) and a Redis namespace of its own; on
 `--subscribers` graphql-transport-ws sockets, `--per-user` of them per user (the default
 per-user limit), each signed in with its user's API token in `connection_init`. The clients
 are split over `--client-procs` processes (2 cores: one Python process cannot read 10,000
-sockets quickly enough alone); each lifts its open-files limit. Server pings are every 300 s, so none falls in the run (the
-clients answer them anyway). Clients offer permessage-deflate, as browsers do; `gpucloud serve`
-declines it (gpucloud/cli.py), and so does the baseline (`--no-deflate`: clients do not offer).
+sockets quickly enough alone); each lifts its open-files limit.
+
+The clients run on the same 2 cores as the server, so whatever CPU a client spends reading is
+measurement overhead: it delays the server's sends and the other clients' reads, and it is
+charged to the baseline and the platform alike, inflating both latencies. The default client
+(`--client lean`, bench/lean_ws.py) therefore costs as little as it can, as the load generator
+of bench/graphql_read.py does with raw asyncio streams: one asyncio.Protocol per socket (no
+task or queue per socket), a hand-written HTTP/1.1 upgrade, masked client frames, and server
+frames parsed incrementally in `data_received`, which reads the clock before anything else
+and stamps every message of the chunk with that time. `--client websockets` uses the
+`websockets` library's client instead (a task per socket), to compare; the header line names
+the client used.
+
+Server pings are every 300 s, so none falls in the run (the clients answer them anyway).
+Clients offer permessage-deflate, as browsers do; `gpucloud serve` declines it (gpucloud/cli.py),
+and so does the baseline (`--no-deflate`: clients do not offer). The lean client does not
+implement it: a server that accepted the offer would fail every socket at the upgrade (printed
+as sockets that failed to open) rather than have its compressed frames mis-read.
 
 1. Baseline: the same clients against a bare Starlette endpoint (this module's `baseline_app`,
    its own uvicorn process) that holds one Redis subscription and forwards each message to
@@ -25,7 +40,8 @@ subscription is registered server-side), then `--events` events, one at a time: 
 sent once every socket got the last (or after a timeout) and a short pause, so the numbers are
 per event, not a backlog. Latency = receive time in the client - start time, over subscribers
 x events (one machine, one clock: time.time()). It includes the clients' own time to read N
-messages on a busy 2-core machine; the baseline carries the same client cost, hence the ratio.
+messages on a busy 2-core machine (kept small, above); the baseline carries the same client
+cost, hence the ratio.
 Memory = the server process's own VmRSS (and USS, its private pages) after every socket is
 subscribed and idle for a few seconds, minus before any connected, divided by N (the first
 scenario on a fresh process; the baseline likewise). The clients' memory is not in it.
@@ -35,6 +51,7 @@ the 1 s target, and CPU seconds per delivery of server, worker and clients. Ever
 removed at the end (processes, database, the namespace's Redis keys), Ctrl-C included.
 
     .venv/bin/python -m bench.fanout [--quick] [--subscribers N] [--events K] [--no-deflate]
+                                     [--client lean|websockets]
 """
 
 from __future__ import annotations
@@ -181,19 +198,111 @@ def baseline_app() -> Any:
 # --- the clients ------------------------------------------------------------------------------
 
 
-def client_main(conn: Connection, url: str, query: str, tokens: list[str],
-                received: Synchronized[int], ended: Synchronized[int],
-                deflate: bool) -> None:  # fmt: skip
+CLIENTS = ("lean", "websockets")  # --client: bench/lean_ws.py, or the `websockets` library
+
+
+def client_main(
+    conn: Connection,
+    url: str,
+    query: str,
+    tokens: list[str],
+    received: Synchronized[int],
+    ended: Synchronized[int],
+    deflate: bool,
+    client: str = "lean",
+) -> None:
     """A client process: open one subscribed socket per token, report, read until told to stop,
     then send back each event's receive times."""
     raise_open_files()
+    run = _clients if client == "lean" else _websockets_clients
     with contextlib.suppress(KeyboardInterrupt):  # the parent cleans up on Ctrl-C
-        run_main(_clients(conn, url, query, tokens, received, ended, deflate))
+        run_main(run(conn, url, query, tokens, received, ended, deflate))
 
 
-async def _clients(conn: Connection, url: str, query: str, tokens: list[str],
-                   received: Synchronized[int], ended: Synchronized[int],
-                   deflate: bool) -> int:  # fmt: skip
+def _init(token: str) -> bytes:
+    return orjson.dumps(
+        {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+    )
+
+
+async def _clients(
+    conn: Connection,
+    url: str,
+    query: str,
+    tokens: list[str],
+    received: Synchronized[int],
+    ended: Synchronized[int],
+    deflate: bool,
+) -> int:
+    """The lean client (bench/lean_ws.py): one asyncio.Protocol per socket, each message
+    handled in `data_received` with the time its chunk arrived; no task per socket."""
+    from bench.lean_ws import LeanSocket, connect
+
+    samples: defaultdict[int, list[float]] = defaultdict(list)
+    problems: list[str] = []
+    gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
+    subscribe = orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
+    mark = re.compile(MARK.pattern.encode())
+    pong = b'{"type":"pong"}'
+
+    def on_message(sock: LeanSocket, now: float, raw: bytes) -> None:
+        found = mark.search(raw)
+        if found is not None:
+            samples[int(found[1])].append(now)
+            received.value += 1  # one writer per counter: no lock needed
+        elif b'"ping"' in raw:
+            sock.send_text(pong)
+        else:  # "error" or "complete": the server ended this subscription
+            sock.done = True  # read no further, as the websockets client's reader returns
+            ended.value += 1
+            if len(problems) < 5:
+                problems.append(raw[:300].decode(errors="replace"))
+
+    def on_end(sock: LeanSocket, why: str) -> None:
+        ended.value += 1
+        if len(problems) < 5:
+            problems.append(f"closed: {why}")
+
+    async def open_one(token: str) -> LeanSocket:
+        async with gate:
+            sock = await connect(url, SUBPROTOCOL, deflate=deflate, timeout=120)
+            try:
+                sock.send_text(_init(token))
+                ack = orjson.loads(await asyncio.wait_for(sock.receive(), 120))
+                if ack.get("type") != "connection_ack":
+                    raise RuntimeError(f"no ack: {ack}")
+                sock.send_text(subscribe)
+                sock.listen(on_message, on_end)
+            except BaseException:
+                sock.abort()
+                raise
+            return sock
+
+    opened = await asyncio.gather(*(open_one(t) for t in tokens), return_exceptions=True)
+    sockets = [sock for sock in opened if isinstance(sock, LeanSocket)]
+    failed = [repr(sock)[:200] for sock in opened if isinstance(sock, BaseException)]
+    conn.send(("ready", len(sockets), failed[:5], len(failed)))
+    await asyncio.to_thread(conn.recv)  # "stop"
+    for sock in sockets:
+        sock.close()  # stop reading; a masked close frame; the transport closes on the reply
+    if sockets:
+        await asyncio.wait([sock.lost for sock in sockets], timeout=30)
+    for sock in sockets:
+        sock.abort()  # any the server did not answer in time
+    conn.send(("samples", dict(samples), problems))
+    return 0
+
+
+async def _websockets_clients(
+    conn: Connection,
+    url: str,
+    query: str,
+    tokens: list[str],
+    received: Synchronized[int],
+    ended: Synchronized[int],
+    deflate: bool,
+) -> int:
+    """The `websockets` library's client (--client websockets): a task per socket."""
     import websockets
 
     samples: defaultdict[int, list[float]] = defaultdict(list)
@@ -203,11 +312,15 @@ async def _clients(conn: Connection, url: str, query: str, tokens: list[str],
 
     async def open_one(token: str) -> Any:
         async with gate:
-            ws = await websockets.connect(url, subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
-                                          ping_interval=None, open_timeout=120, max_queue=None,
-                                          compression="deflate" if deflate else None)  # fmt: skip
-            init = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
-            await ws.send(orjson.dumps(init).decode())
+            ws = await websockets.connect(
+                url,
+                subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
+                ping_interval=None,
+                open_timeout=120,
+                max_queue=None,
+                compression="deflate" if deflate else None,
+            )
+            await ws.send(_init(token).decode())
             ack = orjson.loads(await asyncio.wait_for(ws.recv(), 120))
             if ack.get("type") != "connection_ack":
                 raise RuntimeError(f"no ack: {ack}")
@@ -284,17 +397,21 @@ def _recv(conn: Connection, timeout: float) -> Any:
     return conn.recv()
 
 
-async def start_clients(url: str, query: str, tokens: list[str], procs: int,
-                        deflate: bool) -> Clients:  # fmt: skip
+async def start_clients(
+    url: str, query: str, tokens: list[str], procs: int, deflate: bool, client: str
+) -> Clients:
     ctx = multiprocessing.get_context("spawn")
     clients = Clients([], [], [], [])
     for part in range(procs):
         mine, theirs = ctx.Pipe()
         counter: Synchronized[int] = ctx.Value("q", 0, lock=False)
         ender: Synchronized[int] = ctx.Value("q", 0, lock=False)
-        proc = ctx.Process(target=client_main, daemon=True,
-                           args=(theirs, url, query, tokens[part::procs], counter, ender,
-                                 deflate))  # fmt: skip
+        mine_tokens = tokens[part::procs]
+        proc = ctx.Process(
+            target=client_main,
+            daemon=True,
+            args=(theirs, url, query, mine_tokens, counter, ender, deflate, client),
+        )
         proc.start()
         clients.procs.append(proc)
         clients.conns.append(mine)
@@ -369,7 +486,7 @@ async def scenario(name: str, server: Server, url: str, query: str, tokens: list
     print(f"\n{name}: opening {len(tokens)} sockets ...", flush=True)
     before, before_uss = rss_kib(server.proc.pid), uss_kib(server.proc.pid)
     started = time.monotonic()
-    clients = await start_clients(url, query, tokens, args.client_procs, args.deflate)
+    clients = await start_clients(url, query, tokens, args.client_procs, args.deflate, args.client)
     try:
         n = clients.connected
         result = Result(name, n)
@@ -550,9 +667,12 @@ async def main(args: argparse.Namespace) -> int:
             uow: Callable[[], Any] = lambda: SqlUnitOfWork(engine)  # noqa: E731
             user_ids, secrets = await seed_tokens(uow, users)
             tokens = [secrets[i // args.per_user] for i in range(args.subscribers)]
-            print(f"{args.subscribers} subscribers: {users} users x {args.per_user} sockets; "
-                  f"{args.events} events per scenario; {args.client_procs} client processes; "
-                  f"permessage-deflate {'on' if args.deflate else 'off'}; {os.cpu_count()} CPUs")  # fmt: skip
+            print(
+                f"{args.subscribers} subscribers: {users} users x {args.per_user} sockets; "
+                f"{args.events} events per scenario; {args.client_procs} client processes, "
+                f"{args.client} client; permessage-deflate "
+                f"{'offered' if args.deflate else 'off'}; {os.cpu_count()} CPUs"
+            )
 
             # 1. Baseline: its own process, so its memory is measured alone.
             channel = f"{namespace}:baseline"
@@ -628,6 +748,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--per-user", type=int, default=10, help="sockets per user (default: the "
                    "default per-user limit)")  # fmt: skip
     p.add_argument("--client-procs", type=int, default=4)
+    p.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="lean",
+        help="the websocket client: lean (bench/lean_ws.py, the default) or the websockets "
+        "library's, to compare what the client costs",
+    )
     p.add_argument("--event-timeout", type=float, default=60.0,
                    help="seconds to wait for one event to reach every socket")  # fmt: skip
     p.add_argument("--no-deflate", dest="deflate", action="store_false",
