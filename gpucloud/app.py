@@ -41,6 +41,7 @@ from gpucloud.stripe_webhook import stripe_webhook
 from infra.metrics import Metrics
 from infra.nodes.keys import AsyncsshKeyCodec
 from infra.settings import Settings
+from resolvers.catalog import catalog_change_of
 from resolvers.errors import shape_error
 from resolvers.invalidation import follow
 from resolvers.loaders import make_loaders
@@ -218,7 +219,11 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resources = app.state.resources = await Resources.open(settings, metrics)
-        app.state.shared_reads = make_shared_reads(resources.uow)
+        shared = app.state.shared_reads = make_shared_reads(resources.uow)
+        # A catalog event's change is read once, before its subscribers wake (infra/pubsub.py).
+        resources.hub.warm_before_delivery(
+            CATALOG_TOPIC, lambda message: catalog_change_of(shared, message)
+        )
         followers = []
         if cache is not None:  # a disabled cache needs no invalidation stream
             cache.live_epoch = lambda: resources.hub.epoch

@@ -4,6 +4,12 @@ Each process holds one Redis subscription and hands messages to its local subscr
 the Redis channel, not process memory, is what connects a publisher to every process. The relay
 publishes at least once; a repeated event id is dropped here, once per process, so subscribers
 see each event once without each keeping its own record.
+
+A topic may have a warm-up (`warm_before_delivery`): awaited once per message, in order, before
+that message wakes its subscribers, so a read they all share is done before 10,000 of them wake
+and ask for it. Otherwise each would run until it waits on the read and then run again once it
+is done: twice the scheduling, and the first delivery only after every subscriber had its turn
+(bench/fanout.py).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +36,8 @@ _RECENT_IDS = 4096  # per topic: far more than a relay batch, so a re-published 
 # Put in place of a slow subscriber's backlog: its stream must end so the client reconnects
 # (and, with cursors, replays) instead of silently missing messages.
 OVERFLOW: dict[str, Any] = {"overflow": True}
+
+Warm = Callable[[dict[str, Any]], Awaitable[object]]
 
 
 class _Subscription:
@@ -115,6 +123,9 @@ class EventHub:
         self._namespace = namespace
         self._prefix = _channel(namespace, "")
         self._subscribers: dict[str, set[_Subscription]] = defaultdict(set)
+        self._warm: dict[str, Warm] = {}
+        self._warming: dict[str, deque[dict[str, Any]]] = {}  # topic -> messages not yet offered
+        self._warmers: set[asyncio.Task[None]] = set()
         self._recent: defaultdict[str, _Recent] = defaultdict(_Recent)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -133,10 +144,17 @@ class EventHub:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, *self._warmers]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def warm_before_delivery(self, topic: str, warm: Warm) -> None:
+        """Await `warm(message)` for each message of `topic` before offering it to this
+        process's subscribers; messages of the topic keep their order. A failed warm-up is
+        logged and the message delivered anyway: subscribers then read for themselves."""
+        self._warm[topic] = warm
 
     def subscribe(
         self, topic: str
@@ -179,6 +197,33 @@ class EventHub:
         event_id = message.get("id")
         if event_id is not None and not self._recent[topic].first_time(event_id):
             return  # the relay published it again (a crash between publish and mark)
+        if topic in self._warm and self._subscribers.get(topic):
+            waiting = self._warming.get(topic)
+            if waiting is not None:  # a warm-up is running: after the messages before it
+                waiting.append(message)
+                return
+            self._warming[topic] = deque([message])
+            task = asyncio.create_task(self._warm_and_offer(topic), name=f"event-hub-warm-{topic}")
+            self._warmers.add(task)
+            task.add_done_callback(self._warmers.discard)
+            return
+        self._offer(topic, message)
+
+    async def _warm_and_offer(self, topic: str) -> None:
+        waiting = self._warming[topic]
+        try:
+            while waiting:
+                message = waiting[0]
+                try:
+                    await self._warm[topic](message)
+                except Exception as exc:  # the subscribers read for themselves
+                    log.warning("event_hub.warm_failed", topic=topic, error=repr(exc))
+                waiting.popleft()
+                self._offer(topic, message)
+        finally:
+            del self._warming[topic]
+
+    def _offer(self, topic: str, message: dict[str, Any]) -> None:
         for subscriber in list(self._subscribers.get(topic, ())):
             if not subscriber.offer(message):
                 # A subscriber that cannot keep up must not stall the others.

@@ -3,7 +3,8 @@ subscription."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any
 
 import strawberry
 from strawberry import Info
@@ -24,7 +25,7 @@ from schema.catalog import (
     SkuPayload,
     UpdateSkuInput,
 )
-from schema.context import AppContext
+from schema.context import AppContext, SharedReads
 from schema.errors import SkuError, SkuProblem, typed_error
 from schema.relay import After, Before, First, Last, expect_global_id
 from schema.sent_ids import quoting
@@ -56,16 +57,21 @@ async def sku(info: Info[AppContext, None], id: strawberry.ID) -> Sku | None:  #
     return found
 
 
+def catalog_change_of(shared: SharedReads, message: dict[str, Any]) -> Awaitable[CatalogChange]:
+    """A catalog event's change, read once for every subscriber of this process. The app has
+    the event hub read it before it wakes them (gpucloud/app.py)."""
+    payload = message["payload"]
+    return shared.catalog_change(int(message["id"]), int(payload["skuId"]), payload["kind"])
+
+
 async def catalog_changed(info: Info[AppContext, None]) -> AsyncGenerator[CatalogChange, None]:
     """Every SKU added, updated or retired, from any process, as it happens."""
     ctx = info.context
     shared = ctx.shared  # one read per event for every subscriber of this process
     assert shared is not None  # the app gives every context one
     async with ctx.events.subscribe(services.CATALOG_TOPIC) as stream:
-        async for message in stream:
-            payload = message["payload"]  # each event once: the hub drops repeats
-            yield await shared.catalog_change(int(message["id"]), int(payload["skuId"]),
-                                              payload["kind"])  # fmt: skip
+        async for message in stream:  # each event once: the hub drops repeats
+            yield await catalog_change_of(shared, message)
 
 
 async def create_sku(

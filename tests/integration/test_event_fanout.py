@@ -84,3 +84,44 @@ async def test_a_republished_event_reaches_subscribers_once(hubs) -> None:  # ty
         assert (await asyncio.wait_for(anext(stream), 5))["id"] == 9
         assert (await asyncio.wait_for(anext(stream), 5))["id"] == 10
         assert (await asyncio.wait_for(anext(other), 5))["id"] == 9
+
+
+async def test_a_warm_up_runs_once_per_message_in_order_before_subscribers_wake(hubs) -> None:  # type: ignore[no-untyped-def]
+    a, b = hubs
+    warmed: list[int] = []
+    release = asyncio.Event()
+
+    async def warm(message: dict[str, object]) -> None:
+        if message["id"] == 1:
+            await release.wait()  # the first warm-up is slow: the others must queue behind it
+        if message["id"] == 2:
+            raise RuntimeError("read failed")  # delivered anyway: subscribers read themselves
+        warmed.append(message["id"])  # type: ignore[arg-type]
+
+    b.warm_before_delivery("catalog", warm)
+    async with b.subscribe("catalog") as first, b.subscribe("catalog") as second:
+        for i in (1, 2, 3):
+            await a.publish("catalog", {"id": i})
+        with pytest.raises(TimeoutError):  # held back while message 1 warms up
+            await asyncio.wait_for(anext(first), 0.3)
+        assert warmed == []
+        release.set()
+        for stream in (first, second):
+            got = [(await asyncio.wait_for(anext(stream), 5))["id"] for _ in range(3)]
+            assert got == [1, 2, 3]
+    assert warmed == [1, 3]  # once per message, not once per subscriber
+
+
+async def test_no_warm_up_without_subscribers(hubs) -> None:  # type: ignore[no-untyped-def]
+    a, b = hubs
+    warmed: list[object] = []
+
+    async def warm(message: dict[str, object]) -> None:
+        warmed.append(message["id"])
+
+    b.warm_before_delivery("catalog", warm)
+    await a.publish("catalog", {"id": 1})
+    async with b.subscribe("other") as stream:  # Redis keeps order: "catalog" came first
+        await a.publish("other", {"id": 2})
+        assert (await asyncio.wait_for(anext(stream), 5))["id"] == 2
+    assert warmed == []
