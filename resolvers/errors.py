@@ -7,18 +7,15 @@ unexpected failures, the request id to quote. The full error is logged with that
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.extensions import MaskErrors
 
 from domain.errors import DomainError, ServiceUnavailable
 from domain.identity.errors import AccessDenied
-
-if TYPE_CHECKING:
-    from strawberry.types import StreamExecutionResult
+from schema.stream_results import ResultWatcher
 
 log = structlog.get_logger("gpucloud.graphql")
 
@@ -100,17 +97,16 @@ class ErrorShaping(MaskErrors):
             result.errors = self._process_errors(errors)
 
 
-class StreamedErrorShaping(SchemaExtension):
+class StreamedErrorShaping(ResultWatcher):
     """ErrorShaping for operations streamed over the websocket, where every result, the first
-    error included, passes `on_stream_result`. MaskErrors' `on_operation` would wait for a
+    error included, is seen here before it is sent. MaskErrors' `on_operation` would wait for a
     final result that a stream does not have, held open for a subscription's life: part of
     every idle subscriber's memory (bench/fanout.py)."""
 
-    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+    def result_streamed(self, result: Any) -> None:
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = [shape_error(error) for error in errors]  # type: ignore[union-attr]
-        yield
+            result.errors = [shape_error(error) for error in errors]
 
 
 def log_errors(errors: list[GraphQLError]) -> None:

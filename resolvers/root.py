@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from resolvers import (
 from resolvers.access import ADMIN_READ
 from resolvers.broadcast import SharedEventExecution
 from resolvers.errors import ErrorShaping, StreamedErrorShaping, log_errors
+from resolvers.extensions_runner import LeanExtensionsRunner
 from resolvers.guards import CsrfGuard
 from resolvers.node import MAX_NODE_IDS
 from resolvers.node import nodes as find_nodes
@@ -356,16 +356,6 @@ class Execution(SharedEventExecution, PlainFieldExecution):
     """Broadcast payloads executed once per event, and plain leaf fields read directly."""
 
 
-class _Runner(SchemaExtensionsRunner):
-    def operation(self) -> Any:
-        # With no `on_operation` hook (none of the stream extensions has one), nothing to
-        # enter: Strawberry's manager would still hold an exit stack for the operation's life.
-        manager = super().operation()
-        return manager if manager.hooks else _NO_HOOKS
-
-
-_NO_HOOKS = contextlib.nullcontext()  # stateless: one for every operation
-
 # Set while `stream` builds an operation: operations streamed over the websocket get
 # `GpuCloudSchema.stream_extensions` (resolvers/root.py), the others `extensions`.
 _STREAMING: ContextVar[bool] = ContextVar("streaming", default=False)
@@ -393,7 +383,7 @@ class GpuCloudSchema(strawberry.Schema):
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
     ) -> SchemaExtensionsRunner:
-        return _Runner(execution_context=execution_context, extensions=extensions)
+        return LeanExtensionsRunner(execution_context, extensions)
 
     def get_extensions(self, sync: bool = False) -> list[SchemaExtension]:
         if _STREAMING.get() and not sync:

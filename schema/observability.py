@@ -8,6 +8,8 @@ from typing import Any
 
 from strawberry.extensions import SchemaExtension
 
+from schema.stream_results import ResultWatcher
+
 Observer = Callable[[str, str, float], None]
 
 
@@ -35,18 +37,17 @@ def streamed_operation_metrics(observe: Observer) -> type[SchemaExtension]:
     life (part of every idle subscriber's memory, bench/fanout.py) to report a duration that
     is only how long the client stayed."""
 
-    class StreamedOperationMetrics(SchemaExtension):
+    class StreamedOperationMetrics(ResultWatcher):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.started: float | None = time.perf_counter()  # made as the operation starts
 
-        def on_stream_result(self, result: Any) -> Iterator[None]:
-            if self.started is not None:
-                ctx = self.execution_context
-                outcome = "error" if (result.errors or ctx.pre_execution_errors) else "ok"
-                elapsed = time.perf_counter() - self.started
-                observe(ctx.operation_name or "anonymous", outcome, elapsed)
-                self.started = None
-            yield
+        def result_streamed(self, result: Any) -> None:
+            if self.started is None:
+                return
+            ctx = self.execution_context
+            outcome = "error" if (result.errors or ctx.pre_execution_errors) else "ok"
+            observe(ctx.operation_name or "anonymous", outcome, time.perf_counter() - self.started)
+            self.started = None
 
     return StreamedOperationMetrics
