@@ -525,6 +525,8 @@ async def scenario(name: str, server: Server, url: str, query: str, tokens: list
             result.last_per_event.append(max(got))
     result.cpu = {k: v / max(1, len(result.latencies)) for k, v in result.cpu.items()}
     print("  " + summary(result), flush=True)
+    slowest = ", ".join(f"{x * 1000:.0f}" for x in result.last_per_event)
+    print(f"  slowest socket per event, ms: {slowest}", flush=True)
     if result.missing or problems:
         print(f"  client problems, e.g. {problems[:3]}\n  server log, last lines:\n"
               f"{server.tail(2000)}")  # fmt: skip
