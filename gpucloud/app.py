@@ -28,6 +28,7 @@ from domain.catalog.services import CATALOG_TOPIC
 from domain.compute.changes import ALLOCATIONS_TOPIC
 from domain.fleet.changes import FLEET_TOPIC
 from domain.identity.kit import IDENTITY_TOPIC
+from domain.notifications.notices import NOTIFICATIONS_TOPIC
 from gpucloud import health, oidc_routes, terminal
 from gpucloud.auth import CSRF_HEADER, CookieNames, ResponseCookies, request_meta
 from gpucloud.cors import Cors
@@ -47,7 +48,7 @@ from resolvers.invalidation import follow
 from resolvers.loaders import make_loaders
 from resolvers.result_cache import ResultCache, result_cache_extension
 from resolvers.root import Limits, build_schema
-from resolvers.shared_reads import make_shared_reads
+from resolvers.shared_reads import make_shared_reads, warm_notifications
 from schema.context import AppContext
 from schema.observability import Observer, operation_metrics, streamed_operation_metrics
 
@@ -223,6 +224,10 @@ def create_app(settings: Settings) -> Starlette:
         # A catalog event's change is read once, before its subscribers wake (infra/pubsub.py).
         resources.hub.warm_before_delivery(
             CATALOG_TOPIC, lambda message: catalog_change_of(shared, message)
+        )
+        # A poke's notification reads are made for every subscription it names, likewise.
+        resources.hub.warm_before_delivery(
+            NOTIFICATIONS_TOPIC, lambda message: warm_notifications(shared, message)
         )
         followers = []
         if cache is not None:  # a disabled cache needs no invalidation stream

@@ -75,22 +75,30 @@ async def notifications_stream(
     async with ctx.events.subscribe(NOTIFICATIONS_TOPIC) as stream:
         last = (_seq(after, "after") if after is not None
                 else await services.latest_seq(ctx.uow(), user_id))  # fmt: skip
+        # Where this subscription stands, so a poke's read for it can be made before it wakes.
+        cursor = shared.cursors.hold(user_id, last)
 
-        async def newer() -> AsyncGenerator[Notification, None]:
-            nonlocal last
+        async def newer(poke: object = None) -> AsyncGenerator[Notification, None]:
             while True:
-                batch = await shared.notifications_after.load((user_id, last))
+                if poke is not None:  # the poke's read, made once for every subscriber
+                    batch = await shared.notifications_on(poke, user_id, cursor.last)
+                    poke = None  # a full batch: the rest is read afresh
+                else:
+                    batch = await shared.notifications_after.load((user_id, cursor.last))
                 for delivery in batch:
-                    last = delivery.seq  # past the ones of other types too: never read twice
+                    cursor.last = delivery.seq  # past other types too: never read twice
                     if wanted is None or delivery.type in wanted:
                         yield delivery.view
                 if len(batch) < BATCH:
                     return
 
-        async for replayed in newer():
-            yield replayed
-        async for message in stream:
-            if user_id not in message["payload"].get("userIds", ()):
-                continue
-            async for live in newer():
-                yield live
+        try:
+            async for replayed in newer():
+                yield replayed
+            async for message in stream:
+                if user_id not in message["payload"].get("userIds", ()):
+                    continue
+                async for live in newer(message.get("id")):
+                    yield live
+        finally:
+            shared.cursors.release(cursor)

@@ -11,6 +11,10 @@ pool timeouts that end subscriptions. Instead:
 - `notifications_after`: a DataLoader that gathers every subscription's "after my last seq" of
   one loop turn into a single query (`after_many`), de-duplicating sockets of one user at one
   cursor, which also share the views it makes. It caches nothing: each poke must read again.
+- `notifications_on(event, user, seq)`: the same read, once per poke and key, kept a few seconds.
+  `warm_notifications` (the event hub's warm-up for the topic, infra/pubsub.py) makes it for
+  every live subscription the poke names (`cursors`) before any of them wakes; one that has
+  moved on since reads for itself.
 """
 
 from __future__ import annotations
@@ -48,9 +52,9 @@ class _EventMemo:
     """Single-flight reads keyed by event, kept briefly."""
 
     def __init__(self) -> None:
-        self._reads: dict[tuple[int, int], _Read] = {}
+        self._reads: dict[tuple[Any, ...], _Read] = {}
 
-    async def get(self, key: tuple[int, int], load: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(self, key: tuple[Any, ...], load: Callable[[], Awaitable[Any]]) -> Any:
         read = self._reads.get(key)
         if read is not None:
             await read.done.wait()
@@ -91,7 +95,28 @@ def make_shared_reads(uow: Callable[[], UnitOfWork]) -> SharedReads:
 
         return await memo.get((event_id, sku_id), load)  # type: ignore[no-any-return]
 
-    return SharedReads(
-        notifications_after=DataLoader(load_fn=load, cache=False, max_batch_size=2000),
+    loader = DataLoader(load_fn=load, cache=False, max_batch_size=2000)
+    pokes = _EventMemo()
+
+    async def notifications_on(event_id: Any, user_id: int, last: int) -> list[Delivery]:
+        key = (event_id, user_id, last)
+        return await pokes.get(key, lambda: loader.load((user_id, last)))  # type: ignore[no-any-return]
+
+    shared = SharedReads(
+        notifications_after=loader,
         catalog_change=catalog_change,
+        notifications_on=notifications_on,
     )
+    return shared
+
+
+async def warm_notifications(shared: SharedReads, message: dict[str, Any]) -> None:
+    """Before a poke wakes this process's subscribers: make the reads they will ask for (one
+    batched query), and turn the users it names into a set each of them looks itself up in."""
+    payload = message["payload"]
+    users = payload["userIds"] = frozenset(payload.get("userIds", ()))
+    event_id = message.get("id")
+    if event_id is None:
+        return
+    keys = shared.cursors.keys(users)
+    await asyncio.gather(*(shared.notifications_on(event_id, *key) for key in keys))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -72,6 +72,39 @@ class Loaders:
     statements: DataLoader[tuple[int, int], list[Statement]]
 
 
+class LiveCursor:
+    """Where one live notifications subscription stands: its user and the last seq it sent."""
+
+    __slots__ = ("last", "user_id")
+
+    def __init__(self, user_id: int, last: int) -> None:
+        self.user_id = user_id
+        self.last = last
+
+
+class LiveCursors:
+    """The live notifications subscriptions of this process, by user."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[int, set[LiveCursor]] = {}
+
+    def hold(self, user_id: int, last: int) -> LiveCursor:
+        cursor = LiveCursor(user_id, last)
+        self._by_user.setdefault(user_id, set()).add(cursor)
+        return cursor
+
+    def release(self, cursor: LiveCursor) -> None:
+        held = self._by_user.get(cursor.user_id)
+        if held is not None:
+            held.discard(cursor)
+            if not held:
+                del self._by_user[cursor.user_id]
+
+    def keys(self, user_ids: Iterable[int]) -> set[tuple[int, int]]:
+        """(user id, seq) for every subscription of these users, one per distinct seq."""
+        return {(user, c.last) for user in user_ids for c in self._by_user.get(user, ())}
+
+
 @dataclass(frozen=True)
 class SharedReads:
     """Process-wide reads shared by every subscriber (resolvers/shared_reads.py)."""
@@ -80,6 +113,10 @@ class SharedReads:
     notifications_after: DataLoader[tuple[int, int], list[Delivery]]
     # (event id, SKU id, kind) -> the event's change, read and made once: one object for all.
     catalog_change: Callable[[int, int, str], Awaitable[CatalogChange]]
+    # (poke's event id, user id, seq) -> as notifications_after, read once per poke and key.
+    notifications_on: Callable[[Any, int, int], Awaitable[list[Delivery]]]
+    # The live subscriptions' cursors, so a poke's reads can be made before they wake.
+    cursors: LiveCursors = field(default_factory=LiveCursors)
 
 
 class SessionCookies(Protocol):

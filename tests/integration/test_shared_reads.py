@@ -12,7 +12,7 @@ from domain.catalog.sku import SkuSpec
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import after_many, notify
 from domain.ports import UnitOfWork
-from resolvers.shared_reads import make_shared_reads
+from resolvers.shared_reads import make_shared_reads, warm_notifications
 from tests.support.compute import stored_user
 
 
@@ -94,3 +94,33 @@ async def test_a_waiter_reads_again_when_the_first_reader_is_cancelled(uow: Any)
     found = await waiter
     assert found.sku is not None and found.sku.name == "shared-cancel"  # read again
     assert opened[0] == 2
+
+
+async def test_a_poke_is_read_once_for_every_live_subscription_before_they_wake(uow: Any) -> None:
+    users = [await stored_user(uow) for _ in range(10)]
+    for user_id in users:
+        await _tell(uow, user_id, 2)
+    counted, opened = _counting(uow)
+    shared = make_shared_reads(counted)
+    # Three subscriptions per user: two at seq 0, one that has seen the first notification.
+    cursors = [shared.cursors.hold(user_id, last) for user_id in users for last in (0, 0, 1)]
+    poke = {"id": 77, "payload": {"userIds": users[:5]}}
+    await warm_notifications(shared, poke)
+    assert opened[0] == 1  # one query for the ten (user, seq) keys of the five users named
+    assert poke["payload"]["userIds"] == frozenset(users[:5])
+
+    # Woken, each reads what the warm-up made: no query, the same objects for one key.
+    woken = [c for c in cursors if c.user_id in users[:5]]
+    got = await asyncio.gather(*(shared.notifications_on(77, c.user_id, c.last) for c in woken))
+    assert opened[0] == 1
+    assert [[n.seq for n in rows] for rows in got] == [[1, 2], [1, 2], [2]] * 5
+    assert got[0] is got[1]
+
+    # A subscription that moved on reads for itself; a later poke reads afresh.
+    assert [n.seq for n in await shared.notifications_on(77, users[0], 2)] == []
+    assert opened[0] == 2
+    for cursor in cursors:
+        shared.cursors.release(cursor)
+    assert shared.cursors.keys(users) == set()
+    await warm_notifications(shared, {"id": 78, "payload": {"userIds": users}})
+    assert opened[0] == 2  # no live subscription: nothing to read
