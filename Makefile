@@ -99,7 +99,7 @@ bench-placement: install sshd
 bench-provisioning: install sshd
 	$(PY) -m bench.provisioning
 
-# 5,000 graphql-transport-ws subscribers on one API process: commit -> delivery p50/p99 and memory
+# 10,000 graphql-transport-ws subscribers on one API process: commit -> delivery p50/p99 and memory
 # per idle subscriber, against a bare Starlette + Redis fan-out in the same run.
 bench-fanout: install
 	$(PY) -m bench.fanout

@@ -1,12 +1,16 @@
 """uvicorn's websocket protocol (websockets, sans-I/O) with less held per open socket.
 
-An API process holds thousands of idle subscriber sockets, and uvicorn keeps per socket an
-asyncio.Queue for received messages (three deques, 2.3 KiB), an asyncio.Event for write flow
-control (one more deque) and the handshake's parsed request and response with their headers,
-which the ASGI scope has already copied: about 11 KiB of an idle socket's memory
-(bench/fanout.py). This subclass swaps the first two for slotted equivalents that allocate only
-while someone waits, and lets the handshake objects go once the handshake is over. The wire
-behaviour is uvicorn's own: every other line is inherited.
+An API process holds thousands of idle subscriber sockets (bench/fanout.py), and uvicorn keeps
+per socket:
+- an asyncio.Queue for received messages (three deques, 2.3 KiB) and an asyncio.Event for write
+  flow control (one more deque): swapped for slotted equivalents that allocate only while
+  someone waits;
+- the handshake's parsed request and response, which the ASGI scope has already copied, and in
+  the scope the headers that only the handshake reads: let go once the handshake is over;
+- a keepalive timer and a ping frame every interval, even where the subprotocol has a heartbeat
+  of its own: graphql-transport-ws sockets have theirs (gpucloud/live.py), so uvicorn's is
+  stopped for them; the terminal keeps it.
+The wire behaviour is otherwise uvicorn's own: every other line is inherited.
 """
 
 from __future__ import annotations

@@ -357,7 +357,7 @@ class Execution(SharedEventExecution, PlainFieldExecution):
 
 
 # Set while `stream` builds an operation: operations streamed over the websocket get
-# `GpuCloudSchema.stream_extensions` (resolvers/root.py), the others `extensions`.
+# `GpuCloudSchema.stream_extensions` (below), the others `extensions`.
 _STREAMING: ContextVar[bool] = ContextVar("streaming", default=False)
 
 
