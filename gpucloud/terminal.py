@@ -160,12 +160,25 @@ async def terminal(websocket: WebSocket) -> None:
                     ended = await _run(websocket, session, stream, ticket, res, holder)
                 finally:
                     await session.close()
-                    with contextlib.suppress(Exception):
-                        await websocket.close(code=ended.code, reason=ended.reason)
-                    await audit_terminal(res.uow(), ticket, "terminal.closed", meta,
-                                         {"keyId": cert_key_id, "code": ended.code,
-                                          "reason": ended.reason, "closedBy": ended.by,
-                                          "seconds": round(time.monotonic() - started, 3)})  # fmt: skip
+                    # Recorded before the close goes out: a client that has seen its terminal
+                    # close finds the record of it (and a failed write still closes).
+                    try:
+                        await audit_terminal(
+                            res.uow(),
+                            ticket,
+                            "terminal.closed",
+                            meta,
+                            {
+                                "keyId": cert_key_id,
+                                "code": ended.code,
+                                "reason": ended.reason,
+                                "closedBy": ended.by,
+                                "seconds": round(time.monotonic() - started, 3),
+                            },
+                        )
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await websocket.close(code=ended.code, reason=ended.reason)
             finally:
                 await res.terminal_slots.release(allocation.id, holder)
     except TerminalRefused as exc:
