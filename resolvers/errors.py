@@ -92,9 +92,7 @@ class ErrorShaping(MaskErrors):
     def _process_result(self, result: Any) -> None:
         # MaskErrors first tests a runtime-checkable Protocol, which is slow enough to show in a
         # 5,000-socket fan-out profile; an error-free result, the usual case, needs no look.
-        errors = getattr(result, "errors", None)
-        if errors:
-            result.errors = self._process_errors(errors)
+        _shape_result(result)
 
 
 class StreamedErrorShaping(ResultWatcher):
@@ -104,9 +102,13 @@ class StreamedErrorShaping(ResultWatcher):
     every idle subscriber's memory (bench/fanout.py)."""
 
     def result_streamed(self, result: Any) -> None:
-        errors = getattr(result, "errors", None)
-        if errors:
-            result.errors = [shape_error(error) for error in errors]
+        _shape_result(result)
+
+
+def _shape_result(result: Any) -> None:
+    errors = getattr(result, "errors", None)
+    if errors:
+        result.errors = [shape_error(error) for error in errors]
 
 
 def log_errors(errors: list[GraphQLError]) -> None:

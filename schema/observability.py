@@ -7,10 +7,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from schema.stream_results import ResultWatcher
 
 Observer = Callable[[str, str, float], None]
+
+
+def _report(observe: Observer, ctx: ExecutionContext, result: Any, started: float) -> None:
+    errors = getattr(result, "errors", None) if result is not None else None
+    outcome = "error" if (errors or ctx.pre_execution_errors) else "ok"
+    observe(ctx.operation_name or "anonymous", outcome, time.perf_counter() - started)
 
 
 def operation_metrics(observe: Observer) -> type[SchemaExtension]:
@@ -20,12 +27,7 @@ def operation_metrics(observe: Observer) -> type[SchemaExtension]:
         def on_operation(self) -> Iterator[None]:
             started = time.perf_counter()
             yield
-            ctx = self.execution_context
-            name = ctx.operation_name or "anonymous"
-            result = ctx.result
-            errors = getattr(result, "errors", None) if result is not None else None
-            outcome = "error" if (errors or ctx.pre_execution_errors) else "ok"
-            observe(name, outcome, time.perf_counter() - started)
+            _report(observe, self.execution_context, self.execution_context.result, started)
 
     return OperationMetrics
 
@@ -43,11 +45,8 @@ def streamed_operation_metrics(observe: Observer) -> type[SchemaExtension]:
             self.started: float | None = time.perf_counter()  # made as the operation starts
 
         def result_streamed(self, result: Any) -> None:
-            if self.started is None:
-                return
-            ctx = self.execution_context
-            outcome = "error" if (result.errors or ctx.pre_execution_errors) else "ok"
-            observe(ctx.operation_name or "anonymous", outcome, time.perf_counter() - self.started)
-            self.started = None
+            if self.started is not None:
+                _report(observe, self.execution_context, result, self.started)
+                self.started = None
 
     return StreamedOperationMetrics
