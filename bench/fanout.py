@@ -225,6 +225,45 @@ def _init(token: str) -> bytes:
     )
 
 
+def _subscribe(query: str) -> bytes:
+    return orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
+
+
+PONG = b'{"type":"pong"}'
+EVENT, PING, END = "event", "ping", "end"
+_MARK = re.compile(MARK.pattern.encode())
+
+
+class _Tally:
+    """What one client process saw: each event's receive times, and the subscriptions the server
+    ended (a few of their last messages kept to show)."""
+
+    def __init__(self, received: Synchronized[int], ended: Synchronized[int]) -> None:
+        self.received, self.ended = received, ended
+        self.samples: defaultdict[int, list[float]] = defaultdict(list)
+        self.problems: list[str] = []
+
+    def message(self, raw: bytes, now: float) -> str:
+        """EVENT (counted), PING (answer it) or END ("error" or "complete": read no further)."""
+        found = _MARK.search(raw)
+        if found is not None:
+            self.samples[int(found[1])].append(now)
+            self.received.value += 1  # one writer per counter: no lock needed
+            return EVENT
+        if b'"ping"' in raw:
+            return PING
+        self.end(raw[:300].decode(errors="replace"))
+        return END
+
+    def end(self, why: str) -> None:
+        self.ended.value += 1
+        if len(self.problems) < 5:
+            self.problems.append(why)
+
+    def report(self, conn: Connection) -> None:
+        conn.send(("samples", dict(self.samples), self.problems))
+
+
 async def _clients(
     conn: Connection,
     url: str,
@@ -238,30 +277,19 @@ async def _clients(
     handled in `data_received` with the time its chunk arrived; no task per socket."""
     from bench.lean_ws import LeanSocket, connect
 
-    samples: defaultdict[int, list[float]] = defaultdict(list)
-    problems: list[str] = []
+    tally = _Tally(received, ended)
     gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
-    subscribe = orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
-    mark = re.compile(MARK.pattern.encode())
-    pong = b'{"type":"pong"}'
+    subscribe = _subscribe(query)
 
     def on_message(sock: LeanSocket, now: float, raw: bytes) -> None:
-        found = mark.search(raw)
-        if found is not None:
-            samples[int(found[1])].append(now)
-            received.value += 1  # one writer per counter: no lock needed
-        elif b'"ping"' in raw:
-            sock.send_text(pong)
-        else:  # "error" or "complete": the server ended this subscription
+        kind = tally.message(raw, now)
+        if kind == PING:
+            sock.send_text(PONG)
+        elif kind == END:
             sock.done = True  # read no further, as the websockets client's reader returns
-            ended.value += 1
-            if len(problems) < 5:
-                problems.append(raw[:300].decode(errors="replace"))
 
     def on_end(sock: LeanSocket, why: str) -> None:
-        ended.value += 1
-        if len(problems) < 5:
-            problems.append(f"closed: {why}")
+        tally.end(f"closed: {why}")
 
     async def open_one(token: str) -> LeanSocket:
         async with gate:
@@ -289,7 +317,7 @@ async def _clients(
         await asyncio.wait([sock.lost for sock in sockets], timeout=30)
     for sock in sockets:
         sock.abort()  # any the server did not answer in time
-    conn.send(("samples", dict(samples), problems))
+    tally.report(conn)
     return 0
 
 
@@ -305,10 +333,9 @@ async def _websockets_clients(
     """The `websockets` library's client (--client websockets): a task per socket."""
     import websockets
 
-    samples: defaultdict[int, list[float]] = defaultdict(list)
-    problems: list[str] = []
+    tally = _Tally(received, ended)
     gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
-    subscribe = orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
+    subscribe = _subscribe(query)
 
     async def open_one(token: str) -> Any:
         async with gate:
@@ -331,23 +358,13 @@ async def _websockets_clients(
         try:
             async for raw in ws:
                 now = time.time()  # first, before any parsing
-                if isinstance(raw, bytes):  # Strawberry here sends its JSON in binary frames
-                    raw = raw.decode()
-                found = MARK.search(raw)
-                if found is not None:
-                    samples[int(found[1])].append(now)
-                    received.value += 1  # one writer per counter: no lock needed
-                elif '"ping"' in raw:
-                    await ws.send('{"type":"pong"}')
-                else:  # "error" or "complete": the server ended this subscription
-                    ended.value += 1
-                    if len(problems) < 5:
-                        problems.append(raw[:300])
+                kind = tally.message(raw.encode() if isinstance(raw, str) else raw, now)
+                if kind == PING:
+                    await ws.send(PONG.decode())
+                elif kind == END:
                     return
         except websockets.ConnectionClosed as closed:
-            ended.value += 1
-            if len(problems) < 5:
-                problems.append(f"closed: {closed}")
+            tally.end(f"closed: {closed}")
 
     opened = await asyncio.gather(*(open_one(t) for t in tokens), return_exceptions=True)
     sockets = [ws for ws in opened if not isinstance(ws, BaseException)]
@@ -360,7 +377,7 @@ async def _websockets_clients(
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(30):
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    conn.send(("samples", dict(samples), problems))
+    tally.report(conn)
     return 0
 
 
