@@ -10,11 +10,10 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import httpx
 import pytest
 import websockets
@@ -23,33 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from domain.audit.records import RequestMeta
-from domain.catalog.services import add_sku
-from domain.compute.allocation_services import create_allocation
-from domain.compute.allocations import AllocationState
-from domain.compute.engine import advance
-from domain.compute.ssh_key_services import add_ssh_key
-from domain.fleet.ca_services import create_ca
-from domain.fleet.checks import check_node
-from domain.fleet.nodes import NodeState
 from domain.ports import UnitOfWork
-from infra.crypto.envelope import AesGcmCipher
-from infra.crypto.local_kms import LocalKms
-from infra.nodes.factory import make_compute_kit
-from infra.nodes.keys import AsyncsshKeyCodec
-from infra.nodes.ssh_ca import AsyncsshCaSigner
-from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from schema.relay import from_global_id, to_global_id
-from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
-from tests.support.catalog import make_spec
-from tests.support.compute import credit, signed_in
-from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
 from tests.support.identity import PASSWORD, SIGN_UP, body, unique_email
 from tests.support.processes import Process, free_port, wait_ready
-from tests.support.ssh_node import EIGHT_H200, SshNode, running_node
+from tests.support.ssh_node import SshNode
+from tests.support.terminal_node import h200_node, running_allocation
 
-META = RequestMeta(request_id="test")
 APP = "https://app.test"  # the SPA's origin, in GPUCLOUD_ALLOWED_ORIGINS
 GRACE = "5"
 Uow = Callable[[], UnitOfWork]
@@ -96,36 +76,14 @@ async def served(
 ) -> AsyncIterator[Served]:
     """A RUNNING allocation on a real node, and a `gpucloud serve` process that can open
     terminals to it (the allocation is made in this process, as the worker would)."""
-    kms = LocalKms(settings.kms_key_file)
-    ca_keys = [(await create_ca(uow(), kms, AesGcmCipher(), AsyncsshCaSigner())).public_key]
     async with contextlib.AsyncExitStack() as stack:
-        root = stack.enter_context(open_node_root())
-        groups = stack.enter_context(group_prefix())
-        prefix = stack.enter_context(user_prefix())
-        node = stack.enter_context(running_node(root, report=EIGHT_H200, trusted_ca_keys=ca_keys))
-        serve_user_keys(node)
-        fake_devices(node, 8)
-        fleet = fleet_settings(node.root, groups)
-        fleet_kit = kit_for(uow, kms, fleet)
-        kit = make_compute_kit(
-            fleet,
-            replace(settings.compute, user_prefix=prefix),
-            fleet_kit,
-            ledger_policy(settings.payments),
-        )
-        stack.push_async_callback(kit.ops.aclose)  # type: ignore[attr-defined]
-        ready = await check_node(fleet_kit, (await register(fleet_kit, node)).id)
-        assert ready is not None and ready.state is NodeState.READY, ready
-        sku = await add_sku(
-            uow(),
-            make_spec(
-                "h200x1", gpu_model="H200", region="eu-west", vcpus=8, ram_gib=64, disk_gib=100
-            ),
-        )
+        world = await h200_node(stack, uow, settings)
 
         port = free_port()
         api = Process(
-            ["serve"], _serve_env(service_env, node, groups, prefix, port), tmp_path / "api.log"
+            ["serve"],
+            _serve_env(service_env, world.node, world.groups, world.prefix, port),
+            tmp_path / "api.log",
         )
         stack.callback(api.stop)
         http = f"http://127.0.0.1:{port}"
@@ -137,19 +95,9 @@ async def served(
         )
         payload = signed.json()["data"]["signUp"]
         user_id = from_global_id(payload["user"]["id"], "id")[1]
-        user = signed_in(user_id)
-        async with uow() as u:
-            await credit(u.ledger, user_id, 100_000)
-            await u.commit()
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        added = await add_ssh_key(
-            uow(), AsyncsshKeyCodec(), user, "laptop", key.export_public_key().decode(), META
-        )
-        placed = await create_allocation(kit, user, sku.id, [added.id], "drain", META)
-        running = await advance(kit, placed.id)
-        assert running is not None and running.state is AllocationState.RUNNING
+        running = await running_allocation(uow, world, user_id, "drain")
         yield Served(
-            api, http, f"ws://127.0.0.1:{port}", placed.id, user_id, browser, payload["csrfToken"]
+            api, http, f"ws://127.0.0.1:{port}", running.id, user_id, browser, payload["csrfToken"]
         )
 
 

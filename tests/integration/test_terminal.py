@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import httpx
 import orjson
 import pytest
@@ -35,39 +34,24 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from domain.audit.records import RequestMeta
-from domain.catalog.services import add_sku
-from domain.catalog.sku import SkuSpec
-from domain.compute.allocation_services import create_allocation, stop_allocation
-from domain.compute.allocations import Allocation, AllocationState
-from domain.compute.engine import advance
-from domain.compute.ssh_key_services import add_ssh_key
+from domain.compute.allocation_services import stop_allocation
+from domain.compute.allocations import Allocation
 from domain.compute.terminals import TerminalTicket
-from domain.fleet.ca_services import create_ca
-from domain.fleet.checks import check_node
-from domain.fleet.nodes import NodeState
 from domain.identity.accounts import AccountStatus
 from domain.identity.admin import set_status
 from domain.identity.principal import SYSTEM
 from domain.ports import UnitOfWork
 from gpucloud.app import create_app
 from gpucloud.terminal import CONTROL_PROTOCOL
-from infra.crypto.envelope import AesGcmCipher
-from infra.crypto.local_kms import LocalKms
-from infra.nodes.factory import make_compute_kit
-from infra.nodes.keys import AsyncsshKeyCodec
-from infra.nodes.ssh_ca import AsyncsshCaSigner
-from infra.payment_settings import ledger_policy
 from infra.pubsub import publish
 from infra.settings import Settings
 from infra.slots import RedisSlots
 from infra.terminal_tickets import RedisTicketStore
 from schema.relay import from_global_id, to_global_id
-from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
-from tests.support.compute import credit, signed_in
-from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
+from tests.support.compute import signed_in
 from tests.support.identity import LOG_IN, PASSWORD, SIGN_UP, body, unique_email
 from tests.support.processes import free_port
-from tests.support.ssh_node import EIGHT_H200, running_node
+from tests.support.terminal_node import h200_node, running_allocation
 
 META = RequestMeta(request_id="test")
 APP = "https://app.test"
@@ -149,18 +133,11 @@ async def _browser(stack: contextlib.AsyncExitStack, base: str) -> Browser:
 
 @pytest.fixture
 async def world(uow: Uow, settings: Settings, redis_namespace: str) -> AsyncIterator[World]:
-    kms = LocalKms(settings.kms_key_file)
-    ca_keys = [(await create_ca(uow(), kms, AesGcmCipher(), AsyncsshCaSigner())).public_key]
     async with contextlib.AsyncExitStack() as stack:
-        root = stack.enter_context(open_node_root())
-        groups = stack.enter_context(group_prefix())
-        prefix = stack.enter_context(user_prefix())
-        node = stack.enter_context(running_node(root, report=EIGHT_H200, trusted_ca_keys=ca_keys))
-        serve_user_keys(node)
-        fake_devices(node, 8)
-        fleet = fleet_settings(node.root, groups)
-        compute = replace(settings.compute, user_prefix=prefix)
-        served = replace(settings, fleet=fleet, compute=compute, allowed_origins=(APP, OTHER))
+        node = await h200_node(stack, uow, settings)
+        served = replace(
+            settings, fleet=node.fleet, compute=node.compute, allowed_origins=(APP, OTHER)
+        )
         app = create_app(served)
         server, task, base = await _serve(app)
 
@@ -169,28 +146,12 @@ async def world(uow: Uow, settings: Settings, redis_namespace: str) -> AsyncIter
             await task
 
         stack.push_async_callback(shutdown)
-        fleet_kit = kit_for(uow, kms, fleet)
-        kit = make_compute_kit(fleet, compute, fleet_kit, ledger_policy(settings.payments))
-        stack.push_async_callback(kit.ops.aclose)  # type: ignore[attr-defined]
-        ready = await check_node(fleet_kit, (await register(fleet_kit, node)).id)
-        assert ready is not None and ready.state is NodeState.READY, ready
-        sku = await add_sku(uow(), SkuSpec.create(
-            name="h200x1", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
-            region="eu-west", hourly_price_minor=3600, currency="USD"))  # fmt: skip
         ada, bob = await _browser(stack, base), await _browser(stack, base)
         user = signed_in(ada.user_id)
-        async with uow() as u:
-            await credit(u.ledger, ada.user_id, 100_000)
-            await u.commit()
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        added = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "laptop",
-                                  key.export_public_key().decode(), META)  # fmt: skip
-        placed = await create_allocation(kit, user, sku.id, [added.id], "t1", META)
-        running = await advance(kit, placed.id)
-        assert running is not None and running.state is AllocationState.RUNNING
+        running = await running_allocation(uow, node, ada.user_id, "t1")
 
         async def stop() -> Allocation:
-            return await stop_allocation(kit, user, placed.id, META)
+            return await stop_allocation(node.kit, user, running.id, META)
 
         client = aioredis.Redis.from_url(settings.redis_url)
         stack.push_async_callback(client.aclose)
