@@ -37,10 +37,12 @@ from domain.audit.records import RequestMeta
 from domain.compute.allocation_services import stop_allocation
 from domain.compute.allocations import Allocation
 from domain.compute.terminals import TerminalTicket
+from domain.errors import ServiceUnavailable
 from domain.identity.accounts import AccountStatus
 from domain.identity.admin import set_status
 from domain.identity.principal import SYSTEM
 from domain.ports import UnitOfWork
+from gpucloud import terminal as terminal_endpoint
 from gpucloud.app import create_app
 from gpucloud.terminal import CONTROL_PROTOCOL
 from infra.pubsub import publish
@@ -434,3 +436,25 @@ async def test_without_the_subprotocol_every_frame_is_input_and_with_it_sizes_ar
         seen = bytearray()
         await ws.send(b"echo still-$((4+4))\n")
         await _read_until(ws, b"still-8", seen)
+
+
+async def test_a_close_that_cannot_be_recorded_still_closes_the_terminal(
+    world: World, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The close is recorded before it is sent; a failed write still closes the socket, with the
+    reason the terminal ended for."""
+    record = terminal_endpoint.audit_terminal
+
+    async def closing_fails(uow: Any, ticket: Any, action: str, *rest: Any) -> None:
+        if action == "terminal.closed":
+            raise ServiceUnavailable("database")
+        await record(uow, ticket, action, *rest)
+
+    monkeypatch.setattr(terminal_endpoint, "audit_terminal", closing_fails)
+    issued = await world.ada.ticket(world.allocation.id)
+    async with connect(world.url(issued["ticket"]), origin=APP, subprotocols=CONTROL) as ws:  # type: ignore[arg-type]
+        await ws.send(b"echo open-$((6*7))\n")
+        await _read_until(ws, b"open-42", bytearray())
+        await world.stop()
+        await _relay(engine, world)
+        assert await _closed(ws) == (4410, "ALLOCATION_STOPPED")
