@@ -34,6 +34,7 @@ from domain.identity.accounts import AccountStatus, User
 from domain.identity.scopes import Role
 from domain.identity.sessions import Session
 from domain.identity.tokens import ApiToken, TokenSpec
+from domain.leases import Leases
 from domain.ledger.accounts import Account, AccountKey, Balance
 from domain.ledger.holds import Hold
 from domain.ledger.transfers import Entry, Transfer, TransferCode, TransferSpec, WalletEntry
@@ -406,7 +407,9 @@ class SshCaRepository(Protocol):
         ...
 
 
-class NodeRepository(Protocol):
+class NodeRepository(Leases, Protocol):
+    """Nodes; their leases are for the fleet's checks (due at next_probe_at)."""
+
     async def add(self, node: NewNode) -> Node:
         """Insert as BOOTSTRAPPING; raises `Conflict` NAME_TAKEN or ADDRESS_TAKEN (host and
         port) on a clash, races included."""
@@ -442,12 +445,6 @@ class NodeRepository(Protocol):
 
     async def lagging_ca(self, public_key: str) -> Sequence[str]:
         """Names of the nodes, retired ones aside, not yet given `public_key` to trust."""
-        ...
-
-    async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> Sequence[Node]:
-        """Nodes whose probe or bootstrap is due (next_probe_at <= now), locked with SKIP
-        LOCKED and pushed to `lease_until`, so two workers never take the same node and a
-        dead worker's claim comes due again."""
         ...
 
 
@@ -496,7 +493,9 @@ class PlacementRepository(Protocol):
         ...
 
 
-class AllocationRepository(Protocol):
+class AllocationRepository(Leases, Protocol):
+    """Allocations; their leases are for the engine's steps (due at next_attempt_at)."""
+
     async def add(self, new: NewAllocation) -> Allocation:
         """Insert as REQUESTED."""
         ...
@@ -533,13 +532,6 @@ class AllocationRepository(Protocol):
 
     async def running_ids(self, after_id: int, limit: int) -> list[int]:
         """Ids of RUNNING allocations above `after_id`, ascending (the metering tick's pages)."""
-        ...
-
-    async def claim_due(self, now: datetime, lease_until: datetime,
-                        limit: int) -> Sequence[Allocation]:  # fmt: skip
-        """Allocations with engine work due (next_attempt_at <= now), locked SKIP LOCKED and
-        pushed to `lease_until`: no two workers take one, and a dead worker's claim comes due
-        again when the lease ends."""
         ...
 
 
@@ -792,16 +784,22 @@ class NodeOperations(Protocol):
     per-node concurrency limit). Every operation is an "ensure": safe to repeat, and a repeat
     after a partial run finishes the job. Failures raise the `NodeFailure` family."""
 
-    async def ensure_account(self, target: NodeTarget, account: AccountSpec) -> None:
+    async def ensure_account(self, target: NodeTarget, account: AccountSpec, fence: int) -> None:
         """The user exists (its own group, the platform group, the groups of exactly its GPUs
         and no other GPU group), its authorized keys are exactly `public_keys`, and its shells
-        see CUDA_VISIBLE_DEVICES for its GPUs."""
+        see CUDA_VISIBLE_DEVICES for its GPUs.
+
+        Serialized on the node with every other operation on this account, and fenced: raises
+        `FenceRefused` (changing nothing) when the node has seen a newer `fence` (the
+        allocation's lease generation) for the account, or the account was torn down."""
         ...
 
-    async def remove_account(self, target: NodeTarget, username: str, *,
+    async def remove_account(self, target: NodeTarget, username: str, fence: int, *,
                              keep_home: bool) -> None:  # fmt: skip
         """End the user's processes, take its GPU groups away, delete the user (and its home
-        unless `keep_home`). A user already gone is fine."""
+        unless `keep_home`). A user already gone is fine. Serialized and fenced like
+        `ensure_account`; it first leaves a tombstone, so no ensure ever makes the account
+        again, and it waits for an ensure already running on the node to finish."""
         ...
 
     async def accounts(self, target: NodeTarget) -> Sequence[AccountState]:

@@ -61,16 +61,18 @@ class Actors:
 
 
 def register_actors(broker: dramatiq.Broker, deps: ActorDeps) -> Actors:
-    async def check(node_id: int) -> None:
-        # Safe to run twice: it reads the node afresh and changes it only through `transition`.
-        node = await check_node(deps.fleet(), node_id)
+    async def check(node_id: int, token: int | None = None) -> None:
+        # Safe to run twice: it works only under the lease `token` the Dispatcher claimed, and
+        # changes the node only through `transition`.
+        node = await check_node(deps.fleet(), node_id, token)
         if node is not None:
             log.info("fleet.node_checked", node_id=node_id, state=str(node.state),
                      health=str(node.health), version=node.version)  # fmt: skip
 
-    async def advance_one(allocation_id: int) -> None:
-        # Safe to run twice: a step is stored only if the row is still as it was read.
-        allocation = await advance(deps.compute(), allocation_id)
+    async def advance_one(allocation_id: int, token: int | None = None) -> None:
+        # Safe to run twice: it works only under the lease `token` the Dispatcher claimed, and
+        # a step is stored only if the row is still as it was read, under that lease.
+        allocation = await advance(deps.compute(), allocation_id, token)
         if allocation is not None:
             log.info("engine.advanced", allocation_id=allocation_id,
                      state=str(allocation.state), version=allocation.version)  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -14,6 +14,7 @@ from domain.compute.kit import ComputeKit
 from domain.compute.metering import meter
 from domain.compute.reconcile import reconcile_node
 from domain.fleet.records import NodeFilter
+from domain.leases import Claimed
 from domain.pagination import PageRequest
 from domain.ports import UnitOfWork
 from jobs.loop import every
@@ -23,10 +24,9 @@ log = structlog.get_logger(__name__)
 CLAIM_BATCH = 100
 
 
-async def claim_allocations(uow: UnitOfWork, now: datetime,
-                            lease_until: datetime) -> Sequence[int]:  # fmt: skip
+async def claim_allocations(uow: UnitOfWork, now: datetime, lease: timedelta) -> Sequence[Claimed]:
     """Allocations whose next step is due, for the `advance_allocation` actor."""
-    return [a.id for a in await uow.allocations.claim_due(now, lease_until, CLAIM_BATCH)]
+    return await uow.allocations.claim_due(now, lease, CLAIM_BATCH)
 
 
 class MeteringTicker:

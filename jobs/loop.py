@@ -6,15 +6,29 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import structlog
 
+from domain.leases import Claimed
 from domain.ports import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
-# Claims due rows inside the given unit of work: (uow, now, lease until) -> their ids.
-Claim = Callable[[UnitOfWork, datetime, datetime], Awaitable[Sequence[int]]]
+# Claims due rows inside the given unit of work: (uow, now, lease) -> the rows and leases.
+Claim = Callable[[UnitOfWork, datetime, timedelta], Awaitable[Sequence[Claimed]]]
+
+
+class Listener(Protocol):
+    """An open LISTEN connection (asyncpg's)."""
+
+    def is_closed(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+# Opens a listener that sets the event on every notification.
+Listen = Callable[[asyncio.Event], Awaitable[Listener]]
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
@@ -39,32 +53,84 @@ async def every(stop: asyncio.Event, seconds: float, step: Callable[[], Awaitabl
 
 
 class Dispatcher:
-    """Every tick, claim the rows whose work is due and send each id to an actor. `claim` locks
-    them SKIP LOCKED and pushes them a lease ahead in its own committed transaction, so two
-    workers never take one row, and a worker that dies mid-work only delays it by the lease:
-    the row comes due again and another worker takes it."""
+    """Claim the rows whose work is due and send each (id, lease generation) to an actor.
+    `claim` locks them SKIP LOCKED and leases them in its own committed transaction
+    (domain/leases.py), so two workers never take one row; the actor renews the lease while
+    it works and its outcome is fenced by the generation; a worker that dies mid-work only
+    delays the row by the rest of the lease.
 
-    def __init__(self, uow: Callable[[], UnitOfWork], claim: Claim,
-                 send: Callable[[int], object], lease: timedelta, tick_seconds: float,
-                 what: str) -> None:  # fmt: skip
+    Wake, then poll: with `listen` (infra/db/listen.py on the work channel), a committed change
+    that makes a row due wakes it at once; the tick is only the safety net (a lapsed lease, a
+    lost notification, a retry whose time came)."""
+
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        claim: Claim,
+        send: Callable[[int, int], object],
+        lease: timedelta,
+        tick_seconds: float,
+        what: str,
+        listen: Listen | None = None,
+    ) -> None:
         self._uow = uow
         self._claim = claim
         self._send = send
         self._lease = lease
         self._tick = tick_seconds
         self._what = what
+        self._listen = listen
+        self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await every(stop, self._tick, self.tick, self._what)
+        listener: Listener | None = None
+        try:
+            while not stop.is_set():
+                listener = await self._listening(listener)
+                self._wake.clear()  # a wake-up from here on means another tick
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("loop.step_failed", loop=self._what)
+                await wait_any(stop, self._wake, self._tick)
+        finally:
+            await _close(listener)
+
+    async def _listening(self, listener: Listener | None) -> Listener | None:
+        """The open listener; a lost one is reopened (meanwhile the tick polls)."""
+        if self._listen is None or (listener is not None and not listener.is_closed()):
+            return listener
+        await _close(listener)
+        try:
+            return await self._listen(self._wake)
+        except Exception as exc:
+            log.warning("loop.listen_failed", loop=self._what, error=str(exc))
+            return None
 
     async def tick(self) -> int:
         now = datetime.now(UTC)
         uow = self._uow()
         async with uow:
-            due = await self._claim(uow, now, now + self._lease)
+            due = await self._claim(uow, now, self._lease)
             await uow.commit()
-        for row_id in due:
-            self._send(row_id)
+        for claimed in due:
+            self._send(claimed.id, claimed.token)
         if due:
-            log.info("loop.dispatched", loop=self._what, ids=list(due))
+            log.info("loop.dispatched", loop=self._what, ids=[c.id for c in due])
         return len(due)
+
+
+async def wait_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
+    """Return when `stop` or `wake` is set, or after `timeout` seconds."""
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiters:
+            task.cancel()
+
+
+async def _close(listener: Listener | None) -> None:
+    if listener is not None:
+        with suppress(Exception):
+            await listener.close()

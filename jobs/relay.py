@@ -24,6 +24,7 @@ from infra.db import outbox
 from infra.db.listen import open_listener
 from infra.db.tables import OUTBOX_CHANNEL
 from infra.pubsub import publish
+from jobs.loop import wait_any
 
 log = structlog.get_logger(__name__)
 
@@ -99,17 +100,8 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox.relay_error", retry_in=delay)
                 delay = min(delay * 2, 30.0)
-            await _wait_any(stop, self._wake, delay)
+            await wait_any(stop, self._wake, delay)
         await _close(listener)
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waiters:
-            task.cancel()
 
 
 async def _close(listener: object | None) -> None:

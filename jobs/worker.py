@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import dramatiq
 import redis.asyncio as aioredis
@@ -14,6 +14,8 @@ from domain.fleet.kit import FleetKit
 from infra.broker import make_broker
 from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
+from infra.db.leases import WORK_CHANNEL
+from infra.db.listen import open_listener
 from infra.db.uow import SqlUnitOfWork
 from infra.nodes.factory import allocation_policy, health_policy, make_compute_kit, make_fleet_kit
 from infra.payment_settings import ledger_policy
@@ -22,7 +24,7 @@ from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
 from jobs.compute import MeteringTicker, ReconcileTicker, claim_allocations
 from jobs.fleet import claim_nodes
-from jobs.loop import Dispatcher
+from jobs.loop import Dispatcher, Listener
 from jobs.money import MoneyTicker
 from jobs.relay import EventPublisher, OutboxRelay
 
@@ -71,12 +73,32 @@ def run_worker(settings: Settings) -> int:
             def uow() -> SqlUnitOfWork:
                 return SqlUnitOfWork(engine)
 
-            loops.append(Dispatcher(uow, claim_nodes, actors.check_node.send,
-                                    health_policy(settings.fleet).lease,
-                                    settings.fleet.tick_seconds, "fleet").run(stop))  # fmt: skip
-            loops.append(Dispatcher(uow, claim_allocations, actors.advance_allocation.send,
-                                    allocation_policy(settings.compute).lease,
-                                    settings.compute.engine_tick_seconds, "engine").run(stop))  # fmt: skip
+            def listen(wake: asyncio.Event) -> Awaitable[Listener]:
+                # Committed changes that make work due wake the dispatchers (migration 0010).
+                return open_listener(settings.database_url, WORK_CHANNEL, wake)
+
+            loops.append(
+                Dispatcher(
+                    uow,
+                    claim_nodes,
+                    actors.check_node.send,
+                    health_policy(settings.fleet).lease,
+                    settings.fleet.tick_seconds,
+                    "fleet",
+                    listen,
+                ).run(stop)
+            )
+            loops.append(
+                Dispatcher(
+                    uow,
+                    claim_allocations,
+                    actors.advance_allocation.send,
+                    allocation_policy(settings.compute).lease,
+                    settings.compute.engine_tick_seconds,
+                    "engine",
+                    listen,
+                ).run(stop)
+            )
             fleet_kit = make_fleet_kit(settings.fleet, uow, LocalKms(settings.kms_key_file))
             billing = make_compute_kit(settings.fleet, settings.compute, fleet_kit,
                                        ledger_policy(settings.payments))  # fmt: skip

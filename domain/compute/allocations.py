@@ -13,7 +13,7 @@ read, so a repeated or late message changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -103,6 +103,10 @@ class Allocation:
     billable_seconds: float = 0.0  # running time billed so far (an unreachable node's aside)
     low_balance_since: datetime | None = None  # the next window could not be reserved since
     ended_at: datetime | None = None
+    # The engine's lease generation (domain/leases.py): the fencing token of the worker that
+    # holds the row, and of its node commands. Read-only here: only the lease calls change it,
+    # and it is no part of the allocation's value (two reads of an unchanged row are equal).
+    lease_token: int = field(default=0, compare=False)
 
 
 _S, _T = AllocationState, AllocationTrigger

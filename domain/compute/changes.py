@@ -4,10 +4,11 @@ outbox event for the owner's notifications."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from domain.audit.records import WORKER, RequestMeta, audit
-from domain.compute.allocations import Allocation
+from domain.compute.allocations import Allocation, AllocationState
 from domain.compute.records import AllocationEventKind
 from domain.events import DomainEvent
 from domain.identity.principal import SYSTEM, Principal
@@ -36,6 +37,11 @@ async def store(
     an entry to its history without one (a failed attempt, a warning)."""
     saved = await uow.allocations.save(after)
     changed = before is None or before.state is not saved.state
+    if changed and saved.state is AllocationState.STOPPING:
+        # A stop (or a failure) supersedes whoever works on the allocation, an ensure in
+        # flight included: its outcome is void, the node refuses its commands, and the
+        # teardown can be claimed at once (domain/leases.py).
+        saved = replace(saved, lease_token=await uow.allocations.revoke_lease(saved.id))
     if changed:
         # States by name, as the API's enum values spell them (PLACED -> RUNNING).
         text = f"{'created' if before is None else before.state.name} -> {saved.state.name}"

@@ -1,10 +1,13 @@
 """The provisioning engine: one step of an allocation's life at a time, safe to run twice.
 
-`advance` reads the allocation, does the node work its state calls for (every node operation
-is an "ensure"), then stores the outcome only if the row is still in the state and version it
-read. A second worker, a redelivered message or a worker that died halfway therefore changes
-nothing twice: the engine's tick claims due allocations with a lease, and a claim a dead worker
-held comes due again when the lease ends.
+`advance` works under the allocation's lease (domain/leases.py): the Dispatcher claimed it, or
+a direct call takes it here; a heartbeat renews it while the step runs, so a step slower than
+the lease is still worked on by one worker only. It reads the allocation, does the node work
+its state calls for (every node operation is an "ensure", serialized per account on the node
+and fenced with the lease generation), then stores the outcome only if the row is still in the
+state, version and lease generation it read. A superseded worker (its lease revoked by a stop,
+or lapsed and claimed anew) therefore changes nothing, on the node or in the database, and a
+worker that died halfway leaves a row that comes due again when its lease ends.
 
 A step that fails is retried with backoff until its deadline; then provisioning is given up
 (FAIL), which tears down through the same path as a stop. Teardown itself is never given up:
@@ -13,6 +16,7 @@ the node may hold a user with GPU access, so it is retried (capped backoff) unti
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime
 
@@ -33,11 +37,13 @@ from domain.compute.records import AllocationEventKind
 from domain.compute.settlement import settle
 from domain.fleet.nodes import NodeState
 from domain.fleet.placement_services import release_gpus
-from domain.fleet.remote import NodeFailure, NodeTarget, NodeUnreachable
+from domain.fleet.remote import FenceRefused, NodeFailure, NodeTarget, NodeUnreachable
 from domain.fleet.targets import node_target
+from domain.leases import under_lease
 from domain.ports import UnitOfWork
 
 _S, _T = AllocationState, AllocationTrigger
+log = logging.getLogger(__name__)
 
 
 def holder(allocation_id: int) -> str:
@@ -45,11 +51,29 @@ def holder(allocation_id: int) -> str:
     return f"allocation:{allocation_id}"
 
 
-async def advance(kit: ComputeKit, allocation_id: int) -> Allocation | None:
-    """Do the allocation's next step; returns it as stored after, None if it is gone."""
+async def advance(
+    kit: ComputeKit, allocation_id: int, token: int | None = None
+) -> Allocation | None:
+    """Do the allocation's next step under lease `token` (the Dispatcher's claim; None: take
+    the lease here, if nobody holds it). Returns the allocation as stored after; None if it is
+    gone, or this worker does not hold its lease (superseded, or another holds it)."""
+    return await under_lease(
+        kit.uow,
+        lambda uow: uow.allocations,
+        allocation_id,
+        token,
+        kit.policy.lease,
+        f"allocation {allocation_id}",
+        lambda lease: _step(kit, allocation_id, lease),
+    )
+
+
+async def _step(kit: ComputeKit, allocation_id: int, lease: int) -> Allocation | None:
     uow = kit.uow()
     async with uow:
         current = await uow.allocations.get(allocation_id)
+        if current is not None and current.lease_token != lease:
+            return None  # revoked between taking the lease and reading the row
         if current is None or current.state not in ACTIVE or current.node_id is None:
             return current
         node = await uow.nodes.get(current.node_id)
@@ -69,17 +93,34 @@ async def advance(kit: ComputeKit, allocation_id: int) -> Allocation | None:
         assert current.username is not None
         account = AccountSpec(current.username, keys, current.gpu_indices)
         try:
-            await kit.ops.ensure_account(_reachable(target), account)
+            await kit.ops.ensure_account(_reachable(target), account, fence=lease)
+        except FenceRefused as exc:
+            _superseded(current, exc)
+            return None
         except NodeFailure as exc:
             return await _failed_attempt(kit, current, exc)
         return await _move(kit, current, _T.PROVISIONED)
     assert current.username is not None
     try:
-        await kit.ops.remove_account(_reachable(target), current.username,
+        await kit.ops.remove_account(_reachable(target), current.username, fence=lease,
                                      keep_home=kit.policy.keep_home)  # fmt: skip
+    except FenceRefused as exc:
+        _superseded(current, exc)
+        return None
     except NodeFailure as exc:
         return await _failed_attempt(kit, current, exc)
     return await _move(kit, current, _T.TORN_DOWN)
+
+
+def _superseded(seen: Allocation, exc: FenceRefused) -> None:
+    """The node has seen a newer generation: whoever holds it now carries the step on. Not a
+    failed attempt (nothing was done, and the node is fine)."""
+    log.info(
+        "allocation %s: node refused generation %s (%s); outcome discarded",
+        seen.id,
+        seen.lease_token,
+        exc,
+    )
 
 
 def _reachable(target: NodeTarget | None) -> NodeTarget:
@@ -90,9 +131,22 @@ def _reachable(target: NodeTarget | None) -> NodeTarget:
 
 async def locked_as_seen(uow: UnitOfWork, seen: Allocation) -> Allocation | None:
     """Lock the allocation (in the caller's transaction) and return it if it is still in the
-    state and version `seen` had; None when it moved meanwhile, so the caller does nothing."""
+    state, version and lease generation `seen` had; None when it moved or its lease passed to
+    another worker meanwhile, so the caller does nothing (the fenced write of an outcome)."""
     now = await uow.allocations.get(seen.id, for_update=True)
-    if now is None or (now.state, now.version) != (seen.state, seen.version):
+    if now is None or (now.state, now.version, now.lease_token) != (
+        seen.state,
+        seen.version,
+        seen.lease_token,
+    ):
+        log.info(
+            "allocation %s: outcome discarded, it moved on (version %s -> %s, generation %s -> %s)",
+            seen.id,
+            seen.version,
+            None if now is None else now.version,
+            seen.lease_token,
+            None if now is None else now.lease_token,
+        )
         return None
     return now
 

@@ -6,6 +6,11 @@ Every repair is an audit row.
 Allocations the engine is working on (placed, provisioning, stopping) are left to it. The
 database is read after the node, so an account made or removed in between is never mistaken
 for drift.
+
+Every command carries a fence like the engine's (domain/leases.py): the allocation's current
+lease generation. An ensure that races a stop is therefore refused on the node (the stop
+revoked the lease, so the teardown's generation is newer, and it left a tombstone): the
+reconciler can never bring back an account whose teardown has begun.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from domain.audit.records import WORKER, audit
-from domain.compute.accounts import AccountSpec
+from domain.compute.accounts import AccountSpec, is_account_name
 from domain.compute.allocations import (
     Allocation,
     AllocationState,
@@ -24,9 +29,10 @@ from domain.compute.changes import store
 from domain.compute.engine import give_up, locked_as_seen
 from domain.compute.kit import ComputeKit
 from domain.fleet.nodes import NodeState
-from domain.fleet.remote import NodeFailure
+from domain.fleet.remote import FenceRefused, NodeFailure
 from domain.fleet.targets import node_target
 from domain.identity.principal import SYSTEM
+from domain.ports import UnitOfWork
 
 # Nodes we talk to for this; an unreachable or quarantined one waits for the fleet's probe.
 _REACHABLE = (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING, NodeState.UNHEALTHY)
@@ -53,11 +59,14 @@ async def reconcile_node(kit: ComputeKit, node_id: int) -> Repairs:
         return repairs  # the fleet's probe marks the node; try again next time
     async with uow:
         allocations = {a.username: a for a in await uow.allocations.on_node(node_id) if a.username}
+        fences = await _fences(uow, kit.policy.user_prefix, set(found) - set(allocations))
         keys = await uow.allocations.public_keys([a.id for a in allocations.values()
                                                    if a.state is AllocationState.RUNNING])  # fmt: skip
     for username in sorted(set(found) - set(allocations)):
         try:
-            await kit.ops.remove_account(target, username, keep_home=kit.policy.keep_home)
+            await kit.ops.remove_account(
+                target, username, fences.get(username, 0), keep_home=kit.policy.keep_home
+            )
         except NodeFailure:
             continue
         await _audit(kit, "node.orphan_account_removed", ("node", node_id),
@@ -71,7 +80,9 @@ async def reconcile_node(kit: ComputeKit, node_id: int) -> Repairs:
             continue
         spec = AccountSpec(username, keys[allocation.id], allocation.gpu_indices)
         try:
-            await kit.ops.ensure_account(target, spec)
+            await kit.ops.ensure_account(target, spec, allocation.lease_token)
+        except FenceRefused:
+            continue  # stopped meanwhile: its teardown owns the account now
         except NodeFailure as exc:
             if await _fail(kit, allocation, str(exc)):
                 repairs.allocations_failed.append(allocation.id)
@@ -81,6 +92,13 @@ async def reconcile_node(kit: ComputeKit, node_id: int) -> Repairs:
             "gpus": list(allocation.gpu_indices)})  # fmt: skip
         repairs.accounts_restored.append(username)
     return repairs
+
+
+async def _fences(uow: UnitOfWork, prefix: str, usernames: set[str]) -> dict[str, int]:
+    """Orphans' fences: their allocations' last lease generations (0 for a name we never made)."""
+    ids = {int(name[len(prefix) :]): name for name in usernames if is_account_name(prefix, name)}
+    found = await uow.allocations.get_many(list(ids))
+    return {ids[i]: allocation.lease_token for i, allocation in found.items()}
 
 
 async def _audit(kit: ComputeKit, action: str, target: tuple[str, object],

@@ -9,6 +9,7 @@ backoff; a changed host key quarantines the node and nothing talks to it until a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -42,9 +43,11 @@ from domain.fleet.remote import (
 )
 from domain.fleet.targets import node_target
 from domain.identity.principal import SYSTEM
+from domain.leases import under_lease
 from domain.ports import NodeSession, UnitOfWork
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _UNREACHABLE_CODES = (ReasonCode.UNREACHABLE, ReasonCode.AUTH_REFUSED)
 
@@ -61,22 +64,37 @@ class Outcome:
     ca_keys: tuple[str, ...] | None = None  # CA keys the node was just given to trust
 
 
-async def check_node(kit: FleetKit, node_id: int) -> Node | None:
-    """Bootstrap the node if it needs it, else probe it; returns the node as stored after.
-    Safe to run twice: each run reads the node afresh and the last one wins only through
-    `transition`."""
+async def check_node(kit: FleetKit, node_id: int, token: int | None = None) -> Node | None:
+    """Bootstrap the node if it needs it, else probe it, under the node's lease `token` (the
+    Dispatcher's claim; None: taken here if nobody holds it; domain/leases.py). Returns the
+    node as stored after; None if this worker does not hold the lease. Safe to run twice: each
+    run reads the node afresh, and its outcome is stored only under the lease it ran with."""
+    return await under_lease(
+        kit.uow,
+        lambda uow: uow.nodes,
+        node_id,
+        token,
+        kit.policy.lease,
+        f"node {node_id}",
+        lambda lease: _check(kit, node_id, lease),
+    )
+
+
+async def _check(kit: FleetKit, node_id: int, lease: int) -> Node | None:
     uow = kit.uow()
     async with uow:
         node = await uow.nodes.get(node_id)
         if node is None or not probed(node.state):
             return node
+        if node.lease_token != lease:
+            return None  # revoked between taking the lease and reading the node
         target = await node_target(kit, uow, node, f"fleet:node-{node.id}")
         known = (await uow.nodes.gpus([node_id])).get(node_id, [])
     if node.state is NodeState.BOOTSTRAPPING or not node.bootstrapped:
         outcome = await _bootstrap(kit, node, target)
     else:
         outcome = await _probe(kit, node, target, known)
-    return await _settle(kit, node_id, outcome)
+    return await _settle(kit, node_id, outcome, lease)
 
 
 def _failed(exc: NodeFailure) -> Outcome:
@@ -223,13 +241,21 @@ _HEALTH = {NodeTrigger.BOOTSTRAPPED: NodeHealth.OK, NodeTrigger.PROBE_OK: NodeHe
            NodeTrigger.PROBE_UNREACHABLE: NodeHealth.UNREACHABLE}  # fmt: skip
 
 
-async def _settle(kit: FleetKit, node_id: int, outcome: Outcome) -> Node | None:
+async def _settle(kit: FleetKit, node_id: int, outcome: Outcome, lease: int) -> Node | None:
     now = kit.clock()
     uow = kit.uow()
     async with uow:
         before = await uow.nodes.get(node_id, for_update=True)
         if before is None or not probed(before.state):
             return before  # retired or quarantined while we were away: leave it be
+        if before.lease_token != lease:  # superseded: a newer check owns the outcome
+            log.info(
+                "node %s: outcome of generation %s discarded (now %s)",
+                node_id,
+                lease,
+                before.lease_token,
+            )
+            return None
         node = _observed(before, outcome, now, kit)
         if outcome.gpus is not None:  # `probed` above: never a quarantined node's report
             await _record_inventory(uow, before, outcome.gpus)

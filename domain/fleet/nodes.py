@@ -11,7 +11,7 @@ the same transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -139,6 +139,8 @@ class Node:
     created_at: datetime
     updated_at: datetime
     retired_at: datetime | None = None
+    # The fleet's lease generation (domain/leases.py) on the node's checks; read-only here.
+    lease_token: int = field(default=0, compare=False)
     ca_keys: tuple[str, ...] = ()  # the CA public keys the node was last given to trust
 
     @property

@@ -91,3 +91,9 @@ class HostKeyMismatch(NodeFailure):
 
 class NodeCommandFailed(NodeFailure):
     """A command ran and failed, or printed what we cannot read; `code` names which check."""
+
+
+class FenceRefused(NodeCommandFailed):
+    """The node refused an account command from a superseded worker: it has seen a newer
+    fencing token for the account, or the account was torn down. Not a node fault: nothing
+    was changed, and the sender's outcome is void."""

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from domain.compute.allocations import AllocationState
 from infra.db.fleet_tables import nodes
+from infra.db.leases import lease_columns
 from infra.db.money_tables import ledger_holds
 from infra.db.tables import metadata, skus, users
 
@@ -60,6 +61,7 @@ allocations = Table(
     # Since when the balance could not reserve the next window; stopped after the grace.
     Column("low_balance_since", DateTime(timezone=True), nullable=True),
     Column("ended_at", DateTime(timezone=True), nullable=True),
+    *lease_columns(),  # the engine's lease on the row (infra/db/leases.py)
     CheckConstraint(f"state IN ({_STATES})", name="state_known"),
     CheckConstraint("(failure_code IS NULL) = (failure_message IS NULL)", name="failure_whole"),
     CheckConstraint(

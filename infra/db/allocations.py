@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.compute.allocations import (
@@ -18,8 +18,10 @@ from domain.compute.allocations import (
 )
 from domain.compute.records import AllocationEvent, AllocationFilter, NewAllocation
 from domain.errors import Conflict, Problem
+from domain.leases import Claimed
 from domain.pagination import Page, PageRequest
 from infra.db.allocation_tables import allocation_events, allocations
+from infra.db.leases import LeasedRows
 from infra.db.paging import keyset_page
 
 
@@ -35,6 +37,7 @@ def _to_allocation(row: Any) -> Allocation:
         updated_at=row.updated_at, running_since=row.running_since,
         billed_until=row.billed_until, billable_seconds=row.billable_seconds,
         low_balance_since=row.low_balance_since, ended_at=row.ended_at,
+        lease_token=row.lease_token,
     )  # fmt: skip
 
 
@@ -52,24 +55,10 @@ def _mutable(a: Allocation) -> dict[str, Any]:
     }  # fmt: skip
 
 
-# Take the due rows nobody else holds, oldest due first, and push them to the lease in the
-# same statement.
-_CLAIM_DUE = text("""
-    WITH due AS (
-        SELECT id FROM allocations
-         WHERE next_attempt_at <= :now
-         ORDER BY next_attempt_at
-         LIMIT :limit
-           FOR UPDATE SKIP LOCKED
-    )
-    UPDATE allocations a SET next_attempt_at = :lease_until
-      FROM due
-     WHERE a.id = due.id
-    RETURNING a.*
-""")
+class SqlAllocationRepository(LeasedRows):
+    _leased = allocations
+    _due_column = "next_attempt_at"
 
-
-class SqlAllocationRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
@@ -164,8 +153,6 @@ class SqlAllocationRepository:
         )  # fmt: skip
         return list((await self._conn.execute(stmt)).scalars())
 
-    async def claim_due(self, now: datetime, lease_until: datetime,
-                        limit: int) -> Sequence[Allocation]:  # fmt: skip
-        rows = await self._conn.execute(_CLAIM_DUE, {"now": now, "lease_until": lease_until,
-                                                     "limit": limit})  # fmt: skip
-        return sorted((_to_allocation(row) for row in rows), key=lambda a: a.id)
+    async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> Sequence[Claimed]:
+        rows = await self._claim_rows(now, lease, limit)
+        return [Claimed(row.id, row.lease_token) for row in rows]

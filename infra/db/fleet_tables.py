@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from domain.fleet.nodes import NodeAuth, NodeHealth, NodeState
 from domain.fleet.records import BootstrapStep, NodeEventKind
+from infra.db.leases import lease_columns
 from infra.db.secret_tables import secrets
 from infra.db.tables import metadata
 
@@ -82,6 +83,7 @@ nodes = Table(
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
     _at("retired_at"),
+    *lease_columns(),  # the fleet's lease on the node's checks (infra/db/leases.py)
     CheckConstraint("port BETWEEN 1 AND 65535", name="port_valid"),
     CheckConstraint(_in("auth", NodeAuth), name="auth_known"),
     # A key node carries its sealed key; a CA node must not (it would never be used or rotated).

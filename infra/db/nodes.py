@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
@@ -32,8 +32,10 @@ from domain.fleet.records import (
     NodeFilter,
 )
 from domain.fleet.registration import address_taken, name_taken
+from domain.leases import Claimed
 from domain.pagination import Page, PageRequest
 from infra.db.fleet_tables import node_events, node_gpus, nodes
+from infra.db.leases import LeasedRows
 from infra.db.paging import keyset_page
 
 
@@ -65,6 +67,7 @@ def _to_node(row: Any) -> Node:
         created_at=row.created_at,
         updated_at=row.updated_at,
         retired_at=row.retired_at,
+        lease_token=row.lease_token,
     )
 
 
@@ -131,25 +134,11 @@ _MARK_MISSING = text("""
      WHERE node_id = :node_id AND present AND gpu_index <> ALL(CAST(:index AS int[]))
 """)
 
-# Take the due rows nobody else holds, in the order they came due, and push them to the lease
-# in the same statement; `due_at` brings that order back for the caller.
-_CLAIM_DUE = text("""
-    WITH due AS (
-        SELECT id, next_probe_at AS due_at
-          FROM nodes
-         WHERE next_probe_at <= :now
-         ORDER BY next_probe_at
-         LIMIT :limit
-           FOR UPDATE SKIP LOCKED
-    )
-    UPDATE nodes n SET next_probe_at = :lease_until
-      FROM due
-     WHERE n.id = due.id
-    RETURNING n.*, due.due_at
-""")
 
+class SqlNodeRepository(LeasedRows):
+    _leased = nodes
+    _due_column = "next_probe_at"
 
-class SqlNodeRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
@@ -273,10 +262,6 @@ class SqlNodeRepository:
         )  # fmt: skip
         return list(rows.scalars())
 
-    async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> Sequence[Node]:
-        rows = (
-            await self._conn.execute(
-                _CLAIM_DUE, {"now": now, "lease_until": lease_until, "limit": limit}
-            )
-        ).all()
-        return [_to_node(row) for row in sorted(rows, key=lambda r: (r.due_at, r.id))]
+    async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> Sequence[Claimed]:
+        rows = await self._claim_rows(now, lease, limit)
+        return [Claimed(row.id, row.lease_token) for row in rows]

@@ -7,6 +7,14 @@ value is quoted with `shlex.quote`. Files in the user's home are written by a sh
 that user (`setpriv`), never as root: the home is the user's to shape, and a symlink it planted
 (~/.ssh -> /root/.ssh) must not turn our write into root's.
 
+Serialized and fenced: every script first takes a per-account lock on the node (`flock` on
+`<account_state_dir>/<user>.lock`, so an ensure and a teardown of one account never interleave:
+the later waits for the earlier), then compares its fencing token (the allocation's lease
+generation) with the highest the node has seen for the account (`<user>.fence`): an older one
+is refused with FENCE_EXIT and changes nothing. A teardown leaves a tombstone (`<user>.gone`)
+before deleting anything, and an ensure finds it and refuses: a late or superseded ensure can
+never make the account again once its teardown began.
+
 GPU access is by group (see `prepare_script`): GPU N's device is `<gpu_group_prefix>N`, mode
 0660, so `usermod -G` with exactly the account's GPU groups grants those devices and, since it
 replaces the whole list, revokes any other. A process keeps the groups it started with, so
@@ -32,6 +40,9 @@ _KEY = re.compile(r"((?:ssh|ecdsa|sk)-[A-Za-z0-9@._-]{1,60}) ([A-Za-z0-9+/]{16,1
                   r"(?: [^\r\n\0]*)?")  # fmt: skip
 _SEPARATOR = "--groups--"
 _KILL_TRIES = 100  # with 0.1s pauses: ten seconds for the user's processes to be gone
+# The exit status of a command refused by its fence (sysexits' EX_TEMPFAIL: nothing was done).
+FENCE_EXIT = 75
+_LOCK_WAIT_SECONDS = 90  # within the command's own timeout (120 s by default)
 
 
 def _refused(message: str) -> NodeCommandFailed:
@@ -109,8 +120,39 @@ def _home_script(keys: str, line: str) -> str:
     return "\n".join(steps) + "\n"
 
 
-def ensure_account_script(account: AccountSpec, *, prefix: str, platform_group: str,
-                          layout: NodeLayout) -> str:  # fmt: skip
+def _fenced(user: str, fence: int, layout: NodeLayout, *, teardown: bool) -> list[str]:
+    """The script's opening: the account's lock taken (held until the script exits), the
+    fence checked and raised to `fence`; a teardown then leaves its tombstone, an ensure
+    refuses one."""
+    if isinstance(fence, bool) or not isinstance(fence, int) or fence < 0:
+        raise _refused(f"{fence!r} is not a fencing token")
+    refuse = f'{{ echo "$u: $1" >&2; exit {FENCE_EXIT}; }}'
+    steps = [
+        f"u={q(user)}",
+        f"fence={fence}",
+        f"d={q(layout.account_state_dir)}",
+        f"refuse() {refuse}",
+        'mkdir -p "$d" && chmod 0700 "$d"',
+        'exec 9>>"$d/$u.lock"',
+        f"flock -w {_LOCK_WAIT_SECONDS} 9 || "
+        '{ echo "$u: another operation on the account holds its lock" >&2; exit 1; }',
+        'seen=$(cat "$d/$u.fence" 2>/dev/null || echo 0)',
+        '[ "$fence" -ge "$seen" ] || refuse "fencing token $fence is older than $seen: '
+        'a newer worker owns the account"',
+    ]
+    if not teardown:
+        steps.append('[ ! -e "$d/$u.gone" ] || refuse "the account was torn down"')
+    steps.append(
+        'printf \'%s\\n\' "$fence" >"$d/$u.fence.new" && mv -f "$d/$u.fence.new" "$d/$u.fence"'
+    )
+    if teardown:
+        steps.append(': >>"$d/$u.gone"')
+    return steps
+
+
+def ensure_account_script(
+    account: AccountSpec, fence: int, *, prefix: str, platform_group: str, layout: NodeLayout
+) -> str:
     """One `sh -e` script of "ensure" steps, as root: the user exists with its own group, the
     platform group and exactly its GPUs' groups; its login is by key or certificate only; its
     home is private and holds exactly its keys and its CUDA_VISIBLE_DEVICES.
@@ -129,7 +171,7 @@ def ensure_account_script(account: AccountSpec, *, prefix: str, platform_group: 
     home = _home_script(authorized_keys(account.public_keys), cuda_line(indices))
     add = f"useradd -m -b {q(layout.home_dir)} -s /bin/bash -p '*'"
     steps = [
-        f"u={q(user)}",
+        *_fenced(user, fence, layout, teardown=False),
         f'for g in {" ".join(q(g) for g in groups)}; do getent group "$g" >/dev/null || '
         '{ echo "group $g is missing: prepare the node first" >&2; exit 1; }; done',
         'if ! getent passwd "$u" >/dev/null; then',
@@ -146,18 +188,21 @@ def ensure_account_script(account: AccountSpec, *, prefix: str, platform_group: 
         'if [ ! -d "$home" ]; then mkdir -p "$home" && cp -R /etc/skel/. "$home"/ && '
         'chown -R "$u:" "$home"; fi',  # useradd cut short before making it
         'chmod 0700 "$home"',  # allocations sharing a node do not read each other's files
-        f'setpriv --reuid="$u" --regid="$(id -g "$u")" --init-groups sh -e -c {q(home)} sh "$home"',
+        # 9>&-: the user's shell does not hold the account's lock.
+        f'setpriv --reuid="$u" --regid="$(id -g "$u")" --init-groups sh -e -c {q(home)} sh "$home" 9>&-',
     ]
     return "\n".join(steps) + "\n"
 
 
-def remove_account_script(username: str, *, prefix: str, keep_home: bool) -> str:
+def remove_account_script(
+    username: str, fence: int, *, prefix: str, keep_home: bool, layout: NodeLayout
+) -> str:
     """As root: no new logins, the user's processes ended, its GPU groups dropped, the user
     deleted. A kept home is handed to root (mode 0700) first, so whoever later gets the same
     uid cannot reach it."""
     user = checked_user(prefix, username)
     steps = [
-        f"u={q(user)}",
+        *_fenced(user, fence, layout, teardown=True),
         'getent passwd "$u" >/dev/null || exit 0',  # gone already: done
         'home=$(getent passwd "$u" | cut -d: -f6)',
         # Expired: sshd refuses it (key or certificate) while its processes are ended.
@@ -204,12 +249,25 @@ def parse_accounts(output: str, prefix: str, layout: NodeLayout) -> list[Account
     return [AccountState(name, tuple(sorted(found))) for name, found in sorted(gpus.items())]
 
 
-def ensure_account_command(account: AccountSpec, *, prefix: str, platform_group: str,
-                           layout: NodeLayout, sudo: bool) -> str:  # fmt: skip
-    script = ensure_account_script(account, prefix=prefix, platform_group=platform_group,
-                                   layout=layout)  # fmt: skip
+def ensure_account_command(
+    account: AccountSpec,
+    fence: int,
+    *,
+    prefix: str,
+    platform_group: str,
+    layout: NodeLayout,
+    sudo: bool,
+) -> str:
+    script = ensure_account_script(
+        account, fence, prefix=prefix, platform_group=platform_group, layout=layout
+    )
     return shell(script, sudo=sudo)
 
 
-def remove_account_command(username: str, *, prefix: str, keep_home: bool, sudo: bool) -> str:
-    return shell(remove_account_script(username, prefix=prefix, keep_home=keep_home), sudo=sudo)
+def remove_account_command(
+    username: str, fence: int, *, prefix: str, keep_home: bool, layout: NodeLayout, sudo: bool
+) -> str:
+    script = remove_account_script(
+        username, fence, prefix=prefix, keep_home=keep_home, layout=layout
+    )
+    return shell(script, sudo=sudo)

@@ -36,6 +36,12 @@ class NodeLayout:
         if not GROUP_NAME.fullmatch(self.gpu_group_prefix + "9" * _MAX_INDEX_DIGITS):
             raise ValueError(f"{self.gpu_group_prefix!r} cannot prefix a Linux group name")
 
+    @property
+    def account_state_dir(self) -> str:
+        """Root's directory of per-account locks, fences and tombstones (account_commands.py):
+        beside the homes, under a name no account can have."""
+        return f"{self.home_dir.rstrip('/')}/.gpucloud-accounts"
+
     def gpu_group(self, index: int) -> str:
         if not 0 <= index < 10**_MAX_INDEX_DIGITS:
             raise ValueError(f"GPU index {index} out of range")

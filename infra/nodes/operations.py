@@ -20,8 +20,9 @@ import asyncssh
 
 from domain.compute.accounts import AccountSpec, AccountState
 from domain.fleet.nodes import ReasonCode
-from domain.fleet.remote import NodeCommandFailed, NodeTarget
+from domain.fleet.remote import FenceRefused, NodeCommandFailed, NodeTarget
 from infra.nodes.account_commands import (
+    FENCE_EXIT,
     accounts_command,
     check_prefix,
     ensure_account_command,
@@ -74,15 +75,16 @@ class SshNodeOperations:
         self._keepalive = keepalive_seconds
         self._nodes: dict[int, _Node] = {}
 
-    async def ensure_account(self, target: NodeTarget, account: AccountSpec) -> None:
-        command = ensure_account_command(account, prefix=self._prefix,
+    async def ensure_account(self, target: NodeTarget, account: AccountSpec, fence: int) -> None:
+        command = ensure_account_command(account, fence, prefix=self._prefix,
                                          platform_group=self._platform_group,
                                          layout=self._layout, sudo=_sudo(target))  # fmt: skip
         await self._checked(target, command, f"ensuring account {account.username}")
 
-    async def remove_account(self, target: NodeTarget, username: str, *,
+    async def remove_account(self, target: NodeTarget, username: str, fence: int, *,
                              keep_home: bool) -> None:  # fmt: skip
-        command = remove_account_command(username, prefix=self._prefix, keep_home=keep_home,
+        command = remove_account_command(username, fence, prefix=self._prefix,
+                                         keep_home=keep_home, layout=self._layout,
                                          sudo=_sudo(target))  # fmt: skip
         await self._checked(target, command, f"removing account {username}")
 
@@ -116,6 +118,8 @@ class SshNodeOperations:
                 node.idle = asyncio.get_running_loop().call_later(
                     self._idle_seconds, self._expire, target.node_id, node
                 )
+        if output.status == FENCE_EXIT and not output.overflow:
+            raise FenceRefused(clip(f"{what} refused ({output.failure()})"), _FAILED)
         if output.status != 0 or output.overflow:
             raise NodeCommandFailed(clip(f"{what} failed ({output.failure()})"),
                                     _FAILED)  # fmt: skip

@@ -252,7 +252,7 @@ async def test_the_reconciler_removes_orphans_and_restores_drifted_accounts(
     # Drift: an account nobody owns (its allocation never existed), and the running
     # allocation's account lost its GPU group (someone edited /etc/group by hand).
     orphan = account_name(world.kit.policy.user_prefix, 999_999)
-    await world.kit.ops.ensure_account(target, AccountSpec(orphan, [], (5,)))
+    await world.kit.ops.ensure_account(target, AccountSpec(orphan, [], (5,)), 0)
     gpu_group = f"{grp.getgrgid(os.stat(world.node.root / 'dev' / 'nvidia0').st_gid).gr_name}"
     subprocess.run(["gpasswd", "-d", running.username, gpu_group], check=True,
                    capture_output=True)  # fmt: skip
@@ -276,6 +276,6 @@ async def test_the_reconciler_leaves_the_engines_work_alone(world: World) -> Non
         assert node is not None
         target = await node_target(world.kit.fleet, u, node, "test")
     assert placed.username is not None
-    await world.kit.ops.ensure_account(target, AccountSpec(placed.username, [], (0,)))
+    await world.kit.ops.ensure_account(target, AccountSpec(placed.username, [], (0,)), 0)
     repairs = await reconcile_node(world.kit, world.node_id)
     assert repairs.orphans_removed == [] and _exists(placed.username)  # mid-provisioning

@@ -144,7 +144,7 @@ async def test_an_account_logs_in_with_its_own_key_and_sees_its_gpus(
     env: Env, ops: SshNodeOperations
 ) -> None:
     user, (key, public) = env.name(11), _key()
-    await ops.ensure_account(env.target, AccountSpec(user, [public], [3, 2]))
+    await ops.ensure_account(env.target, AccountSpec(user, [public], [3, 2]), 1)
 
     ran = await _as_user(env, user, key, "whoami; echo $CUDA_VISIBLE_DEVICES")
     assert ran.out.splitlines() == [user, "2,3"], ran
@@ -172,8 +172,8 @@ async def test_an_account_logs_in_with_its_own_key_and_sees_its_gpus(
 async def test_each_account_opens_only_its_own_gpu(env: Env, ops: SshNodeOperations) -> None:
     a, b = env.name(21), env.name(22)
     (key_a, public_a), (key_b, public_b) = _key(), _key()
-    await ops.ensure_account(env.target, AccountSpec(a, [public_a], [0]))
-    await ops.ensure_account(env.target, AccountSpec(b, [public_b], [1]))
+    await ops.ensure_account(env.target, AccountSpec(a, [public_a], [0]), 1)
+    await ops.ensure_account(env.target, AccountSpec(b, [public_b], [1]), 1)
 
     for user, key, own, other in ((a, key_a, 0, 1), (b, key_b, 1, 0)):
         ran = await _as_user(env, user, key, f"cat {env.device(own)} && echo opened")
@@ -189,17 +189,17 @@ async def test_each_account_opens_only_its_own_gpu(env: Env, ops: SshNodeOperati
 async def test_ensure_repeats_safely_and_follows_changes(env: Env, ops: SshNodeOperations) -> None:
     user, (key, public), (new_key, new_public) = env.name(31), _key(), _key()
     spec = AccountSpec(user, [public, f"{public} a comment"], [2, 3])
-    await ops.ensure_account(env.target, spec)
+    await ops.ensure_account(env.target, spec, 1)
     home = Path(pwd.getpwnam(user).pw_dir)
     files = [home / ".ssh" / "authorized_keys", home / ".bashrc", home / ".profile"]
     written = {path: path.stat().st_mtime_ns for path in files}
-    await ops.ensure_account(env.target, spec)
+    await ops.ensure_account(env.target, spec, 1)
     assert {path: path.stat().st_mtime_ns for path in files} == written  # nothing rewritten
     assert files[0].read_text() == f"{public}\n"  # the same key once, without its comment
     temp = (".bashrc.", ".profile.", "authorized_keys.")  # mktemp's names beside each file
     assert not [p for p in home.rglob("*") if p.name.startswith(temp)]
 
-    await ops.ensure_account(env.target, AccountSpec(user, [new_public], [1]))
+    await ops.ensure_account(env.target, AccountSpec(user, [new_public], [1]), 1)
     assert await _refused(env, user, key)
     ran = await _as_user(env, user, new_key, "echo $CUDA_VISIBLE_DEVICES; id -nG")
     assert ran.out.splitlines()[0] == "1"
@@ -218,8 +218,8 @@ async def test_a_platform_certificate_logs_in_as_the_account_it_names(
     env: Env, ops: SshNodeOperations
 ) -> None:
     a, b = env.name(41), env.name(42)
-    await ops.ensure_account(env.target, AccountSpec(a, [], [0]))  # no keys: certificates only
-    await ops.ensure_account(env.target, AccountSpec(b, [], [1]))
+    await ops.ensure_account(env.target, AccountSpec(a, [], [0]), 1)  # no keys: certificates only
+    await ops.ensure_account(env.target, AccountSpec(b, [], [1]), 1)
     key, _ = _key()
 
     def certificate(principal: str) -> asyncssh.SSHCertificate:
@@ -252,12 +252,12 @@ def _alive(pid: int) -> bool:
 async def test_remove_ends_processes_and_the_user(env: Env, ops: SshNodeOperations,
                                                   keep_home: bool) -> None:  # fmt: skip
     user, (key, public) = env.name(51), _key()
-    await ops.ensure_account(env.target, AccountSpec(user, [public], [2]))
+    await ops.ensure_account(env.target, AccountSpec(user, [public], [2]), 1)
     home = Path(pwd.getpwnam(user).pw_dir)
     sleeper = await _start_sleeper(env, user, key)
     assert _alive(sleeper)
 
-    await ops.remove_account(env.target, user, keep_home=keep_home)
+    await ops.remove_account(env.target, user, 1, keep_home=keep_home)
     assert not _alive(sleeper)
     assert not _exists(user)
     assert user not in {g.gr_name for g in grp.getgrall()}  # nor its own group
@@ -270,7 +270,7 @@ async def test_remove_ends_processes_and_the_user(env: Env, ops: SshNodeOperatio
         assert (home / ".ssh" / "authorized_keys").exists()
     else:
         assert not home.exists()
-    await ops.remove_account(env.target, user, keep_home=keep_home)  # gone already: fine
+    await ops.remove_account(env.target, user, 1, keep_home=keep_home)  # gone already: fine
     assert await ops.accounts(env.target) == []
 
 
@@ -280,7 +280,7 @@ async def test_accounts_lists_the_platform_users_and_their_gpus(
     specs = [AccountSpec(env.name(61), [], [0]), AccountSpec(env.name(62), [], [2, 1]),
              AccountSpec(env.name(63), [], [])]  # fmt: skip
     for spec in specs:
-        await ops.ensure_account(env.target, spec)
+        await ops.ensure_account(env.target, spec, 1)
     # Users the prefix does not make an account name of are not ours to list.
     subprocess.run(["useradd", "-M", "-G", f"{env.layout.gpu_group_prefix}3",
                     f"{env.prefix}x1"], check=True)  # fmt: skip
@@ -293,12 +293,12 @@ async def test_accounts_lists_the_platform_users_and_their_gpus(
 async def test_names_not_ours_and_failed_scripts(env: Env, ops: SshNodeOperations) -> None:
     for name in ("root", f"{env.prefix}x1", f"{env.prefix}1;reboot"):
         with pytest.raises(NodeCommandFailed) as refused:
-            await ops.remove_account(env.target, name, keep_home=False)
+            await ops.remove_account(env.target, name, 1, keep_home=False)
         assert "not a platform account name" in str(refused.value)
     assert _exists("root")
     # GPU 7 was never prepared: its group is missing, and the script says so.
     with pytest.raises(NodeCommandFailed) as failed:
-        await ops.ensure_account(env.target, AccountSpec(env.name(71), [], [7]))
+        await ops.ensure_account(env.target, AccountSpec(env.name(71), [], [7]), 1)
     message = str(failed.value)
     assert failed.value.code is ReasonCode.COMMAND_FAILED
     assert f"group {env.layout.gpu_group_prefix}7 is missing: prepare the node first" in message
@@ -338,7 +338,7 @@ async def test_one_connection_per_node_within_the_limit(
     monkeypatch.setattr(SshDialer, "connect", counting_connect)
     monkeypatch.setattr(operations, "run_command", counting_run)
     specs = [AccountSpec(env.name(100 + i), [], [i % GPUS]) for i in range(10)]
-    await asyncio.gather(*(pool.ensure_account(env.target, spec) for spec in specs))
+    await asyncio.gather(*(pool.ensure_account(env.target, spec, 1) for spec in specs))
     assert (len(dialed), peak) == (1, limit)
 
     # Idle: closed after idle_seconds (0 here), and dialled again when needed.
@@ -354,7 +354,7 @@ async def test_one_connection_per_node_within_the_limit(
     await pool.accounts(env.target)
     for pid in sshd_children(env.node):
         os.kill(pid, signal.SIGKILL)
-    await pool.ensure_account(env.target, AccountSpec(env.name(120), [], [0]))
+    await pool.ensure_account(env.target, AccountSpec(env.name(120), [], [0]), 1)
     assert len(dialed) == 4 and _exists(env.name(120))
     await pool.aclose()
     assert dialed[-1].is_closed()  # type: ignore[attr-defined]
@@ -376,4 +376,4 @@ async def test_a_node_that_does_not_answer_as_itself(env: Env, ops: SshNodeOpera
     for pid in [*sshd_children(env.node), listener]:
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(NodeUnreachable):
-        await ops.ensure_account(env.target, AccountSpec(env.name(81), [], [0]))
+        await ops.ensure_account(env.target, AccountSpec(env.name(81), [], [0]), 1)

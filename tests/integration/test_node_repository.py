@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -269,29 +269,60 @@ async def test_list_filters_by_state_and_region_in_id_order(uow: Uow) -> None:
     assert [n.id for _, n in second.items] == [b.id, c.id]
 
 
-async def test_claim_due_takes_due_nodes_in_order_and_leases_them(uow: Uow) -> None:
+async def test_claim_due_takes_due_nodes_in_order_and_leases_them(
+    uow: Uow, engine: AsyncEngine
+) -> None:
     late = await add(uow, new_node("late", "10.0.0.1", due=NOW - timedelta(minutes=1)))
     early = await add(uow, new_node("early", "10.0.0.2", due=NOW - timedelta(minutes=5)))
     await add(uow, new_node("future", "10.0.0.3", due=NOW + timedelta(minutes=1)))
     never = await add(uow, new_node("never", "10.0.0.4"))
     await save(uow, replace(transition(never, NodeTrigger.RETIRE, NOW), next_probe_at=None))
-    lease = NOW + timedelta(minutes=2)
+    lease = timedelta(minutes=2)
     async with uow() as tx:
         claimed = await tx.nodes.claim_due(NOW, lease, 10)
         await tx.commit()
-    assert [n.id for n in claimed] == [early.id, late.id]
-    assert all(n.next_probe_at == lease and n.version == 1 for n in claimed)
+    assert [c.id for c in claimed] == [early.id, late.id]
+    assert [c.token for c in claimed] == [1, 1]  # the first generation of each
+    async with uow() as tx:
+        stored = await tx.nodes.get_many([early.id, late.id])
+    # The claim leaves the schedule and the version alone: the lease is what holds the rows.
+    assert stored[early.id].next_probe_at == NOW - timedelta(minutes=5)
+    assert all(n.version == 1 and n.lease_token == 1 for n in stored.values())
     async with uow() as tx:
         assert await tx.nodes.claim_due(NOW, lease, 10) == []  # leased: nobody takes them now
-    async with uow() as tx:  # the worker died; once the lease runs out they are due again
-        again = await tx.nodes.claim_due(lease, lease + timedelta(minutes=2), 10)
-    assert sorted(n.name for n in again) == ["early", "future", "late"]
+    async with engine.begin() as conn:  # the worker died and its lease ran out
+        await conn.execute(text("UPDATE nodes SET lease_expires_at = now() - interval '1 s'"))
+    async with uow() as tx:
+        again = await tx.nodes.claim_due(NOW + lease, lease, 10)
+    assert sorted((c.id, c.token) for c in again) == sorted(
+        [(early.id, 2), (late.id, 2), (early.id + 1, 1)]
+    )
 
 
-async def test_two_workers_claiming_at_once_never_share_a_node(uow: Uow) -> None:
+async def test_a_lease_is_renewed_released_and_revoked_by_generation(uow: Uow) -> None:
+    node = await add(uow, new_node("n", "10.0.0.9", due=NOW))
+    async with uow() as tx:
+        (claimed,) = await tx.nodes.claim_due(NOW, timedelta(minutes=2), 1)
+        assert await tx.nodes.take_lease(node.id, 60) is None  # held: not taken
+        assert await tx.nodes.renew_lease(node.id, claimed.token, 60)
+        assert not await tx.nodes.renew_lease(node.id, claimed.token - 1, 60)  # an older one
+        assert await tx.nodes.revoke_lease(node.id) == claimed.token + 1
+        # Revoked: the holder can neither renew nor release, and the row is free at once.
+        assert not await tx.nodes.renew_lease(node.id, claimed.token, 60)
+        assert not await tx.nodes.release_lease(node.id, claimed.token)
+        assert await tx.nodes.take_lease(node.id, 60) == claimed.token + 2
+        assert await tx.nodes.release_lease(node.id, claimed.token + 2)
+        assert [c.token for c in await tx.nodes.claim_due(NOW, timedelta(minutes=2), 1)] == [
+            claimed.token + 3
+        ]
+
+
+async def test_two_workers_claiming_at_once_never_share_a_node(
+    uow: Uow, engine: AsyncEngine
+) -> None:
     for i in range(12):
         await add(uow, new_node(f"n{i:02d}", f"10.0.1.{i}", due=NOW - timedelta(seconds=i)))
-    lease = NOW + timedelta(minutes=2)
+    lease = timedelta(minutes=2)
     async with uow() as first, uow() as second:
         # Both transactions stay open: the first's locks are what the second must skip.
         mine = await first.nodes.claim_due(NOW, lease, 5)
@@ -300,11 +331,15 @@ async def test_two_workers_claiming_at_once_never_share_a_node(uow: Uow) -> None
         await second.commit()
     assert len(mine) == 5 and len(theirs) == 7
     assert {n.id for n in mine}.isdisjoint(n.id for n in theirs)
-    assert [n.name for n in mine] == ["n11", "n10", "n09", "n08", "n07"]  # longest overdue
+    async with uow() as tx:
+        names = {i: n.name for i, n in (await tx.nodes.get_many([c.id for c in mine])).items()}
+    assert [names[c.id] for c in mine] == ["n11", "n10", "n09", "n08", "n07"]  # longest overdue
+    async with engine.begin() as conn:  # their worker died: the leases ran out
+        await conn.execute(text("UPDATE nodes SET lease_expires_at = now() - interval '1 s'"))
 
     async def worker() -> list[int]:
         async with uow() as tx:
-            got = await tx.nodes.claim_due(lease, lease + timedelta(minutes=2), 3)
+            got = await tx.nodes.claim_due(NOW, lease, 3)
             await asyncio.sleep(0.05)  # hold the locks while the others claim
             await tx.commit()
         return [n.id for n in got]

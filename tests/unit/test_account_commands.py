@@ -12,6 +12,7 @@ from domain.compute.accounts import AccountSpec, AccountState
 from domain.fleet.nodes import ReasonCode
 from domain.fleet.remote import NodeCommandFailed
 from infra.nodes.account_commands import (
+    FENCE_EXIT,
     MARKER,
     accounts_command,
     authorized_keys,
@@ -40,7 +41,7 @@ KEY, OTHER = _key(), _key(body=b"o" * 32)
 
 
 def _ensure(account: AccountSpec, layout: NodeLayout = LAYOUT) -> str:
-    return ensure_account_script(account, prefix="gc", platform_group="gpucloud", layout=layout)
+    return ensure_account_script(account, 7, prefix="gc", platform_group="gpucloud", layout=layout)
 
 
 def _line(script: str, start: str) -> list[str]:
@@ -71,7 +72,7 @@ def test_names_that_are_not_ours_are_refused(name: str) -> None:
     with pytest.raises(NodeCommandFailed):
         _ensure(AccountSpec(name, [KEY], [0]))
     with pytest.raises(NodeCommandFailed):
-        remove_account_script(name, prefix="gc", keep_home=False)
+        remove_account_script(name, 7, prefix="gc", keep_home=False, layout=LAYOUT)
     assert checked_user("gc", "gc42") == "gc42"
 
 
@@ -125,7 +126,7 @@ def test_no_value_breaks_out_of_its_quotes() -> None:
     script = _ensure(AccountSpec("gc7", [f"{KEY} {HOSTILE}"], [0]), layout)
     assert _line(script, "  mkdir -p") == ["mkdir", "-p", f"/srv/{HOSTILE}"]
     assert HOSTILE not in _home_part(script)  # the key's comment is not written at all
-    command = ensure_account_command(AccountSpec("gc7", [KEY], [0]), prefix="gc",
+    command = ensure_account_command(AccountSpec("gc7", [KEY], [0]), 7, prefix="gc",
                                      platform_group="gpucloud", layout=layout, sudo=True)  # fmt: skip
     assert shlex.split(command) == ["sudo", "-n", "sh", "-e", "-c", _ensure(
         AccountSpec("gc7", [KEY], [0]), layout)]  # fmt: skip
@@ -133,24 +134,64 @@ def test_no_value_breaks_out_of_its_quotes() -> None:
 
 def test_bad_groups_and_gpu_indices_are_refused() -> None:
     with pytest.raises(NodeCommandFailed):
-        ensure_account_script(AccountSpec("gc1", [], [0]), prefix="gc",
+        ensure_account_script(AccountSpec("gc1", [], [0]), 7, prefix="gc",
                               platform_group="bad group;", layout=LAYOUT)  # fmt: skip
     with pytest.raises(NodeCommandFailed):
         _ensure(AccountSpec("gc1", [], [10**6]))
 
 
 def test_the_remove_script() -> None:
-    removed = remove_account_script("gc42", prefix="gc", keep_home=False)
+    removed = remove_account_script("gc42", 7, prefix="gc", keep_home=False, layout=LAYOUT)
     assert _line(removed, "u=") == ["u=gc42"]
     assert 'getent passwd "$u" >/dev/null || exit 0' in removed  # gone already: success
     assert "usermod -e 1 -G '' \"$u\"" in removed  # no logins, no GPU groups, first
     assert removed.index("usermod -e 1") < removed.index("pkill") < removed.index("userdel")
     assert 'userdel -r "$u" || [ "$?" -eq 6 ]' in removed
-    kept = remove_account_script("gc42", prefix="gc", keep_home=True)
+    kept = remove_account_script("gc42", 7, prefix="gc", keep_home=True, layout=LAYOUT)
     assert 'userdel "$u"' in kept and "userdel -r" not in kept
     assert 'chown 0:0 "$home" && chmod 0700 "$home"' in kept
-    assert shlex.split(remove_account_command("gc42", prefix="gc", keep_home=False, sudo=False)
+    assert shlex.split(remove_account_command("gc42", 7, prefix="gc", keep_home=False, layout=LAYOUT,
+                                             sudo=False)
                        ) == ["sh", "-e", "-c", removed]  # fmt: skip
+
+
+def test_both_scripts_lock_the_account_and_check_its_fence_before_anything_else() -> None:
+    ensure = _ensure(AccountSpec("gc42", [KEY], [0]))
+    removed = remove_account_script("gc42", 9, prefix="gc", keep_home=False, layout=LAYOUT)
+    for script, fence in ((ensure, "7"), (removed, "9")):
+        assert _line(script, "fence=") == [f"fence={fence}"]
+        assert _line(script, "d=") == ["d=/home/.gpucloud-accounts"]
+        assert 'exec 9>>"$d/$u.lock"' in script
+        lock = script.index("flock -w")
+        check = script.index('[ "$fence" -ge "$seen" ] || refuse')
+        raised = script.index('mv -f "$d/$u.fence.new" "$d/$u.fence"')
+        assert lock < check < raised < script.index("getent passwd")  # before any change
+        assert f"exit {FENCE_EXIT}" in script
+    # The teardown leaves its tombstone before it deletes anything; an ensure refuses one.
+    assert removed.index(': >>"$d/$u.gone"') < removed.index("usermod -e 1")
+    assert ensure.index('[ ! -e "$d/$u.gone" ] || refuse') < ensure.index("useradd")
+    assert ".gone" not in ensure.replace('[ ! -e "$d/$u.gone" ]', "")
+    assert ensure.rstrip().endswith('sh "$home" 9>&-')  # the user's shell holds no lock
+
+
+@pytest.mark.parametrize("fence", [-1, True, "7", 1.5])
+def test_a_fence_that_is_not_a_generation_is_refused(fence: object) -> None:
+    with pytest.raises(NodeCommandFailed):
+        ensure_account_script(
+            AccountSpec("gc1", [], [0]),
+            fence,
+            prefix="gc",  # type: ignore[arg-type]
+            platform_group="gpucloud",
+            layout=LAYOUT,
+        )
+    with pytest.raises(NodeCommandFailed):
+        remove_account_script(
+            "gc1",
+            fence,
+            prefix="gc",
+            keep_home=False,  # type: ignore[arg-type]
+            layout=LAYOUT,
+        )
 
 
 def test_the_account_listing() -> None:
