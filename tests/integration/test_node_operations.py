@@ -25,6 +25,7 @@ from domain.compute.accounts import AccountSpec, AccountState, account_name
 from domain.fleet.ca import CertificateRequest
 from domain.fleet.nodes import ReasonCode
 from domain.fleet.remote import (
+    FenceRefused,
     HostKeyMismatch,
     KeyLogin,
     NodeCommandFailed,
@@ -39,6 +40,7 @@ from infra.nodes.operations import SshNodeOperations
 from infra.nodes.ssh import SshDialer, run_command
 from infra.nodes.ssh_ca import AsyncsshCaSigner
 from tests.support.accounts import open_node_root, serve_user_keys, sshd_children, user_prefix
+from tests.support.engine_workers import calls, slow_node_commands
 from tests.support.fleet import fake_devices, group_prefix
 from tests.support.processes import free_port
 from tests.support.ssh_node import SshNode, running_node
@@ -377,3 +379,41 @@ async def test_a_node_that_does_not_answer_as_itself(env: Env, ops: SshNodeOpera
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(NodeUnreachable):
         await ops.ensure_account(env.target, AccountSpec(env.name(81), [], [0]), 1)
+
+
+async def test_a_teardown_waits_for_an_ensure_in_flight_and_nothing_older_or_later_remakes_it(
+    env: Env, ops: SshNodeOperations, tmp_path: Path
+) -> None:
+    user, log = env.name(90), tmp_path / "node-commands.log"
+    slow_node_commands(env.node, log, 2.0)
+    ensuring = asyncio.create_task(ops.ensure_account(env.target, AccountSpec(user, [], [0]), 1))
+    while not calls(log, "useradd", user):  # the ensure holds the account's lock now
+        await asyncio.sleep(0.01)
+    await ops.remove_account(env.target, user, 2, keep_home=False)
+    # The teardown waited on the node for the ensure to finish (which therefore succeeded:
+    # had the teardown gone first, its tombstone would have refused it), then removed it all.
+    await asyncio.wait_for(ensuring, 30)
+    assert not _exists(user)
+    # A late ensure of the superseded generation, or even a newer one, finds the tombstone.
+    for fence in (1, 2, 3):
+        with pytest.raises(FenceRefused) as refused:
+            await ops.ensure_account(env.target, AccountSpec(user, [], [0]), fence)
+        assert refused.value.code is ReasonCode.COMMAND_FAILED
+    assert "torn down" in str(refused.value)
+    # A teardown older than the node has seen is refused too; a repeat of the newest is fine.
+    with pytest.raises(FenceRefused, match="older than 2"):
+        await ops.remove_account(env.target, user, 1, keep_home=False)
+    await ops.remove_account(env.target, user, 2, keep_home=False)
+    assert not _exists(user) and len(calls(log, "useradd", user)) == 1
+
+
+async def test_an_ensure_older_than_the_node_has_seen_changes_nothing(
+    env: Env, ops: SshNodeOperations
+) -> None:
+    user = env.name(91)
+    await ops.ensure_account(env.target, AccountSpec(user, [], [0]), 5)
+    with pytest.raises(FenceRefused, match="older than 5"):
+        await ops.ensure_account(env.target, AccountSpec(user, [], [0, 1]), 4)
+    assert f"{env.layout.gpu_group_prefix}1" not in _groups_of(user)  # not applied
+    await ops.ensure_account(env.target, AccountSpec(user, [], [0, 1]), 5)  # the holder's repeat
+    assert f"{env.layout.gpu_group_prefix}1" in _groups_of(user)
