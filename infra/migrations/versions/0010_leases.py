@@ -28,6 +28,9 @@ def upgrade() -> None:
         )
         # NOTIFY is delivered at commit (and folded with its twins of the same transaction),
         # so a worker is woken exactly when a change that made work due is visible to it.
+        # "Due" is judged on the statement's clock, not now() (the transaction's start, which
+        # comes before the `now` the application computed inside it), with a little slack for
+        # the application's clock running ahead: a wake-up too early only costs a tick.
         op.execute(f"""
             CREATE FUNCTION {table}_work_notify() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
@@ -40,7 +43,8 @@ def upgrade() -> None:
             CREATE TRIGGER {table}_work_notify
             AFTER INSERT OR UPDATE OF {due}, lease_expires_at ON {table}
             FOR EACH ROW
-            WHEN (NEW.{due} IS NOT NULL AND NEW.{due} <= now() AND NEW.lease_expires_at IS NULL)
+            WHEN (NEW.{due} IS NOT NULL AND NEW.lease_expires_at IS NULL
+                  AND NEW.{due} <= clock_timestamp() + interval '2 seconds')
             EXECUTE FUNCTION {table}_work_notify()
         """)
 
