@@ -1,4 +1,6 @@
-"""The worker process: Dramatiq actors in threads, the outbox relay on the main event loop."""
+"""The worker process: the engine's and the fleet's Dispatchers (claimed steps worked under
+their leases), the outbox relay, metering and the reconciler on the main event loop; Dramatiq
+actors in threads."""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
-from jobs.compute import MeteringTicker, ReconcileTicker, claim_allocations
-from jobs.fleet import claim_nodes
+from jobs.compute import MeteringTicker, ReconcileTicker, advance_claimed, claim_allocations
+from jobs.fleet import check_claimed, claim_nodes
 from jobs.loop import Dispatcher, Listener
 from jobs.money import MoneyTicker
 from jobs.relay import EventPublisher, OutboxRelay
@@ -51,7 +53,9 @@ def run_worker(settings: Settings) -> int:
     compute = (None if fleet is None else
                lambda kit: make_compute_kit(settings.fleet, settings.compute, kit,
                                             ledger_policy(settings.payments)))  # fmt: skip
-    actors = register_actors(broker, ActorDeps(fleet_factory=fleet, compute_factory=compute))
+    # Registered so messages an older worker enqueued are still worked (under a lease of their
+    # own); this worker's Dispatchers run what they claim in-process instead (jobs/loop.py).
+    register_actors(broker, ActorDeps(fleet_factory=fleet, compute_factory=compute))
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
 
     async def main() -> None:
@@ -59,7 +63,8 @@ def run_worker(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        engine = make_engine(settings.database_url, pool_size=4)
+        # The relay, the tickers, and the claimed steps with their lease heartbeats.
+        engine = make_engine(settings.database_url, pool_size=4 + 3 * settings.worker_threads)
         events = aioredis.Redis.from_url(settings.redis_url)
         publisher = EventPublisher(events, settings.redis_namespace)
         relay = OutboxRelay(engine, settings.database_url, publisher.publish,
@@ -77,31 +82,37 @@ def run_worker(settings: Settings) -> int:
                 # Committed changes that make work due wake the dispatchers (migration 0010).
                 return open_listener(settings.database_url, WORK_CHANNEL, wake)
 
+            fleet_kit = make_fleet_kit(settings.fleet, uow, LocalKms(settings.kms_key_file))
+            billing = make_compute_kit(
+                settings.fleet, settings.compute, fleet_kit, ledger_policy(settings.payments)
+            )
+            # Claimed work runs here, on this loop, as many steps at once as the worker has
+            # threads; the actors stay registered for messages an older worker enqueued.
+            limit = settings.worker_threads
             loops.append(
                 Dispatcher(
                     uow,
                     claim_nodes,
-                    actors.check_node.send,
+                    check_claimed(fleet_kit),
                     health_policy(settings.fleet).lease,
                     settings.fleet.tick_seconds,
                     "fleet",
                     listen,
+                    limit=limit,
                 ).run(stop)
             )
             loops.append(
                 Dispatcher(
                     uow,
                     claim_allocations,
-                    actors.advance_allocation.send,
+                    advance_claimed(billing),
                     allocation_policy(settings.compute).lease,
                     settings.compute.engine_tick_seconds,
                     "engine",
                     listen,
+                    limit=limit,
                 ).run(stop)
             )
-            fleet_kit = make_fleet_kit(settings.fleet, uow, LocalKms(settings.kms_key_file))
-            billing = make_compute_kit(settings.fleet, settings.compute, fleet_kit,
-                                       ledger_policy(settings.payments))  # fmt: skip
             loops.append(MeteringTicker(billing, settings.compute.metering_tick_seconds).run(stop))
             loops.append(ReconcileTicker(billing, settings.compute.reconcile_seconds).run(stop))
             pools.append(billing.ops)
