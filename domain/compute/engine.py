@@ -101,11 +101,15 @@ async def rekey(kit: ComputeKit, seen: Allocation) -> Allocation | None:
         node = await uow.nodes.get(seen.node_id)
         assert node is not None
         keys = (await uow.allocations.public_keys([seen.id]))[seen.id]
-        target = (None if node.state is NodeState.QUARANTINED
-                  else await node_target(kit.fleet, uow, node, f"provision:allocation-{seen.id}"))  # fmt: skip
+        target = (
+            None
+            if node.state is NodeState.QUARANTINED
+            else await node_target(kit.fleet, uow, node, f"provision:allocation-{seen.id}")
+        )
     try:
-        await kit.ops.ensure_account(_reachable(target),
-                                     AccountSpec(seen.username, keys, seen.gpu_indices))  # fmt: skip
+        await kit.ops.ensure_account(
+            _reachable(target), AccountSpec(seen.username, keys, seen.gpu_indices)
+        )
     except NodeFailure as exc:
         return await _failed_attempt(kit, seen, exc)
     now = kit.clock()
@@ -114,8 +118,9 @@ async def rekey(kit: ComputeKit, seen: Allocation) -> Allocation | None:
         before = await locked_as_seen(uow, seen)
         if before is None:
             return None
-        after = replace(before, version=before.version + 1, updated_at=now, attempts=0,
-                        next_attempt_at=None)  # fmt: skip
+        after = replace(
+            before, version=before.version + 1, updated_at=now, attempts=0, next_attempt_at=None
+        )
         note = (AllocationEventKind.KEYS_CHANGED, f"the node has its {len(keys)} key(s) now")
         saved = await store(uow, before, after, "allocation.rekeyed", now=now, note=note)
         await uow.commit()
