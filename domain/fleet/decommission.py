@@ -78,7 +78,7 @@ async def decommission(kit: FleetKit, node_id: int, *, contact: bool = True) -> 
         await uow.nodes.add_event(
             NewNodeEvent(node_id, NodeEventKind.DECOMMISSIONED, message[:1000], state=saved.state)
         )
-        uow.record(fleet_event("node.decommissioned", saved, leftovers=list(leftovers)))
+        uow.record(fleet_event("node.decommissioned", saved, message=message[:1000]))
         if leftovers:
             await notify_admins(
                 uow,

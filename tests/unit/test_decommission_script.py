@@ -88,3 +88,20 @@ def test_what_could_not_be_removed_is_reported_one_line_each(node_root: Path) ->
 
 def test_parse_ignores_other_output() -> None:
     assert parse_leftovers("noise\nLEFTOVER group x\n  LEFTOVER no\n") == ["group x"]
+
+
+def test_the_fleet_stream_names_a_decommissioning() -> None:
+    from schema.fleet_views import FleetEvent, FleetEventKind
+
+    event = FleetEvent.from_message(
+        "node.decommissioned",
+        {
+            "nodeId": 3,
+            "nodeName": "gpu-3",
+            "state": "retired",
+            "version": 9,
+            "message": "decommissioned, but could not remove: group gpucloud",
+        },
+    )
+    assert event.kind is FleetEventKind.DECOMMISSIONED
+    assert event.message == "decommissioned, but could not remove: group gpucloud"
