@@ -14,6 +14,7 @@ import pytest
 from domain.fleet.decommission import DecommissionPlan
 from infra.nodes.decommission import decommission_script, parse_leftovers
 from infra.nodes.layout import NodeLayout
+from schema.fleet_views import FleetEvent, FleetEventKind
 
 
 def layout(root: Path) -> NodeLayout:
@@ -91,8 +92,6 @@ def test_parse_ignores_other_output() -> None:
 
 
 def test_the_fleet_stream_names_a_decommissioning() -> None:
-    from schema.fleet_views import FleetEvent, FleetEventKind
-
     event = FleetEvent.from_message(
         "node.decommissioned",
         {
