@@ -50,18 +50,23 @@ async def advance(kit: ComputeKit, allocation_id: int) -> Allocation | None:
     uow = kit.uow()
     async with uow:
         current = await uow.allocations.get(allocation_id)
-        if current is not None and rekey_due(current):
-            return await rekey(kit, current)  # operator control: its SSH keys changed
-        if current is None or current.state not in ACTIVE or current.node_id is None:
+        rekeying = current is not None and rekey_due(current)  # operator control: keys changed
+        if (
+            current is None
+            or (current.state not in ACTIVE and not rekeying)
+            or current.node_id is None
+        ):
             return current
         node = await uow.nodes.get(current.node_id)
         assert node is not None  # nodes are retired, never deleted
-        # Only provisioning writes the keys; a teardown needs none.
+        # Only provisioning (and a rekey) writes the keys; a teardown needs none.
         keys = ((await uow.allocations.public_keys([allocation_id]))[allocation_id]
-                if current.state in (_S.PLACED, _S.PROVISIONING) else [])  # fmt: skip
+                if rekeying or current.state in (_S.PLACED, _S.PROVISIONING) else [])  # fmt: skip
         # Nothing talks to a node whose host key changed: it may not be ours any more.
         target = (None if node.state is NodeState.QUARANTINED
                   else await node_target(kit.fleet, uow, node, f"provision:allocation-{current.id}"))  # fmt: skip
+    if rekeying:
+        return await rekey(kit, current, target, keys)
     if current.state is _S.PLACED:
         moved = await _move(kit, current, _T.PROVISION)
         if moved is None:
@@ -91,21 +96,13 @@ def rekey_due(allocation: Allocation) -> bool:
     return allocation.state is _S.RUNNING and allocation.next_attempt_at is not None
 
 
-async def rekey(kit: ComputeKit, seen: Allocation) -> Allocation | None:
-    """Re-run `ensure_account` with the allocation's stored keys (an SSH key was removed:
+async def rekey(
+    kit: ComputeKit, seen: Allocation, target: NodeTarget | None, keys: list[str]
+) -> Allocation | None:
+    """Re-run `ensure_account` with the allocation's stored `keys` (an SSH key was removed:
     domain/compute/key_revocation.py), then clear `next_attempt_at` if the row is still as
     seen; a failure is retried with backoff, as any step. Returns the allocation as stored."""
-    assert seen.node_id is not None and seen.username is not None
-    uow = kit.uow()
-    async with uow:
-        node = await uow.nodes.get(seen.node_id)
-        assert node is not None
-        keys = (await uow.allocations.public_keys([seen.id]))[seen.id]
-        target = (
-            None
-            if node.state is NodeState.QUARANTINED
-            else await node_target(kit.fleet, uow, node, f"provision:allocation-{seen.id}")
-        )
+    assert seen.username is not None
     try:
         await kit.ops.ensure_account(
             _reachable(target), AccountSpec(seen.username, keys, seen.gpu_indices)
