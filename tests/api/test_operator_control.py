@@ -24,6 +24,7 @@ from infra.crypto.local_kms import LocalKms
 from infra.nodes.factory import make_compute_kit, make_fleet_kit
 from infra.payment_settings import ledger_policy
 from infra.settings import Settings
+from jobs.drain import DrainTicker
 from schema.relay import from_global_id, to_global_id
 from tests.api.helpers import add_ssh_key, codes
 from tests.api.test_allocations import RESULT, STOP, Shop, count, open_shop, rows
@@ -308,7 +309,7 @@ async def test_the_sweep_stops_work_a_suspension_left_running(
             text("UPDATE users SET status = 'suspended' WHERE id = :id"),
             {"id": int(from_global_id(world.shop.user.user_id)[1])},
         )
-    assert (await sweep(compute_kit(settings, uow))).stopped == 1
+    await DrainTicker(compute_kit(settings, uow), 1.0).tick()  # the worker's tick
     (row,) = await rows(engine, "SELECT state, stop_reason FROM allocations")
     assert (row.state, row.stop_reason) == ("stopping", "suspended")
 
