@@ -162,7 +162,9 @@ async def retire_node(
             )
         await uow.commit()
     if busy:
-        await stop_many(kit, live, StopReason.DRAINED, action="allocation.drained")
+        await stop_many(
+            kit, live, StopReason.DRAINED, action="allocation.drained", actor=actor, meta=meta
+        )
         return saved
     done = await decommission(kit.fleet, node_id, contact=before.state is not NodeState.QUARANTINED)
     return done or saved

@@ -262,6 +262,10 @@ async def test_retiring_a_busy_node_is_refused_unless_forced(
     assert (forced["node"]["state"], forced["node"]["retireWhenDrained"]) == ("DRAINING", True)
     (row,) = await rows(engine, "SELECT state, stop_reason FROM allocations")
     assert (row.state, row.stop_reason) == ("stopping", "drained")
+    (audited,) = await rows(
+        engine, "SELECT * FROM audit_events WHERE action = 'allocation.drained'"
+    )
+    assert audited.actor_user_id == int(from_global_id(admin.user_id)[1])  # the admin did it
     kit = compute_kit(settings, uow)
     assert (await sweep(kit)).retired == 0  # not while its GPU is assigned
     await release_gpus(engine)
