@@ -28,6 +28,7 @@ from jobs.drain import DrainTicker
 from schema.relay import from_global_id, to_global_id
 from tests.api.helpers import add_ssh_key, codes
 from tests.api.test_allocations import RESULT, STOP, Shop, count, open_shop, rows
+from tests.support.fleet import seed_node
 from tests.support.identity import Account, Accounts
 
 ADMIN_LIST = """query List($filter: AdminAllocationFilter) { adminAllocations(filter: $filter) {
@@ -344,3 +345,23 @@ async def test_removing_a_key_takes_it_off_live_allocations(
     assert row.state == "running" and row.next_attempt_at is not None  # the engine re-ensures
     (event,) = await rows(engine, "SELECT * FROM allocation_events WHERE kind = 'keys_changed'")
     assert "removed" in event.message
+
+
+async def test_a_quarantined_node_is_retired_without_being_contacted(
+    accounts: Accounts, uow: Any, engine: AsyncEngine
+) -> None:
+    admin = await accounts.admin()
+    node = await seed_node(uow(), "gpu-q", gpus=1)
+    async with engine.begin() as conn:  # its host key changed: it may be an impostor
+        await conn.execute(
+            text(
+                "UPDATE nodes SET state = 'quarantined', reason_code = "
+                "'HOST_KEY_MISMATCH', reason = 'changed' WHERE id = :id"
+            ),
+            {"id": node.id},
+        )
+    gid = to_global_id("FleetNode", node.id)
+    retired = (await admin.gql(RETIRE, {"id": gid}))["data"]["retireNode"]["node"]
+    assert retired["state"] == "RETIRED"
+    (left,) = retired["decommissionLeftovers"]
+    assert "quarantined" in left and "not contacted" in left
