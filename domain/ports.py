@@ -542,6 +542,30 @@ class AllocationRepository(Protocol):
         again when the lease ends."""
         ...
 
+    # Operator control (issue 16, item 6).
+    async def search(
+        self, allocation_filter: AllocationFilter, page: PageRequest
+    ) -> Page[Allocation]:
+        """Every user's allocations matching the filter (owner, node, states), newest first."""
+        ...
+
+    async def live_ids(
+        self,
+        *,
+        user_id: int | None = None,
+        node_id: int | None = None,
+        suspended_owners: bool = False,
+    ) -> list[int]:
+        """Ids of allocations not stopping or ended (PLACED, PROVISIONING, RUNNING) of this
+        user, on this node, or (`suspended_owners`) of any suspended user."""
+        ...
+
+    async def set_keys(
+        self, allocation_id: int, key_ids: Sequence[int], public_keys: Sequence[str]
+    ) -> None:
+        """Replace the allocation's key ids and its snapshot of their OpenSSH lines."""
+        ...
+
 
 class SshKeyRepository(Protocol):
     async def lock_owner(self, user_id: int) -> bool:

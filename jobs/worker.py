@@ -21,6 +21,7 @@ from infra.settings import Settings
 from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
 from jobs.compute import MeteringTicker, ReconcileTicker, claim_allocations
+from jobs.drain import DrainTicker
 from jobs.fleet import claim_nodes
 from jobs.loop import Dispatcher
 from jobs.money import MoneyTicker
@@ -82,6 +83,7 @@ def run_worker(settings: Settings) -> int:
                                        ledger_policy(settings.payments))  # fmt: skip
             loops.append(MeteringTicker(billing, settings.compute.metering_tick_seconds).run(stop))
             loops.append(ReconcileTicker(billing, settings.compute.reconcile_seconds).run(stop))
+            loops.append(DrainTicker(billing, settings.fleet.tick_seconds).run(stop))
             pools.append(billing.ops)
         else:
             log.warning("worker.fleet_disabled", reason="GPUCLOUD_KMS_KEY_FILE is not set")

@@ -19,6 +19,7 @@ class NodeEventKind(StrEnum):
     STATE_CHANGED = "state_changed"
     HEALTH_CHANGED = "health_changed"  # on a cordoned or draining node, whose state stays
     INVENTORY_CHANGED = "inventory_changed"
+    DECOMMISSIONED = "decommissioned"  # retired: what was removed from the machine, what not
 
 
 class BootstrapStep(StrEnum):
@@ -102,5 +103,5 @@ class CapacityRow:
 
     @property
     def cordoned(self) -> int:
-        held = self.state in (NodeState.CORDONED, NodeState.DRAINING)
+        held = self.state in (NodeState.CORDONED, NodeState.DRAINING, NodeState.DRAINED)
         return self.total - self.allocated if held else 0
