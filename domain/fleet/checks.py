@@ -9,6 +9,7 @@ backoff; a changed host key quarantines the node and nothing talks to it until a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -34,11 +35,16 @@ from domain.fleet.nodes import (
 )
 from domain.fleet.records import BootstrapStep, NewNodeEvent, NodeEventKind
 from domain.fleet.remote import (
+    CaLogin,
     HostKeyMismatch,
+    NodeAuthRefused,
+    NodeCommandFailed,
     NodeFailure,
     NodePrep,
     NodeTarget,
+    NodeUnreachable,
     OsInfo,
+    Prepared,
 )
 from domain.fleet.targets import node_target
 from domain.identity.principal import SYSTEM
@@ -152,9 +158,23 @@ async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget) -> Outcome:
                                 lambda f: f"{f.cpus} CPUs, {f.ram_mib} MiB RAM, "
                                 f"{f.disk_free_mib}/{f.disk_total_mib} MiB disk free")  # fmt: skip
             prep = await _prep(kit, gpus)
-            await _step(kit, node, BootstrapStep.PREPARE,
-                        "preparing: platform group, GPU device permissions, CA trust",
-                        lambda: session.prepare(prep), lambda _: "prepared")  # fmt: skip
+            await _prepare(kit, node, session, prep)
+            await _step(
+                kit,
+                node,
+                BootstrapStep.ISOLATION,
+                "checking that each GPU opens for its own group only",
+                lambda: session.check_isolation(prep.gpu_indices),
+                lambda _: f"each of {len(gpus)} GPUs opens for its own group only",
+            )
+            await _step(
+                kit,
+                node,
+                BootstrapStep.CERT_LOGIN,
+                "logging in with a fresh platform certificate",
+                lambda: _cert_login(kit, node, target, session.host_key, prep),
+                lambda user: f"a fresh platform certificate logs in as {user}",
+            )
         except _StepFailed as failed:
             # Connected: the key met is pinned, whatever failed after.
             return replace(failed.outcome, host_key=session.host_key)
@@ -164,6 +184,83 @@ async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget) -> Outcome:
         return Outcome(NodeTrigger.PROBE_UNHEALTHY, _merge(problems), gpus, facts,
                        session.host_key, trusted)  # fmt: skip
     return Outcome(NodeTrigger.BOOTSTRAPPED, None, gpus, facts, session.host_key, trusted)
+
+
+DRIVER_RELOAD = (
+    "The NVIDIA driver option NVreg_ModifyDeviceFiles=0 is written but not in effect: reload "
+    "the nvidia kernel modules (no GPU in use) or reboot the node. Until then a driver reload "
+    "may reset the GPU device permissions; every probe checks them."
+)
+
+
+async def _prepare(kit: FleetKit, node: Node, session: NodeSession, prep: NodePrep) -> Prepared:
+    prepared = await _step(
+        kit,
+        node,
+        BootstrapStep.PREPARE,
+        "preparing: platform group, GPU device permissions, NVIDIA driver option, CA trust",
+        lambda: session.prepare(prep),
+        lambda _: "prepared",
+    )
+    if prepared.driver_reload_needed:  # the operator's to do; it does not block the node
+        await _event(
+            kit, node.id, NodeEventKind.ACTION_NEEDED, BootstrapStep.PREPARE, DRIVER_RELOAD
+        )
+    return prepared
+
+
+# sshd re-executes itself on a reload: its listener is back within moments.
+_LOGIN_TRIES = 4
+_LOGIN_PAUSE = 0.25  # seconds, doubled after each refused connection
+
+
+async def _cert_login(
+    kit: FleetKit, node: Node, target: NodeTarget, host_key: str, prep: NodePrep
+) -> str:
+    """Log in with a certificate the platform CA issues now: the running sshd, not only its
+    config, trusts the CA. Returns the user it logged in as."""
+    if not prep.ca_public_keys:
+        raise NodeFailure(
+            "The platform has no SSH CA yet (`gpucloud ca init`): no certificate "
+            "login can show that the node trusts it.",
+            ReasonCode.CERT_LOGIN_REFUSED,
+        )
+    checked = replace(
+        target, login=CaLogin(key_id=f"fleet:node-{node.id}:cert-login"), host_key=host_key
+    )
+    pause = _LOGIN_PAUSE
+    for attempt in range(1, _LOGIN_TRIES + 1):
+        try:
+            async with kit.connector.session(checked) as session:
+                await session.os_info()  # the login runs commands, not only authenticates
+            return checked.user
+        except NodeAuthRefused as exc:
+            raise NodeFailure(
+                f"sshd refused a fresh platform certificate for {checked.user}: "
+                f"the running sshd has not loaded the CA keys ({exc})",
+                ReasonCode.CERT_LOGIN_REFUSED,
+            ) from None
+        except NodeUnreachable:
+            if attempt == _LOGIN_TRIES:
+                raise
+            await asyncio.sleep(pause)
+            pause *= 2
+    raise AssertionError("unreachable")
+
+
+async def _isolation(session: NodeSession, prep: NodePrep) -> Reason | None:
+    """Why the GPUs are not isolated, or None. When broken, the node is prepared again (a driver
+    reload may have reset the modes), so the next probe finds it mended or still broken."""
+    if not prep.gpu_indices:
+        return None
+    try:
+        await session.check_isolation(prep.gpu_indices)
+    except NodeCommandFailed as exc:
+        if exc.code is not ReasonCode.ISOLATION_BROKEN:
+            raise
+        await session.prepare(prep)
+        return Reason(exc.code, f"{exc}; device permissions set again, the next probe checks")
+    return None
 
 
 async def _os(session: NodeSession) -> OsInfo:
@@ -203,10 +300,13 @@ async def _probe(kit: FleetKit, node: Node, target: NodeTarget,
             facts = await session.facts(os)
             if refresh:
                 await session.prepare(prep)
+            broken = await _isolation(session, prep)
     except NodeFailure as exc:
         return _failed(exc)
     trusted = tuple(prep.ca_public_keys) if refresh else None
     problems = assess(recorded, gpus, facts, kit.policy)
+    if broken is not None:  # the worst: another user's GPU is open to them
+        problems.insert(0, broken)
     if problems:
         return Outcome(NodeTrigger.PROBE_UNHEALTHY, _merge(problems), facts=facts,
                        ca_keys=trusted)  # fmt: skip

@@ -19,6 +19,7 @@ class NodeEventKind(StrEnum):
     STATE_CHANGED = "state_changed"
     HEALTH_CHANGED = "health_changed"  # on a cordoned or draining node, whose state stays
     INVENTORY_CHANGED = "inventory_changed"
+    ACTION_NEEDED = "action_needed"  # the operator must act (e.g. reload the NVIDIA driver)
 
 
 class BootstrapStep(StrEnum):
@@ -27,6 +28,8 @@ class BootstrapStep(StrEnum):
     GPUS = "gpus"
     FACTS = "facts"
     PREPARE = "prepare"
+    ISOLATION = "isolation"  # each GPU opens for its own group only
+    CERT_LOGIN = "cert_login"  # a fresh platform certificate logs in: sshd loaded the CA
 
 
 @dataclass(frozen=True, slots=True)
