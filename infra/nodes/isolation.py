@@ -53,7 +53,7 @@ def isolation_script(indices: Sequence[int], layout: NodeLayout) -> str:
 
 
 def isolation_problems(output: str, indices: Sequence[int], layout: NodeLayout) -> list[str]:
-    """What is wrong, one sentence per identity; empty when each GPU's group opens exactly its
+    """What is wrong, one sentence per device; empty when each GPU's group opens exactly its
     own device and a user of no GPU opens none."""
     ordered = sorted(set(indices))
     seen: dict[str, set[int]] = {}
@@ -65,26 +65,20 @@ def isolation_problems(output: str, indices: Sequence[int], layout: NodeLayout) 
             seen[who.strip()] = {ordered[int(p)] for p in positions.split()}
         except (ValueError, IndexError):
             raise NodeCommandFailed(f"the isolation check printed {line[:80]!r}") from None
+    for who in [*(f"gpu {i}" for i in ordered), "none"]:
+        if who not in seen:
+            raise NodeCommandFailed(f"the isolation check printed nothing for {who!r}")
     problems = []
     for index in ordered:
-        opened = seen.get(f"gpu {index}")
-        if opened is None:
-            raise NodeCommandFailed(f"the isolation check printed nothing for GPU {index}")
-        if index not in opened:
-            problems.append(f"GPU {index}'s group cannot open {layout.gpu_device(index)}")
-        others = sorted(opened - {index})
-        if others:
-            problems.append(f"GPU {index}'s group also opens {_devices(others, layout)}")
-    opened_by_none = seen.get("none")
-    if opened_by_none is None:
-        raise NodeCommandFailed("the isolation check printed nothing for a user of no GPU")
-    if opened_by_none:
-        problems.append(f"a user of no GPU opens {_devices(sorted(opened_by_none), layout)}")
+        device = layout.gpu_device(index)
+        if index in seen["none"]:
+            problems.append(f"{device} opens for any user")
+        elif others := [i for i in ordered if i != index and index in seen[f"gpu {i}"]]:
+            groups = ", ".join(str(i) for i in others)
+            problems.append(f"{device} opens for the group of GPU {groups}")
+        if index not in seen[f"gpu {index}"]:
+            problems.append(f"{device} does not open for its own group")
     return problems
-
-
-def _devices(indices: Sequence[int], layout: NodeLayout) -> str:
-    return ", ".join(layout.gpu_device(i) for i in indices)
 
 
 def isolation_failure(problems: Sequence[str]) -> NodeCommandFailed:

@@ -288,12 +288,13 @@ def test_isolation_holds_when_each_group_opens_only_its_own_gpu() -> None:
 
 
 def test_isolation_problems_name_the_devices() -> None:
-    problems = isolation_problems("gpu 0: 0 1\ngpu 1:\nnone: 1\n", [0, 1], LAYOUT)
+    problems = isolation_problems("gpu 0: 0 1\ngpu 1:\nnone:\n", [0, 1], LAYOUT)
     assert problems == [
-        "GPU 0's group also opens /srv/dev/nvidia1",
-        "GPU 1's group cannot open /srv/dev/nvidia1",
-        "a user of no GPU opens /srv/dev/nvidia1",
+        "/srv/dev/nvidia1 opens for the group of GPU 0",
+        "/srv/dev/nvidia1 does not open for its own group",
     ]
+    anyone = isolation_problems("gpu 0: 0 1\ngpu 1: 1\nnone: 1\n", [0, 1], LAYOUT)
+    assert anyone == ["/srv/dev/nvidia1 opens for any user"]
     with pytest.raises(NodeCommandFailed):
         isolation_problems("gpu 0: 0\n", [0, 1], LAYOUT)  # GPU 1 and "none" never reported
     with pytest.raises(NodeCommandFailed):
