@@ -66,7 +66,8 @@ def _layout(node: SshNode, gpu_group_prefix: str = "gpucloud-gpu") -> NodeLayout
     return NodeLayout(trusted_ca_file=str(node.trusted_ca_file), sshd_dropin=None,
                       device_dir=str(node.root / "dev"), gpu_group_prefix=gpu_group_prefix,
                       udev_rules=str(node.root / "udev" / "70-gpucloud-gpu.rules"),
-                      data_dir=str(node.root))  # fmt: skip
+                      data_dir=str(node.root),
+                      nvidia_modprobe=str(node.root / "gpucloud-nvidia.conf"))  # fmt: skip
 
 
 def _target(node: SshNode, host_key: str | None = None, *,
