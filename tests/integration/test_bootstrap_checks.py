@@ -8,6 +8,7 @@ import grp
 import os
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,8 @@ async def _events(kit: FleetKit, node_id: int) -> list[tuple[str, str | None, st
     uow = kit.uow()
     async with uow:
         page = await uow.nodes.events(node_id, PageRequest(first=200, after_key=None))
-    return [(str(e.kind), e.step and str(e.step), e.reason_code, e.message)
-            for _, e in reversed(page.items)]  # fmt: skip
+    found = [e for _, e in reversed(page.items)]
+    return [(str(e.kind), e.step and str(e.step), e.reason_code, e.message) for e in found]
 
 
 def _sighups(node: SshNode) -> int:
@@ -128,9 +129,8 @@ async def test_a_node_whose_sshd_ignores_the_ca_is_not_ready(
     uow: Uow, tmp_path: Path, node: SshNode, prefix: str
 ) -> None:
     # sshd's config declared not ours: nothing points sshd at the CA, so the login must fail.
-    settings = fleet_settings(node.root, prefix)
-    unmanaged = kit_for(uow, LocalKms.create(tmp_path / "k.json"),
-                        settings.__class__(**{**vars(settings), "sshd_dropin": ""}))  # fmt: skip
+    settings = replace(fleet_settings(node.root, prefix), sshd_dropin="")
+    unmanaged = kit_for(uow, LocalKms.create(tmp_path / "k.json"), settings)
     registered = await register(unmanaged, node)
 
     checked = await _checked(unmanaged, registered.id)
