@@ -258,7 +258,10 @@ async def _isolation(session: NodeSession, prep: NodePrep) -> Reason | None:
     except NodeCommandFailed as exc:
         if exc.code is not ReasonCode.ISOLATION_BROKEN:
             raise
-        await session.prepare(prep)
+        try:
+            await session.prepare(prep)
+        except NodeCommandFailed as again:  # still broken, and said so first
+            return Reason(exc.code, f"{exc}; setting them again failed: {again}")
         return Reason(exc.code, f"{exc}; device permissions set again, the next probe checks")
     return None
 

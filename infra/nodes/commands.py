@@ -207,6 +207,10 @@ def _sshd_steps(layout: NodeLayout) -> list[str]:
         f"{{ echo {q(f'sshd does not use {trusted_ca_file} as TrustedUserCAKeys')} >&2; exit 1; }}; fi",
         _SSHD_HUP.replace("@CONFIG@", config),
         reload,
+        # Also due when the drop-in is newer than sshd's last start (sshd writes its pid file
+        # then): one written before, by hand or by a run that died, but never loaded.
+        f'pidfile=$(sshd_pidfile); if [ -e "$pidfile" ] && [ {q(dropin)} -nt "$pidfile" ]; '
+        f"then : >{pending}; fi",
         f"if [ -e {pending} ]; then step='reloading sshd'; reload_sshd; rm -f {pending}; fi",
     ]
 
@@ -214,12 +218,15 @@ def _sshd_steps(layout: NodeLayout) -> list[str]:
 # SIGHUP makes sshd re-execute itself and read its config again (what the init scripts do).
 # The pid must be a running sshd: never signal whatever process reused a stale pid.
 _SSHD_HUP = """\
-sshd_hup() {
-  pidfile=/run/sshd.pid
+sshd_pidfile() {
+  named=
   if command -v sshd >/dev/null; then
     named=$(sshd -T -f @CONFIG@ | awk '$1 == "pidfile" { print $2 }')
-    [ -z "$named" ] || pidfile=$named
   fi
+  echo "${named:-/run/sshd.pid}"
+}
+sshd_hup() {
+  pidfile=$(sshd_pidfile)
   [ -r "$pidfile" ] || { echo "sshd has no pid file at $pidfile" >&2; return 1; }
   pid=$(head -n 1 "$pidfile")
   case "$pid" in ''|*[!0-9]*) echo "$pidfile holds no process id" >&2; return 1 ;; esac

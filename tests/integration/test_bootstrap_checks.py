@@ -125,6 +125,21 @@ async def test_a_failed_reload_keeps_the_node_out_and_the_next_bootstrap_reloads
     assert not Path(reload_pending_marker(str(_dropin(node)))).exists()
 
 
+async def test_a_drop_in_written_before_but_never_loaded_is_loaded(
+    kit: FleetKit, node: SshNode
+) -> None:
+    # Identical to bootstrap's (nothing to change), written after sshd started: by hand, or by
+    # a run that died before it reloaded and left no marker.
+    _dropin(node).write_text(f"# Managed by gpucloud.\nTrustedUserCAKeys {node.trusted_ca_file}\n")
+    os.utime(node.pid_file, (1, 1))  # sshd's last start: long before the drop-in
+    registered = await register(kit, node)
+
+    ready = await _checked(kit, registered.id)
+
+    assert ready.state is NodeState.READY, ready.reason
+    assert _sighups(node) == 1
+
+
 async def test_a_node_whose_sshd_ignores_the_ca_is_not_ready(
     uow: Uow, tmp_path: Path, node: SshNode, prefix: str
 ) -> None:
