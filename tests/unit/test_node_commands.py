@@ -142,6 +142,10 @@ def test_the_prepare_script_ensures_groups_devices_and_ca_trust() -> None:
     assert f'if [ "$changed" = 1 ]; then : >{marker}; fi' in lines
     reload = f"if [ -e {marker} ]; then step='reloading sshd'; reload_sshd; rm -f {marker}; fi"
     assert lines.index(reload) > next(i for i, ln in enumerate(lines) if "sshd -T -f" in ln)
+    # Also due when the drop-in is newer than sshd's pid file: written, but never loaded.
+    newer = next(line for line in lines if " -nt " in line)
+    assert '/etc/ssh/sshd_config.d/60-gpucloud.conf -nt "$pidfile"' in newer
+    assert lines.index(newer) < lines.index(reload)
     assert ensured["/etc/modprobe.d/gpucloud-nvidia.conf"].endswith(
         "options nvidia NVreg_ModifyDeviceFiles=0\n"
     )
