@@ -9,7 +9,6 @@ backoff; a changed host key quarantines the node and nothing talks to it until a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -33,16 +32,13 @@ from domain.fleet.nodes import (
     probed,
     transition,
 )
+from domain.fleet.proofs import cert_login, isolation
 from domain.fleet.records import BootstrapStep, NewNodeEvent, NodeEventKind
 from domain.fleet.remote import (
-    CaLogin,
     HostKeyMismatch,
-    NodeAuthRefused,
-    NodeCommandFailed,
     NodeFailure,
     NodePrep,
     NodeTarget,
-    NodeUnreachable,
     OsInfo,
     Prepared,
 )
@@ -172,7 +168,7 @@ async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget) -> Outcome:
                 node,
                 BootstrapStep.CERT_LOGIN,
                 "logging in with a fresh platform certificate",
-                lambda: _cert_login(kit, node, target, session.host_key, prep),
+                lambda: cert_login(kit, node.id, target, session.host_key, prep),
                 lambda user: f"a fresh platform certificate logs in as {user}",
             )
         except _StepFailed as failed:
@@ -207,63 +203,6 @@ async def _prepare(kit: FleetKit, node: Node, session: NodeSession, prep: NodePr
             kit, node.id, NodeEventKind.ACTION_NEEDED, BootstrapStep.PREPARE, DRIVER_RELOAD
         )
     return prepared
-
-
-# sshd re-executes itself on a reload: its listener is back within moments.
-_LOGIN_TRIES = 4
-_LOGIN_PAUSE = 0.25  # seconds, doubled after each refused connection
-
-
-async def _cert_login(
-    kit: FleetKit, node: Node, target: NodeTarget, host_key: str, prep: NodePrep
-) -> str:
-    """Log in with a certificate the platform CA issues now: the running sshd, not only its
-    config, trusts the CA. Returns the user it logged in as."""
-    if not prep.ca_public_keys:
-        raise NodeFailure(
-            "The platform has no SSH CA yet (`gpucloud ca init`): no certificate "
-            "login can show that the node trusts it.",
-            ReasonCode.CERT_LOGIN_REFUSED,
-        )
-    checked = replace(
-        target, login=CaLogin(key_id=f"fleet:node-{node.id}:cert-login"), host_key=host_key
-    )
-    pause = _LOGIN_PAUSE
-    for attempt in range(1, _LOGIN_TRIES + 1):
-        try:
-            async with kit.connector.session(checked) as session:
-                await session.os_info()  # the login runs commands, not only authenticates
-            return checked.user
-        except NodeAuthRefused as exc:
-            raise NodeFailure(
-                f"sshd refused a fresh platform certificate for {checked.user}: "
-                f"the running sshd has not loaded the CA keys ({exc})",
-                ReasonCode.CERT_LOGIN_REFUSED,
-            ) from None
-        except NodeUnreachable:
-            if attempt == _LOGIN_TRIES:
-                raise
-            await asyncio.sleep(pause)
-            pause *= 2
-    raise AssertionError("unreachable")
-
-
-async def _isolation(session: NodeSession, prep: NodePrep) -> Reason | None:
-    """Why the GPUs are not isolated, or None. When broken, the node is prepared again (a driver
-    reload may have reset the modes), so the next probe finds it mended or still broken."""
-    if not prep.gpu_indices:
-        return None
-    try:
-        await session.check_isolation(prep.gpu_indices)
-    except NodeCommandFailed as exc:
-        if exc.code is not ReasonCode.ISOLATION_BROKEN:
-            raise
-        try:
-            await session.prepare(prep)
-        except NodeCommandFailed as again:  # still broken, and said so first
-            return Reason(exc.code, f"{exc}; setting them again failed: {again}")
-        return Reason(exc.code, f"{exc}; device permissions set again, the next probe checks")
-    return None
 
 
 async def _os(session: NodeSession) -> OsInfo:
@@ -303,7 +242,7 @@ async def _probe(kit: FleetKit, node: Node, target: NodeTarget,
             facts = await session.facts(os)
             if refresh:
                 await session.prepare(prep)
-            broken = await _isolation(session, prep)
+            broken = await isolation(session, prep)
     except NodeFailure as exc:
         return _failed(exc)
     trusted = tuple(prep.ca_public_keys) if refresh else None
