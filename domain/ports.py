@@ -28,7 +28,7 @@ from domain.fleet.records import (
     NodeEvent,
     NodeFilter,
 )
-from domain.fleet.remote import NodePrep, NodeTarget, OsInfo
+from domain.fleet.remote import NodePrep, NodeTarget, OsInfo, Prepared
 from domain.idempotency import IdempotencyRecord
 from domain.identity.accounts import AccountStatus, User
 from domain.identity.scopes import Role
@@ -796,9 +796,15 @@ class NodeSession(Protocol):
 
     async def facts(self, os: OsInfo) -> NodeFacts: ...
 
-    async def prepare(self, prep: NodePrep) -> None:
-        """Ensure the platform group, GPU device groups and permissions, and CA trust
-        (PREPARE_FAILED)."""
+    async def prepare(self, prep: NodePrep) -> Prepared:
+        """Ensure the platform group, GPU device groups and permissions, the NVIDIA driver's
+        option to keep them, and CA trust with sshd reloaded (PREPARE_FAILED)."""
+        ...
+
+    async def check_isolation(self, gpu_indices: Sequence[int]) -> None:
+        """As an unprivileged user in one GPU's group, exactly that GPU's device opens, for
+        each GPU; with no GPU group, none (ISOLATION_BROKEN, else COMMAND_FAILED when the
+        check cannot run)."""
         ...
 
 

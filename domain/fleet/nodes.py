@@ -93,6 +93,10 @@ class ReasonCode(StrEnum):
     GPU_TOO_HOT = "GPU_TOO_HOT"
     DISK_LOW = "DISK_LOW"
     PREPARE_FAILED = "PREPARE_FAILED"
+    # After preparing, sshd refused a fresh platform certificate (its CA not loaded, or none).
+    CERT_LOGIN_REFUSED = "CERT_LOGIN_REFUSED"
+    # A GPU's device opens for another GPU's group, or not for its own.
+    ISOLATION_BROKEN = "ISOLATION_BROKEN"
     COMMAND_FAILED = "COMMAND_FAILED"
 
 

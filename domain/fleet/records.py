@@ -20,6 +20,7 @@ class NodeEventKind(StrEnum):
     HEALTH_CHANGED = "health_changed"  # on a cordoned or draining node, whose state stays
     INVENTORY_CHANGED = "inventory_changed"
     DECOMMISSIONED = "decommissioned"  # retired: what was removed from the machine, what not
+    ACTION_NEEDED = "action_needed"  # the operator must act (e.g. reload the NVIDIA driver)
 
 
 class BootstrapStep(StrEnum):
@@ -28,6 +29,8 @@ class BootstrapStep(StrEnum):
     GPUS = "gpus"
     FACTS = "facts"
     PREPARE = "prepare"
+    ISOLATION = "isolation"  # each GPU opens for its own group only
+    CERT_LOGIN = "cert_login"  # a fresh platform certificate logs in: sshd loaded the CA
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,19 +16,12 @@ import contextlib
 from domain.fleet.decommission import DecommissionPlan
 from domain.fleet.nodes import ReasonCode
 from domain.fleet.remote import NodeCommandFailed, NodeTarget
-from infra.nodes.commands import q, shell
+from infra.nodes.commands import q, reload_pending_marker, shell, sshd_reload_functions
 from infra.nodes.layout import GROUP_NAME, NodeLayout
 from infra.nodes.ssh import SSH_ERRORS, SshDialer, lost, run_command
 
 MARK = "LEFTOVER "
 _OUTPUT_LIMIT = 64 * 1024
-# Reload sshd with whatever the host has: systemd's units (Debian's `ssh`, others' `sshd`),
-# else SIGHUP to the pid in sshd's pid file.
-_RELOAD_SSHD = (
-    "systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || "
-    "{ pid=$(cat /run/sshd.pid 2>/dev/null || cat /var/run/sshd.pid 2>/dev/null) && "
-    'kill -HUP "$pid"; }'
-)
 
 
 def _left(what: str) -> str:
@@ -40,7 +33,8 @@ def _remove(path: str, what: str) -> str:
 
 
 def decommission_script(plan: DecommissionPlan, layout: NodeLayout) -> str:
-    """`sh -e` script: remove the CA trust, the sshd drop-in (then reload sshd), the udev rule,
+    """`sh -e` script: remove the CA trust, the sshd drop-in (then reload sshd as bootstrap does),
+    the NVIDIA driver option, the udev rule,
     give the GPU devices back to root:root 0666 and delete the platform's groups."""
     steps = [_remove(layout.trusted_ca_file, f"CA trust file {layout.trusted_ca_file}")]
     if layout.sshd_dropin is not None:
@@ -49,10 +43,15 @@ def decommission_script(plan: DecommissionPlan, layout: NodeLayout) -> str:
             f"if [ -e {q(dropin)} ]; then rm -f -- {q(dropin)} && reload=1 || "
             f"{_left(f'sshd drop-in {dropin}')}; fi"
         )
+        steps.append(_remove(reload_pending_marker(dropin), "sshd reload marker"))
+        steps.append(sshd_reload_functions(layout))
         steps.append(
-            f'if [ "${{reload:-0}}" = 1 ]; then {_RELOAD_SSHD} || '
+            f'if [ "${{reload:-0}}" = 1 ]; then reload_sshd || '
             f"{_left('sshd reload: the running sshd keeps the old settings until it restarts')}; fi"
         )
+    if layout.nvidia_modprobe is not None:
+        # The driver keeps device modes until its next load; then it manages them itself again.
+        steps.append(_remove(layout.nvidia_modprobe, f"NVIDIA option {layout.nvidia_modprobe}"))
     if layout.udev_rules is not None:
         steps.append(_remove(layout.udev_rules, f"udev rule {layout.udev_rules}"))
         steps.append(

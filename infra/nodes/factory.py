@@ -40,6 +40,9 @@ def node_layout(fleet: FleetSettings) -> NodeLayout:
         udev_rules=fleet.udev_rules or None,
         data_dir=fleet.data_dir,
         home_dir=fleet.home_dir,
+        sshd_config=fleet.sshd_config,
+        sshd_reload=fleet.sshd_reload,
+        nvidia_modprobe=fleet.nvidia_modprobe or None,
     )
 
 
