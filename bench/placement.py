@@ -216,10 +216,24 @@ async def _direct(node: SshNode, prep: NodePrep, layout: NodeLayout) -> float:
     return time.perf_counter() - started
 
 
+async def _listening(node: SshNode, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(node.host, node.port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 async def bootstrap_bench(admin_url: str, rounds: int) -> tuple[float, float]:
     """Median seconds of (direct commands, `check_node` of a freshly registered node)."""
     name, url = await asyncio.to_thread(create_database, admin_url, "gpucloud_bench_bootstrap")
     state = Path(tempfile.mkdtemp(prefix="gpucloud-bench-node-"))
+    state.chmod(0o755)  # the isolation check opens the stand-in devices as `nobody`
     try:
         await asyncio.to_thread(migrate.upgrade, url)
         engine = make_engine(url, pool_size=4)
@@ -231,6 +245,7 @@ async def bootstrap_bench(admin_url: str, rounds: int) -> tuple[float, float]:
             layout = node_layout(settings)
             prep = NodePrep(settings.platform_group, list(range(8)), [])
             await _direct(node, prep, layout)  # warm-up: first connection, groups made
+            await _listening(node)  # its first prepare reloaded sshd (SIGHUP: a re-exec)
             direct, platform = [], []
             for r in range(rounds):
                 direct.append(await _direct(node, prep, layout))

@@ -44,6 +44,7 @@ from domain.compute.accounts import AccountSpec, account_name
 from domain.compute.allocation_services import create_allocation, stop_allocation
 from domain.compute.engine import advance
 from domain.compute.kit import ComputeKit
+from domain.fleet.ca_services import create_ca
 from domain.fleet.checks import check_node
 from domain.fleet.remote import NodePrep, NodeTarget
 from domain.fleet.targets import node_target
@@ -51,6 +52,7 @@ from domain.identity.principal import Principal
 from domain.ledger.policy import LedgerPolicy
 from domain.ports import UnitOfWork
 from infra import migrate
+from infra.crypto.envelope import AesGcmCipher
 from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
@@ -59,6 +61,7 @@ from infra.nodes.factory import make_compute_kit, node_layout
 from infra.nodes.layout import NodeLayout
 from infra.nodes.nvidia_smi import parse_query_csv
 from infra.nodes.ssh import SshDialer
+from infra.nodes.ssh_ca import AsyncsshCaSigner
 from infra.settings import load_settings
 from tests.support.accounts import open_node_root, remove_users
 from tests.support.compute import customer
@@ -216,6 +219,7 @@ def _worker_env(url: str, key_file: Path, root: Path, groups: str, prefix: str,
         "GPUCLOUD_KMS_KEY_FILE": str(key_file), "GPUCLOUD_LOG_LEVEL": "warning",
         "GPUCLOUD_NODE_TRUSTED_CA_FILE": str(root / "trusted_ca_keys"),
         "GPUCLOUD_NODE_SSHD_DROPIN": "none", "GPUCLOUD_NODE_UDEV_RULES": "none",
+        "GPUCLOUD_NODE_NVIDIA_MODPROBE": "none",
         "GPUCLOUD_NODE_DEVICE_DIR": str(root / "dev"), "GPUCLOUD_NODE_DATA_DIR": str(root),
         "GPUCLOUD_NODE_HOME_DIR": str(root / "home"),
         "GPUCLOUD_NODE_GPU_GROUP_PREFIX": f"{groups}g",
@@ -240,7 +244,13 @@ async def main(args: argparse.Namespace) -> int:
             uow: Callable[[], UnitOfWork] = lambda: SqlUnitOfWork(engine)  # noqa: E731
             root = stack.enter_context(open_node_root())
             groups = stack.enter_context(group_prefix())
-            nodes = [stack.enter_context(running_node(root / f"sshd-{i}", report=EIGHT_H200))
+            key_file = state / "keys.json"
+            kms = LocalKms.create(key_file)
+            # Each node's sshd trusts the CA from the start (its own config names its own CA
+            # file), so bootstrap's certificate login works without a shared drop-in.
+            ca = await create_ca(uow(), kms, AesGcmCipher(), AsyncsshCaSigner())
+            nodes = [stack.enter_context(running_node(root / f"sshd-{i}", report=EIGHT_H200,
+                                                      trusted_ca_keys=[ca.public_key]))
                      for i in range(args.nodes)]  # fmt: skip
             (root / "dev").mkdir()
             for index in range(GPUS_PER_NODE):  # every "node" is this machine: one set
@@ -249,9 +259,9 @@ async def main(args: argparse.Namespace) -> int:
             # 20 recorded below, and take the node out of placement mid-run.
             fleet = replace(fleet_settings(root, groups), min_disk_free_mib=1,
                             probe_interval_seconds=3600,
-                            trusted_ca_file=str(root / "trusted_ca_keys"))  # fmt: skip
-            key_file = state / "keys.json"
-            fleet_kit = kit_for(uow, LocalKms.create(key_file), fleet)
+                            trusted_ca_file=str(root / "trusted_ca_keys"),
+                            sshd_dropin="")  # fmt: skip
+            fleet_kit = kit_for(uow, kms, fleet)
             settings = load_settings({"GPUCLOUD_ALLOCATION_USER_PREFIX": prefix}, needs=())
             kit = make_compute_kit(fleet, settings.compute, fleet_kit,
                                    LedgerPolicy(default_hourly_spend_limit=10**12))  # fmt: skip

@@ -28,7 +28,7 @@ from domain.fleet.records import (
     NodeEvent,
     NodeFilter,
 )
-from domain.fleet.remote import NodePrep, NodeTarget, OsInfo
+from domain.fleet.remote import NodePrep, NodeTarget, OsInfo, Prepared
 from domain.idempotency import IdempotencyRecord
 from domain.identity.accounts import AccountStatus, User
 from domain.identity.scopes import Role
@@ -534,6 +534,30 @@ class AllocationRepository(Leases, Protocol):
         """Ids of RUNNING allocations above `after_id`, ascending (the metering tick's pages)."""
         ...
 
+    # Operator control (issue 16, item 6).
+    async def search(
+        self, allocation_filter: AllocationFilter, page: PageRequest
+    ) -> Page[Allocation]:
+        """Every user's allocations matching the filter (owner, node, states), newest first."""
+        ...
+
+    async def live_ids(
+        self,
+        *,
+        user_id: int | None = None,
+        node_id: int | None = None,
+        suspended_owners: bool = False,
+    ) -> list[int]:
+        """Ids of allocations not stopping or ended (PLACED, PROVISIONING, RUNNING) of this
+        user, on this node, or (`suspended_owners`) of any suspended user."""
+        ...
+
+    async def set_keys(
+        self, allocation_id: int, key_ids: Sequence[int], public_keys: Sequence[str]
+    ) -> None:
+        """Replace the allocation's key ids and its snapshot of their OpenSSH lines."""
+        ...
+
 
 class SshKeyRepository(Protocol):
     async def lock_owner(self, user_id: int) -> bool:
@@ -764,9 +788,15 @@ class NodeSession(Protocol):
 
     async def facts(self, os: OsInfo) -> NodeFacts: ...
 
-    async def prepare(self, prep: NodePrep) -> None:
-        """Ensure the platform group, GPU device groups and permissions, and CA trust
-        (PREPARE_FAILED)."""
+    async def prepare(self, prep: NodePrep) -> Prepared:
+        """Ensure the platform group, GPU device groups and permissions, the NVIDIA driver's
+        option to keep them, and CA trust with sshd reloaded (PREPARE_FAILED)."""
+        ...
+
+    async def check_isolation(self, gpu_indices: Sequence[int]) -> None:
+        """As an unprivileged user in one GPU's group, exactly that GPU's device opens, for
+        each GPU; with no GPU group, none (ISOLATION_BROKEN, else COMMAND_FAILED when the
+        check cannot run)."""
         ...
 
 

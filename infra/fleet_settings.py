@@ -24,3 +24,6 @@ class FleetSettings:
     udev_rules: str  # empty: do not write a udev rule
     data_dir: str
     home_dir: str  # allocation users' homes are made under this
+    sshd_config: str = "/etc/ssh/sshd_config"  # sshd's main config (`sshd -T -f`)
+    sshd_reload: str = "auto"  # "auto": the host's init, else SIGHUP; "signal": SIGHUP only
+    nvidia_modprobe: str = "/etc/modprobe.d/gpucloud-nvidia.conf"  # empty: not written

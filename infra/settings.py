@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from infra.compute_settings import ComputeSettings
 from infra.fleet_settings import FleetSettings
+from infra.nodes.layout import SSHD_RELOADS
 from infra.payment_settings import PaymentSettings, currencies, secrets_list
 
 T = TypeVar("T")
@@ -310,6 +311,18 @@ def _fleet(r: _Reader) -> FleetSettings:
         ),
         data_dir=r.get("GPUCLOUD_NODE_DATA_DIR", "/home", _path, what="a path"),
         home_dir=r.get("GPUCLOUD_NODE_HOME_DIR", "/home", _path, what="a path"),
+        sshd_config=r.get(
+            "GPUCLOUD_NODE_SSHD_CONFIG", "/etc/ssh/sshd_config", _path, what="a path"
+        ),
+        sshd_reload=r.get(
+            "GPUCLOUD_NODE_SSHD_RELOAD", "auto", _sshd_reload, what="'auto' or 'signal'"
+        ),
+        nvidia_modprobe=r.get(
+            "GPUCLOUD_NODE_NVIDIA_MODPROBE",
+            "/etc/modprobe.d/gpucloud-nvidia.conf",
+            _optional_path,
+            what="a path, or 'none'",
+        ),
     )
 
 
@@ -352,6 +365,12 @@ def _compute(r: _Reader) -> ComputeSettings:
             "GPUCLOUD_RECONCILE_NODES_SECONDS", 300.0, _positive_float, what=seconds
         ),
     )
+
+
+def _sshd_reload(value: str) -> str:
+    if value not in SSHD_RELOADS:
+        raise ValueError("")
+    return value
 
 
 def _optional_path(value: str) -> str:

@@ -27,6 +27,7 @@ from jobs.actors import ActorDeps, register_actors
 from jobs.compute import MeteringTicker, ReconcileTicker, advance_claimed, claim_allocations
 from jobs.fleet import check_claimed, claim_nodes
 from jobs.loop import Dispatcher, Listener
+from jobs.drain import DrainTicker
 from jobs.money import MoneyTicker
 from jobs.relay import EventPublisher, OutboxRelay
 
@@ -115,6 +116,7 @@ def run_worker(settings: Settings) -> int:
             )
             loops.append(MeteringTicker(billing, settings.compute.metering_tick_seconds).run(stop))
             loops.append(ReconcileTicker(billing, settings.compute.reconcile_seconds).run(stop))
+            loops.append(DrainTicker(billing, settings.fleet.tick_seconds).run(stop))
             pools.append(billing.ops)
         else:
             log.warning("worker.fleet_disabled", reason="GPUCLOUD_KMS_KEY_FILE is not set")

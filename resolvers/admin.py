@@ -7,6 +7,7 @@ from strawberry import Info
 
 from domain.audit import services as audit_services
 from domain.audit.records import AuditFilter
+from domain.compute.operator import stop_user_work
 from domain.errors import DomainError
 from domain.identity import admin
 from domain.identity.accounts import AccountStatus
@@ -73,7 +74,14 @@ async def suspend_user(
     info: Info[AppContext, None],
     input: SuspendUserInput,  # noqa: A002
 ) -> UserPayload | AccountError:
-    return await _set_status(info, input.user_id, AccountStatus.SUSPENDED, input.reason)
+    """Suspend, then stop the user's live allocations (without the compute kit, the worker's
+    sweep stops them)."""
+    ctx = info.context
+    result = await _set_status(info, input.user_id, AccountStatus.SUSPENDED, input.reason)
+    if isinstance(result, UserPayload) and ctx.compute is not None:
+        user_id = expect_global_id(input.user_id, "User", "userId")
+        await stop_user_work(ctx.compute, user_id, ctx.principal, ctx.meta)
+    return result
 
 
 async def reinstate_user(

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator
 import strawberry
 from strawberry import Info
 
-from domain.compute import allocation_services
+from domain.compute import allocation_services, operator
 from domain.compute.allocations import ENDED, AllocationErrorCode
 from domain.compute.changes import ALLOCATIONS_TOPIC
 from domain.compute.kit import ComputeKit
@@ -22,6 +22,8 @@ from domain.errors import DomainError, InvalidInput, Problem, ServiceUnavailable
 from domain.pagination import PageRequest
 from resolvers.access import fetch_node, visible
 from schema.allocations import (
+    AdminAllocationFilter,
+    AdminStopAllocationInput,
     Allocation,
     AllocationConnection,
     AllocationError,
@@ -101,6 +103,33 @@ async def allocations(
     return AllocationConnection.from_page(page, Allocation.from_domain)
 
 
+async def admin_allocations(
+    info: Info[AppContext, None],
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
+    filter: AdminAllocationFilter | None = None,  # noqa: A002
+) -> AllocationConnection:
+    wanted = filter or AdminAllocationFilter()
+    user_id = (
+        None
+        if wanted.user_id is None
+        else expect_global_id(wanted.user_id, "User", "filter.userId")
+    )
+    node_id = (
+        None
+        if wanted.node_id is None
+        else expect_global_id(wanted.node_id, "FleetNode", "filter.nodeId")
+    )
+    page = await operator.search_allocations(
+        info.context.uow(),
+        DomainAllocationFilter(states=wanted.states, user_id=user_id, node_id=node_id),
+        PageRequest.parse(first, after, last, before),
+    )
+    return AllocationConnection.from_page(page, Allocation.from_domain)
+
+
 # --- Mutations --------------------------------------------------------------------------------
 
 
@@ -137,6 +166,24 @@ async def stop_allocation(
     except DomainError as exc:
         return allocation_error(exc)
     ctx.loaders.allocation.prime(allocation_id, stopped, force=True)  # later reads see the stop
+    return AllocationPayload(allocation=Allocation.from_domain(stopped))
+
+
+async def admin_stop_allocation(
+    info: Info[AppContext, None],
+    input: AdminStopAllocationInput,  # noqa: A002
+) -> AllocationPayload | AllocationError:
+    ctx = info.context
+    kit = _kit(info)
+    try:
+        allocation_id = expect_global_id(input.id, "Allocation")
+        with quoting(input.id, allocation_id):
+            stopped = await operator.admin_stop_allocation(
+                kit, ctx.principal, allocation_id, input.reason, ctx.meta
+            )
+    except DomainError as exc:
+        return allocation_error(exc)
+    ctx.loaders.allocation.prime(allocation_id, stopped, force=True)
     return AllocationPayload(allocation=Allocation.from_domain(stopped))
 
 

@@ -8,16 +8,20 @@ SERVICE_UNAVAILABLE, as any other missing backing service does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import datetime
 from typing import Annotated
 
 import strawberry
 from strawberry import Info
 
+from domain.compute import draining
+from domain.compute.kit import ComputeKit
 from domain.errors import DomainError, InvalidInput, Problem, ServiceUnavailable
 from domain.fleet import node_services
 from domain.fleet.changes import FLEET_TOPIC
 from domain.fleet.kit import FleetKit
+from domain.fleet.nodes import Node as DomainNode
 from domain.fleet.nodes import NodeErrorCode, NodeTrigger
 from domain.fleet.records import NodeFilter
 from domain.fleet.registration import NodeSpec
@@ -54,11 +58,34 @@ HostKey = Annotated[
     ),
 ]
 
+Deadline = Annotated[
+    datetime | None,
+    strawberry.argument(
+        description="When work still running on the node is stopped (reason DRAINED); with a "
+        "zone, in the future, at most 30 days ahead (else INVALID_DEADLINE, nothing changed). "
+        "Leave it out for one hour from now."
+    ),
+]
+Force = Annotated[
+    bool,
+    strawberry.argument(
+        description="On a node with GPUs assigned: stop its work now (reason DRAINED) and "
+        "retire it once empty; the node is returned DRAINING. Without it such a node is "
+        "refused (NODE_BUSY) and nothing changes."
+    ),
+]
+
 
 def _kit(info: Info[AppContext, None]) -> FleetKit:
     if info.context.fleet is None:
         raise ServiceUnavailable("key service")
     return info.context.fleet
+
+
+def _compute(info: Info[AppContext, None]) -> ComputeKit:
+    if info.context.compute is None:
+        raise ServiceUnavailable("key service")
+    return info.context.compute
 
 
 def node_error(exc: DomainError) -> NodeError:
@@ -163,11 +190,37 @@ async def cordon_node(
     return await _change(info, id, NodeTrigger.CORDON, expected_version)
 
 
+async def _emptying(
+    info: Info[AppContext, None],
+    id: str,  # noqa: A002
+    act: Callable[[ComputeKit, int], Awaitable[DomainNode]],
+) -> NodePayload | NodeError:
+    ctx = info.context
+    kit = _compute(info)
+    try:
+        node_id = expect_global_id(id, "FleetNode")
+        with quoting(id, node_id):
+            node = await act(kit, node_id)
+    except DomainError as exc:
+        return node_error(exc)
+    ctx.loaders.fleet_node.prime(node_id, node, force=True)
+    return NodePayload(node=FleetNode.from_domain(node))
+
+
 async def drain_node(
-    info: Info[AppContext, None], id: strawberry.ID,  # noqa: A002
+    info: Info[AppContext, None],
+    id: strawberry.ID,  # noqa: A002
+    deadline: Deadline = None,
     expected_version: ExpectedVersion = None,
-) -> NodePayload | NodeError:  # fmt: skip
-    return await _change(info, id, NodeTrigger.DRAIN, expected_version)
+) -> NodePayload | NodeError:
+    ctx = info.context
+    return await _emptying(
+        info,
+        id,
+        lambda kit, node_id: draining.drain_node(
+            kit, node_id, deadline, ctx.principal, ctx.meta, expected_version=expected_version
+        ),
+    )
 
 
 async def uncordon_node(
@@ -178,10 +231,19 @@ async def uncordon_node(
 
 
 async def retire_node(
-    info: Info[AppContext, None], id: strawberry.ID,  # noqa: A002
+    info: Info[AppContext, None],
+    id: strawberry.ID,  # noqa: A002
+    force: Force = False,
     expected_version: ExpectedVersion = None,
-) -> NodePayload | NodeError:  # fmt: skip
-    return await _change(info, id, NodeTrigger.RETIRE, expected_version)
+) -> NodePayload | NodeError:
+    ctx = info.context
+    return await _emptying(
+        info,
+        id,
+        lambda kit, node_id: draining.retire_node(
+            kit, node_id, ctx.principal, ctx.meta, force=force, expected_version=expected_version
+        ),
+    )
 
 
 async def readmit_node(

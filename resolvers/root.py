@@ -129,10 +129,17 @@ class Query:
     ssh_keys: SshKeyConnection = field(
         ssh_keys.ssh_keys, COMPUTE_READ, "Your SSH public keys, newest last."
     )
+    admin_allocations: AllocationConnection = field(
+        allocations.admin_allocations,
+        ADMIN_READ,
+        "Every user's allocations, newest first; filter by owner, node or state.",
+    )
     # `allocation` before `allocations`: in the class body, that name is the module only until
     # the field named after it is assigned.
     allocation: Allocation | None = field(
-        allocations.allocation, COMPUTE_READ, "One of your allocations by ID."
+        allocations.allocation,
+        COMPUTE_READ,
+        "One of your allocations by ID (administrators holding admin:read: anyone's).",
     )
     allocations: AllocationConnection = field(
         allocations.allocations, COMPUTE_READ, "Your allocations, newest first."
@@ -210,6 +217,13 @@ class Mutation:
         "hold released now; the GPUs are freed once the node is cleaned. Stopping one that is "
         "already stopping or ended returns it unchanged.",
     )
+    admin_stop_allocation: AllocationResult = mutation(
+        allocations.admin_stop_allocation,
+        ADMIN_WRITE,
+        "Stop anyone's allocation with a reason (REASON_REQUIRED without one): billed and "
+        "torn down as a user's stop, with stop reason ADMIN; audited, and the owner is notified "
+        "with the reason. One already stopping or ended is returned unchanged.",
+    )
     create_terminal_ticket: TerminalTicketResult = mutation(
         terminals.create_terminal_ticket,
         COMPUTE_WRITE,
@@ -224,7 +238,10 @@ class Mutation:
     suspend_user: UserResult = mutation(
         admin.suspend_user,
         ADMIN_WRITE,
-        "Suspend an account: its sessions end and its tokens stop working at once.",
+        "Suspend an account: its sessions end and its tokens stop working at once, its "
+        "allocations are stopped (reason SUSPENDED: the Linux accounts go, ending SSH sessions) "
+        "and its browser terminals close. Administrators cannot be suspended "
+        "(CANNOT_SUSPEND_ADMIN): demote them first.",
     )
     reinstate_user: UserResult = mutation(
         admin.reinstate_user, ADMIN_WRITE, "Let a suspended account sign in again."
@@ -251,17 +268,23 @@ class Mutation:
     drain_node: NodeResult = mutation(
         fleet.drain_node,
         ADMIN_WRITE,
-        "Take no new work on a node, and stop the work running there.",
+        "Take no new work on a node (DRAINING); the owners of its allocations are notified at "
+        "once, work still running at the deadline is stopped (reason DRAINED), and the node "
+        "becomes DRAINED once no GPU is assigned.",
     )
     uncordon_node: NodeResult = mutation(
         fleet.uncordon_node,
         ADMIN_WRITE,
-        "Lift a cordon or drain; the node goes where its health says (READY when healthy).",
+        "Lift a cordon or drain (DRAINING or DRAINED); the node goes where its health says "
+        "(READY when healthy).",
     )
     retire_node: NodeResult = mutation(
         fleet.retire_node,
         ADMIN_WRITE,
-        "Retire a node for good; refused (NODE_BUSY) while any of its GPUs is assigned.",
+        "Retire a node for good and decommission it over SSH (CA trust, sshd drop-in, groups, "
+        "udev rule and GPU device ownership removed; what could not be is in "
+        "`decommissionLeftovers`). Refused (NODE_BUSY) while any of its GPUs is assigned, "
+        "unless `force`.",
     )
     readmit_node: NodeResult = mutation(
         fleet.readmit_node,

@@ -34,7 +34,8 @@ FailureCode = strawberry.enum(DomainFailureCode, description="Why an allocation 
 StopReason = strawberry.enum(
     DomainStopReason,
     description="Who stopped an allocation: USER (its owner), BALANCE (the wallet ran out), "
-    "ADMIN or FAILED.",
+    "ADMIN (an administrator, with a reason sent to the owner), DRAINED (its node was drained "
+    "and the drain's deadline came), SUSPENDED (the owner's account was suspended) or FAILED.",
 )
 AllocationEventKind = strawberry.enum(
     DomainAllocationEventKind,
@@ -109,6 +110,7 @@ async def _events(root: Allocation, info: strawberry.Info) -> list[AllocationEve
 @strawberry.type(description="GPUs of one node, yours until you stop them.")
 class Allocation(Node):
     state: AllocationState  # type: ignore[valid-type]
+    owner_id: strawberry.ID = strawberry.field(description="The User who owns it.")
     version: int = strawberry.field(description="Goes up on every change of the allocation.")
     sku: Sku = strawberry.field(resolver=_sku, description="What was ordered, as it is now.")
     gpu_count: int
@@ -129,8 +131,8 @@ class Allocation(Node):
     ended_at: datetime | None
     ssh_keys: list[SshKey] = strawberry.field(
         resolver=_ssh_keys,
-        description="The keys it was made with that you still have. Removing a key later does "
-        "not take it off a running allocation.",
+        description="The keys it was made with that you still have. Removing a key also takes "
+        "it off the allocation: the node's authorized_keys is rewritten without it.",
     )
     events: list[AllocationEvent] = strawberry.field(
         resolver=_events, description="Its latest 50 events, newest first."
@@ -144,6 +146,7 @@ class Allocation(Node):
             id=to_global_id("Allocation", allocation.id),
             domain=allocation,
             state=allocation.state,
+            owner_id=to_global_id("User", allocation.user_id),
             version=allocation.version,
             gpu_count=len(allocation.gpu_indices),
             gpu_indices=list(allocation.gpu_indices),
@@ -164,6 +167,25 @@ AllocationConnection = Connection[Allocation]
 class AllocationFilter:
     states: list[AllocationState] | None = strawberry.field(  # type: ignore[valid-type]
         default=None, description="Any of these states; null or empty: every state."
+    )
+
+
+@strawberry.input(
+    description="Narrow every user's allocations (admins); every given field must match."
+)
+class AdminAllocationFilter:
+    states: list[AllocationState] | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="Any of these states; null or empty: every state."
+    )
+    user_id: strawberry.ID | None = strawberry.field(default=None, description="One owner's.")
+    node_id: strawberry.ID | None = strawberry.field(default=None, description="On one FleetNode.")
+
+
+@strawberry.input(description="Stop anyone's allocation (admins), saying why.")
+class AdminStopAllocationInput:
+    id: strawberry.ID
+    reason: str = strawberry.field(
+        description="1 to 500 characters; audited, and sent to the owner in a notification."
     )
 
 

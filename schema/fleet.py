@@ -214,6 +214,16 @@ class FleetNode(Node):
     created_at: datetime
     updated_at: datetime
     retired_at: datetime | None
+    drain_deadline: datetime | None = strawberry.field(
+        description="While DRAINING: when work still running is stopped (reason DRAINED)."
+    )
+    retire_when_drained: bool = strawberry.field(
+        description="A forced retire is waiting for the node to be empty."
+    )
+    decommission_leftovers: list[str] | None = strawberry.field(
+        description="After retiring: what could not be removed from the machine (empty: "
+        "everything was); null until decommissioning ran."
+    )
     events: NodeEventConnection = strawberry.field(
         resolver=_events, description="The node's history, newest first."
     )
@@ -246,6 +256,10 @@ class FleetNode(Node):
             created_at=node.created_at,
             updated_at=node.updated_at,
             retired_at=node.retired_at,
+            drain_deadline=node.drain_deadline,
+            retire_when_drained=node.retire_when_drained,
+            decommission_leftovers=None if node.decommission_leftovers is None
+            else list(node.decommission_leftovers),
         )  # fmt: skip
 
 

@@ -86,13 +86,15 @@ class FleetEventKind(Enum):
     STATE_CHANGED = "node.state_changed"
     HEALTH_CHANGED = "node.health_changed"
     ALERT = "node.alert"
+    DECOMMISSIONED = "node.decommissioned"
 
 
 @strawberry.type(
     description="A change in the fleet, delivered live. `kind` is REGISTERED, "
     "STATE_CHANGED, HEALTH_CHANGED (a held node's health moved; its state did not) or ALERT: a "
     "node became QUARANTINED (its host key changed), UNREACHABLE or UNHEALTHY and needs an "
-    "admin's eyes. An alert comes besides its STATE_CHANGED."
+    "admin's eyes. An alert comes besides its STATE_CHANGED. DECOMMISSIONED: a retired node "
+    "was cleaned; `message` says what could not be removed."
 )
 class FleetEvent:
     kind: FleetEventKind

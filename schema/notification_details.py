@@ -53,6 +53,24 @@ class AllocationLowBalanceNotice:
     stops_at: datetime
 
 
+@strawberry.type(
+    description="ALLOCATION_STOPPED_BY_ADMIN: an administrator stopped one of your allocations, "
+    "for the reason given."
+)
+class AllocationStoppedByAdminNotice:
+    allocation_id: strawberry.ID = strawberry.field(description="Pass it to `node(id:)`.")
+    admin_reason: str = strawberry.field(description="What the administrator wrote.")
+
+
+@strawberry.type(
+    description="ALLOCATION_NODE_DRAINING: the node of one of your allocations is being emptied; "
+    "the allocation is stopped at `stopsAt` (reason DRAINED) unless you stop it first."
+)
+class AllocationNodeDrainingNotice:
+    allocation_id: strawberry.ID = strawberry.field(description="Pass it to `node(id:)`.")
+    stops_at: datetime
+
+
 @strawberry.type(description="PAYMENT_SUCCEEDED or PAYMENT_FAILED: a top-up was settled.")
 class PaymentNotice:
     payment_id: strawberry.ID = strawberry.field(description="Pass it to `node(id:)`.")
@@ -100,6 +118,8 @@ class AuditRecordedNotice:
 Notice = (
     AllocationStateChangedNotice
     | AllocationLowBalanceNotice
+    | AllocationStoppedByAdminNotice
+    | AllocationNodeDrainingNotice
     | PaymentNotice
     | RefundNotice
     | NodeNotice
@@ -132,6 +152,19 @@ def _allocation_state(p: Mapping[str, Any]) -> AllocationStateChangedNotice:
 
 def _low_balance(p: Mapping[str, Any]) -> AllocationLowBalanceNotice:
     return AllocationLowBalanceNotice(
+        allocation_id=_id("Allocation", p["allocationId"]),
+        stops_at=datetime.fromisoformat(p["stopsAt"]),
+    )
+
+
+def _stopped_by_admin(p: Mapping[str, Any]) -> AllocationStoppedByAdminNotice:
+    return AllocationStoppedByAdminNotice(
+        allocation_id=_id("Allocation", p["allocationId"]), admin_reason=str(p["reason"])
+    )
+
+
+def _node_draining(p: Mapping[str, Any]) -> AllocationNodeDrainingNotice:
+    return AllocationNodeDrainingNotice(
         allocation_id=_id("Allocation", p["allocationId"]),
         stops_at=datetime.fromisoformat(p["stopsAt"]),
     )
@@ -186,6 +219,8 @@ def _audit(p: Mapping[str, Any]) -> AuditRecordedNotice:
 _DETAILS: dict[NoticeType, Callable[[Mapping[str, Any]], Notice]] = {
     NoticeType.ALLOCATION_STATE_CHANGED: _allocation_state,
     NoticeType.ALLOCATION_LOW_BALANCE: _low_balance,
+    NoticeType.ALLOCATION_STOPPED_BY_ADMIN: _stopped_by_admin,
+    NoticeType.ALLOCATION_NODE_DRAINING: _node_draining,
     NoticeType.PAYMENT_SUCCEEDED: _payment(DomainPaymentStatus.SUCCEEDED),
     NoticeType.PAYMENT_FAILED: _payment(DomainPaymentStatus.FAILED),
     NoticeType.REFUND_SUCCEEDED: _refund(DomainRefundStatus.SUCCEEDED),

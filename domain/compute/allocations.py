@@ -53,6 +53,7 @@ class AllocationErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     INVALID_IDEMPOTENCY_KEY = "INVALID_IDEMPOTENCY_KEY"
     TRANSITION_NOT_ALLOWED = "TRANSITION_NOT_ALLOWED"
+    REASON_REQUIRED = "REASON_REQUIRED"
 
 
 class StopReason(StrEnum):
@@ -61,6 +62,8 @@ class StopReason(StrEnum):
     USER = "user"  # its owner asked
     BALANCE = "balance"  # the wallet could not pay for the next window
     ADMIN = "admin"  # an administrator stopped it
+    DRAINED = "drained"  # its node was drained and the drain's deadline passed
+    SUSPENDED = "suspended"  # its owner's account was suspended
     FAILED = "failed"  # it failed
 
 

@@ -30,11 +30,12 @@ def view(allocation: Allocation) -> dict[str, object]:
 async def store(
     uow: UnitOfWork, before: Allocation | None, after: Allocation, action: str, *,
     actor: Principal = SYSTEM, meta: RequestMeta = WORKER, now: datetime | None = None,
-    note: tuple[str, str] | None = None,
+    note: tuple[str, str] | None = None, detail: dict[str, object] | None = None,
 ) -> Allocation:  # fmt: skip
     """Save `after` (made from `before`; None when it was just added). A change of state goes
     into its history, the audit log and the owner's notifications; `note` (kind, message) adds
-    an entry to its history without one (a failed attempt, a warning)."""
+    an entry to its history without one (a failed attempt, a warning); `detail` adds facts to the
+    audit row (an admin's reason)."""
     saved = await uow.allocations.save(after)
     changed = before is None or before.state is not saved.state
     if changed and saved.state is AllocationState.STOPPING:
@@ -54,7 +55,7 @@ async def store(
     if changed:
         await uow.audit.append(audit(actor, meta, action, ("allocation", saved.id),
                                      before=None if before is None else view(before),
-                                     after=view(saved), now=now))  # fmt: skip
+                                     after={**view(saved), **(detail or {})}, now=now))  # fmt: skip
         await notify(uow, [saved.user_id], NoticeType.ALLOCATION_STATE_CHANGED, {
             "allocationId": saved.id, "state": str(saved.state), "version": saved.version,
             "previous": None if before is None else str(before.state),

@@ -74,16 +74,23 @@ async def _step(kit: ComputeKit, allocation_id: int, lease: int) -> Allocation |
         current = await uow.allocations.get(allocation_id)
         if current is not None and current.lease_token != lease:
             return None  # revoked between taking the lease and reading the row
-        if current is None or current.state not in ACTIVE or current.node_id is None:
+        rekeying = current is not None and rekey_due(current)  # operator control: keys changed
+        if (
+            current is None
+            or (current.state not in ACTIVE and not rekeying)
+            or current.node_id is None
+        ):
             return current
         node = await uow.nodes.get(current.node_id)
         assert node is not None  # nodes are retired, never deleted
-        # Only provisioning writes the keys; a teardown needs none.
+        # Only provisioning (and a rekey) writes the keys; a teardown needs none.
         keys = ((await uow.allocations.public_keys([allocation_id]))[allocation_id]
-                if current.state in (_S.PLACED, _S.PROVISIONING) else [])  # fmt: skip
+                if rekeying or current.state in (_S.PLACED, _S.PROVISIONING) else [])  # fmt: skip
         # Nothing talks to a node whose host key changed: it may not be ours any more.
         target = (None if node.state is NodeState.QUARANTINED
                   else await node_target(kit.fleet, uow, node, f"provision:allocation-{current.id}"))  # fmt: skip
+    if rekeying:
+        return await rekey(kit, current, target, keys, lease)
     if current.state is _S.PLACED:
         moved = await _move(kit, current, _T.PROVISION)
         if moved is None:
@@ -121,6 +128,46 @@ def _superseded(seen: Allocation, exc: FenceRefused) -> None:
         seen.lease_token,
         exc,
     )
+
+
+# --- Operator control (issue 16, item 6): a RUNNING allocation whose keys changed ----------
+
+
+def rekey_due(allocation: Allocation) -> bool:
+    return allocation.state is _S.RUNNING and allocation.next_attempt_at is not None
+
+
+async def rekey(
+    kit: ComputeKit, seen: Allocation, target: NodeTarget | None, keys: list[str], lease: int
+) -> Allocation | None:
+    """Re-run `ensure_account` with the allocation's stored `keys` (an SSH key was removed:
+    domain/compute/key_revocation.py), fenced with the lease like every step, then clear
+    `next_attempt_at` if the row is still as seen (same version and lease generation: a key
+    change meanwhile bumps the version and the row comes due again); a failure is retried with
+    backoff, as any step. Returns the allocation as stored."""
+    assert seen.username is not None
+    try:
+        await kit.ops.ensure_account(
+            _reachable(target), AccountSpec(seen.username, keys, seen.gpu_indices), fence=lease
+        )
+    except FenceRefused as exc:  # stopped meanwhile: the teardown owns the account
+        _superseded(seen, exc)
+        return None
+    except NodeFailure as exc:
+        return await _failed_attempt(kit, seen, exc)
+    now = kit.clock()
+    uow = kit.uow()
+    async with uow:
+        before = await locked_as_seen(uow, seen)
+        if before is None:
+            return None
+        after = replace(
+            before, version=before.version + 1, updated_at=now, attempts=0, next_attempt_at=None
+        )
+        note = (AllocationEventKind.KEYS_CHANGED, f"the node has its {len(keys)} key(s) now")
+        saved = await store(uow, before, after, "allocation.rekeyed", now=now, note=note)
+        await uow.commit()
+        return saved
 
 
 def _reachable(target: NodeTarget | None) -> NodeTarget:

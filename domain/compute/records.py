@@ -16,6 +16,7 @@ class AllocationEventKind(StrEnum):
     STATE_CHANGED = "state_changed"
     ATTEMPT_FAILED = "attempt_failed"  # a step failed and will be retried
     LOW_BALANCE = "low_balance"  # the next billing window could not be reserved
+    KEYS_CHANGED = "keys_changed"  # an SSH key was removed; the node is updated
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,8 @@ class NewAllocation:
 @dataclass(frozen=True, slots=True)
 class AllocationFilter:
     states: Sequence[AllocationState] | None = None
+    user_id: int | None = None  # `search` only (admins): one owner's
+    node_id: int | None = None  # `search` only (admins): on one node
 
 
 @dataclass(frozen=True, slots=True)

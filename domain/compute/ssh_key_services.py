@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from domain.audit.records import RequestMeta, audit
+from domain.compute.key_revocation import take_off_allocations
 from domain.compute.ssh_keys import (
     NewSshKey,
     SshKey,
@@ -71,7 +72,8 @@ async def list_ssh_keys(uow: UnitOfWork, principal: Principal,
 
 async def remove_ssh_key(uow: UnitOfWork, principal: Principal, key_id: int,
                          meta: RequestMeta) -> SshKey:  # fmt: skip
-    """Remove one of the caller's keys. As with API tokens, an administrator holding
+    """Remove one of the caller's keys, and take it off their live allocations (see
+    domain/compute/key_revocation.py). As with API tokens, an administrator holding
     `admin:write` may remove anyone's (a leaked key is taken off at once); anybody else is told
     NOT_FOUND, exactly as for a key that does not exist."""
     now = datetime.now(UTC)
@@ -84,7 +86,9 @@ async def remove_ssh_key(uow: UnitOfWork, principal: Principal, key_id: int,
         removed = await uow.ssh_keys.remove(key_id)
         if removed is None:  # removed by a concurrent request since we read it
             raise NotFound(Problem(SshKeyErrorCode.NOT_FOUND, "No such SSH key.", "id"))
+        changed = await take_off_allocations(uow, removed, now)
         await uow.audit.append(audit(principal, meta, "ssh_key.removed", ("ssh_key", key_id),
-                                     before=removed.audit_view(), now=now))  # fmt: skip
+                                     before=removed.audit_view(),
+                                     after={"allocationsUpdated": changed}, now=now))  # fmt: skip
         await uow.commit()
         return removed

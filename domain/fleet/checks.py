@@ -33,6 +33,7 @@ from domain.fleet.nodes import (
     probed,
     transition,
 )
+from domain.fleet.proofs import cert_login, isolation
 from domain.fleet.records import BootstrapStep, NewNodeEvent, NodeEventKind
 from domain.fleet.remote import (
     HostKeyMismatch,
@@ -40,6 +41,7 @@ from domain.fleet.remote import (
     NodePrep,
     NodeTarget,
     OsInfo,
+    Prepared,
 )
 from domain.fleet.targets import node_target
 from domain.identity.principal import SYSTEM
@@ -170,9 +172,23 @@ async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget) -> Outcome:
                                 lambda f: f"{f.cpus} CPUs, {f.ram_mib} MiB RAM, "
                                 f"{f.disk_free_mib}/{f.disk_total_mib} MiB disk free")  # fmt: skip
             prep = await _prep(kit, gpus)
-            await _step(kit, node, BootstrapStep.PREPARE,
-                        "preparing: platform group, GPU device permissions, CA trust",
-                        lambda: session.prepare(prep), lambda _: "prepared")  # fmt: skip
+            await _prepare(kit, node, session, prep)
+            await _step(
+                kit,
+                node,
+                BootstrapStep.ISOLATION,
+                "checking that each GPU opens for its own group only",
+                lambda: session.check_isolation(prep.gpu_indices),
+                lambda _: f"each of {len(gpus)} GPUs opens for its own group only",
+            )
+            await _step(
+                kit,
+                node,
+                BootstrapStep.CERT_LOGIN,
+                "logging in with a fresh platform certificate",
+                lambda: cert_login(kit, node.id, target, session.host_key, prep),
+                lambda user: f"a fresh platform certificate logs in as {user}",
+            )
         except _StepFailed as failed:
             # Connected: the key met is pinned, whatever failed after.
             return replace(failed.outcome, host_key=session.host_key)
@@ -182,6 +198,29 @@ async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget) -> Outcome:
         return Outcome(NodeTrigger.PROBE_UNHEALTHY, _merge(problems), gpus, facts,
                        session.host_key, trusted)  # fmt: skip
     return Outcome(NodeTrigger.BOOTSTRAPPED, None, gpus, facts, session.host_key, trusted)
+
+
+DRIVER_RELOAD = (
+    "The NVIDIA driver option NVreg_ModifyDeviceFiles=0 is written but not in effect: reload "
+    "the nvidia kernel modules (no GPU in use) or reboot the node. Until then a driver reload "
+    "may reset the GPU device permissions; every probe checks them."
+)
+
+
+async def _prepare(kit: FleetKit, node: Node, session: NodeSession, prep: NodePrep) -> Prepared:
+    prepared = await _step(
+        kit,
+        node,
+        BootstrapStep.PREPARE,
+        "preparing: platform group, GPU device permissions, NVIDIA driver option, CA trust",
+        lambda: session.prepare(prep),
+        lambda _: "prepared",
+    )
+    if prepared.driver_reload_needed:  # the operator's to do; it does not block the node
+        await _event(
+            kit, node.id, NodeEventKind.ACTION_NEEDED, BootstrapStep.PREPARE, DRIVER_RELOAD
+        )
+    return prepared
 
 
 async def _os(session: NodeSession) -> OsInfo:
@@ -221,10 +260,13 @@ async def _probe(kit: FleetKit, node: Node, target: NodeTarget,
             facts = await session.facts(os)
             if refresh:
                 await session.prepare(prep)
+            broken = await isolation(session, prep)
     except NodeFailure as exc:
         return _failed(exc)
     trusted = tuple(prep.ca_public_keys) if refresh else None
     problems = assess(recorded, gpus, facts, kit.policy)
+    if broken is not None:  # the worst: another user's GPU is open to them
+        problems.insert(0, broken)
     if problems:
         return Outcome(NodeTrigger.PROBE_UNHEALTHY, _merge(problems), facts=facts,
                        ca_keys=trusted)  # fmt: skip

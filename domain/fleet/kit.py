@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from domain.fleet.health import HealthPolicy
 from domain.ports import KeyService, NodeConnector, SecretCipher, SshKeyCodec, UnitOfWork
+
+if TYPE_CHECKING:
+    from domain.fleet.decommission import NodeDecommissioner
 
 
 def _now() -> datetime:
@@ -24,3 +28,4 @@ class FleetKit:
     policy: HealthPolicy = field(default_factory=HealthPolicy)
     platform_group: str = "gpucloud"  # the Linux group every allocation user joins
     clock: Callable[[], datetime] = _now
+    decommissioner: NodeDecommissioner | None = None  # retireNode cleans the machine with it

@@ -1,4 +1,4 @@
-"""Node use cases an admin drives: register, cordon, drain, uncordon, readmit, retire, and the
+"""Node use cases an admin drives: register, cordon, uncordon, readmit, and the
 reads behind the admin views. Every change locks the node row first, so two admins (or an admin
 and the health loop) acting at once are applied one after the other, never one lost."""
 
@@ -31,9 +31,12 @@ from domain.ports import UnitOfWork
 from domain.secret_services import seal
 from domain.secrets import SecretPurpose
 
-_ACTIONS = {NodeTrigger.CORDON: "cordoned", NodeTrigger.DRAIN: "draining",
-            NodeTrigger.UNCORDON: "uncordoned", NodeTrigger.READMIT: "readmitted",
-            NodeTrigger.RETIRE: "retired"}  # fmt: skip
+# Draining and retiring empty the node and clean the machine: domain/compute/draining.py.
+_ACTIONS = {
+    NodeTrigger.CORDON: "cordoned",
+    NodeTrigger.UNCORDON: "uncordoned",
+    NodeTrigger.READMIT: "readmitted",
+}
 
 
 async def register_node(kit: FleetKit, spec: NodeSpec, actor: Principal,
@@ -78,7 +81,7 @@ async def change_node(
     kit: FleetKit, node_id: int, trigger: NodeTrigger, actor: Principal, meta: RequestMeta,
     *, expected_version: int | None = None, host_key: str | None = None,
 ) -> Node:  # fmt: skip
-    """An admin's cordon, drain, uncordon, readmit or retire. `expected_version`, when given,
+    """An admin's cordon, uncordon or readmit (drain and retire: domain/compute/draining.py). `expected_version`, when given,
     refuses the change if the node moved since the admin looked (VERSION_MISMATCH). Readmitting
     bootstraps the node again and pins `host_key` (None: record the one met at first contact),
     which is how a quarantined node whose key really changed comes back; other nodes keep
@@ -99,13 +102,6 @@ async def change_node(
                 f"{expected_version}); reload it and try again.", "expectedVersion"))  # fmt: skip
         node = before
         next_state(before, trigger)  # a refused edge is named as such, before any other check
-        if trigger is NodeTrigger.RETIRE:
-            busy = await uow.placements.active_on(node_id)
-            if busy:
-                raise Conflict(Problem(NodeErrorCode.NODE_BUSY,
-                                       f"Node {before.name} has {busy} GPU(s) assigned; drain it "
-                                       "and wait for its work to stop.", "id"))  # fmt: skip
-            node = replace(node, next_probe_at=None)
         if trigger is NodeTrigger.READMIT:
             # A given key is pinned. Without one the pin stays, except on a node quarantined
             # for its key: there, no key means "record the one met at the next contact".

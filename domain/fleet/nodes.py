@@ -24,7 +24,8 @@ class NodeState(StrEnum):
     UNHEALTHY = "unhealthy"  # reachable, but a check failed (GPU lost, ECC, heat, disk, tool)
     UNREACHABLE = "unreachable"  # no SSH session; probed again with backoff, work left alone
     CORDONED = "cordoned"  # admin: no new work, running work stays
-    DRAINING = "draining"  # admin: no new work, running work is being stopped
+    DRAINING = "draining"  # admin: no new work, running work is stopped at the drain deadline
+    DRAINED = "drained"  # a drain finished: no GPU assigned; uncordon or retire it
     QUARANTINED = "quarantined"  # the host key changed; nothing talks to it until an admin acts
     RETIRED = "retired"  # gone for good
 
@@ -49,6 +50,7 @@ class NodeTrigger(StrEnum):
     HOST_KEY_MISMATCH = "host_key_mismatch"
     CORDON = "cordon"
     DRAIN = "drain"
+    DRAINED = "drained"  # the last GPU of a draining node was released
     UNCORDON = "uncordon"
     READMIT = "readmit"  # admin: bootstrap again (after a quarantine, or to re-inventory)
     RETIRE = "retire"
@@ -72,6 +74,7 @@ class NodeErrorCode(StrEnum):
     TRANSITION_NOT_ALLOWED = "TRANSITION_NOT_ALLOWED"
     NODE_BUSY = "NODE_BUSY"
     VERSION_MISMATCH = "VERSION_MISMATCH"
+    INVALID_DEADLINE = "INVALID_DEADLINE"
 
 
 class ReasonCode(StrEnum):
@@ -90,6 +93,10 @@ class ReasonCode(StrEnum):
     GPU_TOO_HOT = "GPU_TOO_HOT"
     DISK_LOW = "DISK_LOW"
     PREPARE_FAILED = "PREPARE_FAILED"
+    # After preparing, sshd refused a fresh platform certificate (its CA not loaded, or none).
+    CERT_LOGIN_REFUSED = "CERT_LOGIN_REFUSED"
+    # A GPU's device opens for another GPU's group, or not for its own.
+    ISOLATION_BROKEN = "ISOLATION_BROKEN"
     COMMAND_FAILED = "COMMAND_FAILED"
 
 
@@ -142,6 +149,11 @@ class Node:
     # The fleet's lease generation (domain/leases.py) on the node's checks; read-only here.
     lease_token: int = field(default=0, compare=False)
     ca_keys: tuple[str, ...] = ()  # the CA public keys the node was last given to trust
+    # Draining: work still running then is stopped (reason DRAINED).
+    drain_deadline: datetime | None = None
+    retire_when_drained: bool = False  # retireNode(force: true): retire once empty
+    # What retiring could not remove from the machine; None until decommissioning ran.
+    decommission_leftovers: tuple[str, ...] | None = None
 
     @property
     def bootstrapped(self) -> bool:
@@ -170,7 +182,7 @@ def _by_health(node: Node) -> NodeState:
 
 
 _S, _T = NodeState, NodeTrigger
-_HELD = (_S.CORDONED, _S.DRAINING)  # an admin's hold outlives health changes
+_HELD = (_S.CORDONED, _S.DRAINING, _S.DRAINED)  # an admin's hold outlives health changes
 _LIVE = (_S.BOOTSTRAPPING, _S.READY, _S.UNHEALTHY, _S.UNREACHABLE)
 
 # (from, trigger) -> to. A probe result on a held node changes only its health, never its state.
@@ -184,6 +196,7 @@ _EDGES: dict[tuple[NodeState, NodeTrigger], NodeState] = {
     **{(s, _T.HOST_KEY_MISMATCH): _S.QUARANTINED for s in (*_LIVE, *_HELD)},
     **{(s, _T.CORDON): _S.CORDONED for s in (*_LIVE, _S.DRAINING)},
     **{(s, _T.DRAIN): _S.DRAINING for s in (*_LIVE, _S.CORDONED)},
+    (_S.DRAINING, _T.DRAINED): _S.DRAINED,
     **{(s, _T.READMIT): _S.BOOTSTRAPPING for s in (_S.QUARANTINED, _S.UNHEALTHY, _S.UNREACHABLE,
                                                      _S.READY)},
     **{(s, _T.RETIRE): _S.RETIRED for s in (*_LIVE, *_HELD, _S.QUARANTINED)},
@@ -220,8 +233,17 @@ def transition(node: Node, trigger: NodeTrigger, now: datetime,
         reason = None
     elif isinstance(reason, _Keep):
         reason = node.reason
-    return replace(node, state=to, version=node.version + 1, reason=reason, updated_at=now,
-                   retired_at=now if to is NodeState.RETIRED else node.retired_at)  # fmt: skip
+    draining = to in (NodeState.DRAINING, NodeState.DRAINED)
+    return replace(
+        node,
+        state=to,
+        version=node.version + 1,
+        reason=reason,
+        updated_at=now,
+        retired_at=now if to is NodeState.RETIRED else node.retired_at,
+        drain_deadline=node.drain_deadline if draining else None,
+        retire_when_drained=node.retire_when_drained and draining,
+    )
 
 
 def schedulable(node: Node) -> bool:

@@ -19,6 +19,8 @@ class NodeEventKind(StrEnum):
     STATE_CHANGED = "state_changed"
     HEALTH_CHANGED = "health_changed"  # on a cordoned or draining node, whose state stays
     INVENTORY_CHANGED = "inventory_changed"
+    DECOMMISSIONED = "decommissioned"  # retired: what was removed from the machine, what not
+    ACTION_NEEDED = "action_needed"  # the operator must act (e.g. reload the NVIDIA driver)
 
 
 class BootstrapStep(StrEnum):
@@ -27,6 +29,8 @@ class BootstrapStep(StrEnum):
     GPUS = "gpus"
     FACTS = "facts"
     PREPARE = "prepare"
+    ISOLATION = "isolation"  # each GPU opens for its own group only
+    CERT_LOGIN = "cert_login"  # a fresh platform certificate logs in: sshd loaded the CA
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,5 +106,5 @@ class CapacityRow:
 
     @property
     def cordoned(self) -> int:
-        held = self.state in (NodeState.CORDONED, NodeState.DRAINING)
+        held = self.state in (NodeState.CORDONED, NodeState.DRAINING, NodeState.DRAINED)
         return self.total - self.allocated if held else 0

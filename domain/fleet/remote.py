@@ -56,6 +56,15 @@ class NodePrep:
     ca_public_keys: Sequence[str]  # written to the node's TrustedUserCAKeys file
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What preparing left for the operator to do; nothing of it blocks the node."""
+
+    # The NVIDIA driver option was written (or is not yet in effect): it applies when the
+    # driver loads again, so reload the nvidia modules or reboot the node.
+    driver_reload_needed: bool = False
+
+
 class NodeFailure(Exception):
     """Talking to the node failed; `code` says how, the message is safe to show an admin."""
 

@@ -66,6 +66,15 @@ async def set_status(uow: UnitOfWork, principal: Principal, user_id: int, status
         user = await _target(uow, principal, user_id)
         if user.status is status:
             return user
+        if status is AccountStatus.SUSPENDED and user.role is Role.ADMIN:
+            # An administrator's access is taken away by demoting them, on the record, first.
+            raise Conflict(
+                Problem(
+                    AccountErrorCode.CANNOT_SUSPEND_ADMIN,
+                    "Administrators cannot be suspended; change their role to user first.",
+                    "userId",
+                )
+            )
         changed = await uow.users.update(user_id, status=status)
         ended = 0
         if status is AccountStatus.SUSPENDED:

@@ -24,6 +24,8 @@ NOTIFICATIONS_TOPIC = "notifications"
 class NoticeType(StrEnum):
     ALLOCATION_STATE_CHANGED = "allocation.state_changed"
     ALLOCATION_LOW_BALANCE = "allocation.low_balance"
+    ALLOCATION_STOPPED_BY_ADMIN = "allocation.stopped_by_admin"  # with the admin's reason
+    ALLOCATION_NODE_DRAINING = "allocation.node_draining"  # it stops at the drain's deadline
     PAYMENT_SUCCEEDED = "payment.succeeded"
     PAYMENT_FAILED = "payment.failed"
     REFUND_SUCCEEDED = "refund.succeeded"

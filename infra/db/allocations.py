@@ -23,6 +23,13 @@ from domain.pagination import Page, PageRequest
 from infra.db.allocation_tables import allocation_events, allocations
 from infra.db.leases import LeasedRows
 from infra.db.paging import keyset_page
+from infra.db.tables import users
+
+_LIVE = [
+    AllocationState.PLACED.value,
+    AllocationState.PROVISIONING.value,
+    AllocationState.RUNNING.value,
+]
 
 
 def _to_allocation(row: Any) -> Allocation:
@@ -156,3 +163,43 @@ class SqlAllocationRepository(LeasedRows):
     async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> Sequence[Claimed]:
         rows = await self._claim_rows(now, lease, limit)
         return [Claimed(row.id, row.lease_token) for row in rows]
+
+    async def search(
+        self, allocation_filter: AllocationFilter, page: PageRequest
+    ) -> Page[Allocation]:
+        stmt = select(allocations)
+        if allocation_filter.states:
+            stmt = stmt.where(allocations.c.state.in_([s.value for s in allocation_filter.states]))
+        if allocation_filter.user_id is not None:
+            stmt = stmt.where(allocations.c.user_id == allocation_filter.user_id)
+        if allocation_filter.node_id is not None:
+            stmt = stmt.where(allocations.c.node_id == allocation_filter.node_id)
+        return await keyset_page(
+            self._conn, stmt, allocations.c.id, page, _to_allocation, descending=True
+        )
+
+    async def live_ids(
+        self,
+        *,
+        user_id: int | None = None,
+        node_id: int | None = None,
+        suspended_owners: bool = False,
+    ) -> list[int]:
+        stmt = select(allocations.c.id).where(allocations.c.state.in_(_LIVE))
+        if user_id is not None:
+            stmt = stmt.where(allocations.c.user_id == user_id)
+        if node_id is not None:
+            stmt = stmt.where(allocations.c.node_id == node_id)
+        if suspended_owners:
+            suspended = select(users.c.id).where(users.c.status == "suspended")
+            stmt = stmt.where(allocations.c.user_id.in_(suspended))
+        return list((await self._conn.execute(stmt.order_by(allocations.c.id))).scalars())
+
+    async def set_keys(
+        self, allocation_id: int, key_ids: Sequence[int], public_keys: Sequence[str]
+    ) -> None:
+        await self._conn.execute(
+            update(allocations)
+            .where(allocations.c.id == allocation_id)
+            .values(ssh_key_ids=list(key_ids), public_keys=list(public_keys))
+        )

@@ -83,6 +83,11 @@ nodes = Table(
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
     _at("retired_at"),
+    # Operator control (migration 0012): a drain's deadline, retire-once-drained, and what
+    # retiring could not remove from the machine.
+    _at("drain_deadline"),
+    Column("retire_when_drained", Boolean, nullable=False, server_default=text("false")),
+    Column("decommission_leftovers", JSONB, nullable=True),
     *lease_columns(),  # the fleet's lease on the node's checks (infra/db/leases.py)
     CheckConstraint("port BETWEEN 1 AND 65535", name="port_valid"),
     CheckConstraint(_in("auth", NodeAuth), name="auth_known"),

@@ -67,6 +67,11 @@ def _to_node(row: Any) -> Node:
         created_at=row.created_at,
         updated_at=row.updated_at,
         retired_at=row.retired_at,
+        drain_deadline=row.drain_deadline,
+        retire_when_drained=row.retire_when_drained,
+        decommission_leftovers=None
+        if row.decommission_leftovers is None
+        else tuple(row.decommission_leftovers),
         lease_token=row.lease_token,
     )
 
@@ -92,6 +97,11 @@ def _mutable(node: Node) -> dict[str, Any]:
         "next_probe_at": node.next_probe_at,
         "updated_at": node.updated_at,
         "retired_at": node.retired_at,
+        "drain_deadline": node.drain_deadline,
+        "retire_when_drained": node.retire_when_drained,
+        "decommission_leftovers": None
+        if node.decommission_leftovers is None
+        else list(node.decommission_leftovers),
     }
 
 

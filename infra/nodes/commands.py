@@ -83,19 +83,29 @@ def parse_facts(output: str, os: OsInfo) -> NodeFacts:
                      disk_free_mib=available_kib // 1024)  # fmt: skip
 
 
+# Says which step a failing `sh -e` script was in, last on stderr: the command's own complaint
+# comes first, this names where it happened.
+_STEP_TRAP = """\
+step=starting
+trap 'rc=$?; [ "$rc" = 0 ] || echo "gpucloud: failed while $step (exit $rc)" >&2' EXIT
+"""
+
 # Writes stdin-free content atomically (temp file in the same directory, then rename), and only
 # when it differs, so `changed` tells whether a reload is due and a repeat run touches nothing.
 _ENSURE_FILE = """\
 ensure_file() {  # PATH MODE CONTENT
   tmp=$(mktemp "$1.XXXXXX")
-  trap 'rm -f "$tmp"' EXIT
-  printf '%s' "$3" >"$tmp"
-  chmod "$2" "$tmp"
+  if ! { printf '%s' "$3" >"$tmp" && chmod "$2" "$tmp"; }; then rm -f "$tmp"; return 1; fi
   if cmp -s "$tmp" "$1"; then rm -f "$tmp"; chmod "$2" "$1"; changed=0
   else mv -f "$tmp" "$1"; changed=1; fi
-  trap - EXIT
 }
 """
+
+# What prepare prints (stdout) when the operator has something to do.
+DRIVER_RELOAD_NEEDED = "gpucloud: nvidia-driver-reload-needed"
+NVIDIA_OPTION = "options nvidia NVreg_ModifyDeviceFiles=0"
+# The loaded driver's parameters; "ModifyDeviceFiles: 1" while it runs without our option.
+_NVIDIA_PARAMS = "/proc/driver/nvidia/params"
 
 
 def _group(name: str) -> str:
@@ -120,49 +130,132 @@ def udev_rules(indices: Sequence[int], layout: NodeLayout) -> str:
 
 def prepare_script(prep: NodePrep, layout: NodeLayout) -> str:
     """One `sh -e` script of "ensure" steps, safe to run again: the groups exist, GPU N's
-    device belongs to its own group with mode 0660, the CA keys are trusted by sshd."""
+    device belongs to its own group with mode 0660, the NVIDIA driver is told to leave those
+    permissions alone, the CA keys are trusted by sshd (reloaded until a reload succeeded).
+    Prints DRIVER_RELOAD_NEEDED while the driver runs without our option."""
     indices = sorted(set(prep.gpu_indices))
     try:
         gpu_groups = [_group(layout.gpu_group(i)) for i in indices]
     except ValueError as exc:
         raise _failed(str(exc), ReasonCode.PREPARE_FAILED) from None
     keys = _single_lines(prep.ca_public_keys)
-    steps = [_ENSURE_FILE]
+    steps = [_STEP_TRAP, _ENSURE_FILE, "step='making the platform and GPU groups'"]
     for group in (_group(prep.platform_group), *gpu_groups):
         # -f: a group made meanwhile (a concurrent run) is success, not an error.
         steps.append(f"getent group {q(group)} >/dev/null || groupadd -f -r {q(group)}")
+    steps.append("step='giving each GPU device to its group'")
     for index, group in zip(indices, gpu_groups, strict=True):
         device = layout.gpu_device(index)
         steps.append(f"[ -e {q(device)} ] || "
                      f"{{ echo {q(f'GPU device {device} is missing')} >&2; exit 1; }}")  # fmt: skip
         steps.append(f"chgrp {q(group)} {q(device)} && chmod 0660 {q(device)}")
     if layout.udev_rules is not None:
+        steps.append("step='writing the udev rule'")
         steps.append(f"ensure_file {q(layout.udev_rules)} 0644 {q(udev_rules(indices, layout))}")
         # The rule matters at the next boot or driver load; udevd may be absent (containers).
         steps.append('if [ "$changed" = 1 ] && command -v udevadm >/dev/null; then '
                      "udevadm control --reload-rules || true; fi")  # fmt: skip
+    if layout.nvidia_modprobe is not None:
+        steps += _nvidia_steps(layout.nvidia_modprobe)
     content = "".join(f"{key}\n" for key in keys)
+    steps.append("step='writing the trusted CA keys'")
     steps.append(f"ensure_file {q(layout.trusted_ca_file)} 0644 {q(content)}")
     if layout.sshd_dropin is not None:
-        steps += _sshd_steps(layout.sshd_dropin, layout.trusted_ca_file)
+        steps += _sshd_steps(layout)
     return "\n".join(steps) + "\n"
 
 
-def _sshd_steps(dropin: str, trusted_ca_file: str) -> list[str]:
+def _nvidia_steps(path: str) -> list[str]:
+    content = (
+        f"# Managed by gpucloud: keep the groups and modes of /dev/nvidia*.\n{NVIDIA_OPTION}\n"
+    )
+    return [
+        "step='writing the NVIDIA driver option'",
+        f"ensure_file {q(path)} 0644 {q(content)}",
+        # Read when the module loads: until a driver reload or reboot the running driver may
+        # still reset device permissions. Said on every run until it took effect.
+        f'if [ "$changed" = 1 ] || grep -qsx {q("ModifyDeviceFiles: 1")} {_NVIDIA_PARAMS}; '
+        f"then echo {q(DRIVER_RELOAD_NEEDED)}; fi",
+    ]
+
+
+def reload_pending_marker(dropin: str) -> str:
+    """Exists from a drop-in change until a reload of sshd succeeded, so a failed reload is
+    retried by the next run although the drop-in no longer changes. (Not `*.conf`: sshd's
+    Include ignores it.)"""
+    return f"{dropin}.reload-pending"
+
+
+def _sshd_steps(layout: NodeLayout) -> list[str]:
+    dropin, trusted_ca_file = layout.sshd_dropin, layout.trusted_ca_file
+    assert dropin is not None
     if any(c.isspace() for c in trusted_ca_file):
         raise _failed("sshd cannot name a trusted CA file with spaces", ReasonCode.PREPARE_FAILED)
     line = f"TrustedUserCAKeys {trusted_ca_file}"
+    config, pending = q(layout.sshd_config), q(reload_pending_marker(dropin))
     return [
+        "step='writing the sshd drop-in'",
         f"ensure_file {q(dropin)} 0644 {q(f'# Managed by gpucloud.{chr(10)}{line}{chr(10)}')}",
-        # Debian's and Ubuntu's units test the config (sshd -t) before reloading.
-        'if [ "$changed" = 1 ]; then systemctl reload ssh || systemctl reload sshd; fi',
+        f'if [ "$changed" = 1 ]; then : >{pending}; fi',
         # An sshd_config without `Include sshd_config.d/*`, or naming another file first, would
-        # ignore the drop-in and refuse every certificate later: fail now, saying so.
-        # (`sshd -T` failing stops the script with sshd's own complaint.)
-        f"if command -v sshd >/dev/null; then effective=$(sshd -T); "
+        # ignore the drop-in and refuse every certificate later: fail now, saying so. This also
+        # tests the config before a reload (a SIGHUP'd sshd with a broken config would exit).
+        "step='checking the sshd config (sshd -T)'",
+        f"if command -v sshd >/dev/null; then effective=$(sshd -T -f {config}); "
         f"printf '%s\\n' \"$effective\" | grep -qixF {q(line)} || "
         f"{{ echo {q(f'sshd does not use {trusted_ca_file} as TrustedUserCAKeys')} >&2; exit 1; }}; fi",
+        sshd_reload_functions(layout),
+        # Also due when the drop-in is newer than sshd's last start (sshd writes its pid file
+        # then): one written before, by hand or by a run that died, but never loaded.
+        f'pidfile=$(sshd_pidfile); if [ -e "$pidfile" ] && [ {q(dropin)} -nt "$pidfile" ]; '
+        f"then : >{pending}; fi",
+        f"if [ -e {pending} ]; then step='reloading sshd'; reload_sshd; rm -f {pending}; fi",
     ]
+
+
+# SIGHUP makes sshd re-execute itself and read its config again (what the init scripts do).
+# The pid must be a running sshd: never signal whatever process reused a stale pid.
+_SSHD_HUP = """\
+sshd_pidfile() {
+  named=
+  if command -v sshd >/dev/null; then
+    named=$(sshd -T -f @CONFIG@ | awk '$1 == "pidfile" { print $2 }')
+  fi
+  echo "${named:-/run/sshd.pid}"
+}
+sshd_hup() {
+  pidfile=$(sshd_pidfile)
+  [ -r "$pidfile" ] || { echo "sshd has no pid file at $pidfile" >&2; return 1; }
+  pid=$(head -n 1 "$pidfile")
+  case "$pid" in ''|*[!0-9]*) echo "$pidfile holds no process id" >&2; return 1 ;; esac
+  case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
+    sshd*) kill -HUP "$pid" ;;
+    *) echo "process $pid (from $pidfile) is not a running sshd" >&2; return 1 ;;
+  esac
+}"""
+
+_SIGNAL_RELOAD = "reload_sshd() { sshd_hup; }"
+
+# The init that runs: systemd only when it is PID 1's (sd_booted(3)), so a host where systemctl
+# is installed but not running ("System has not been booted with systemd") falls through.
+_INIT_RELOAD = """\
+reload_sshd() {
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    if systemctl cat ssh.service >/dev/null 2>&1; then systemctl reload ssh
+    else systemctl reload sshd; fi
+  elif command -v rc-service >/dev/null && rc-service -e sshd; then rc-service sshd reload
+  elif [ -x /etc/init.d/ssh ] && command -v service >/dev/null; then service ssh reload
+  elif [ -x /etc/init.d/sshd ] && command -v service >/dev/null; then service sshd reload
+  else sshd_hup; fi
+}"""
+
+
+def sshd_reload_functions(layout: NodeLayout) -> str:
+    """Shell functions `sshd_pidfile` and `reload_sshd` (the host's init, or SIGHUP to the pid
+    in sshd's pid file), as the layout's `sshd_reload` says: bootstrap and decommissioning
+    reload sshd the same way."""
+    reload = _SIGNAL_RELOAD if layout.sshd_reload == "signal" else _INIT_RELOAD
+    return _SSHD_HUP.replace("@CONFIG@", q(layout.sshd_config)) + "\n" + reload
 
 
 def prepare_command(prep: NodePrep, layout: NodeLayout, *, sudo: bool) -> str:

@@ -14,16 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncssh
 
 from domain.fleet.inventory import GpuInfo, InventoryError
 from domain.fleet.nodes import NodeFacts, ReasonCode
-from domain.fleet.remote import NodeCommandFailed, NodePrep, NodeTarget, OsInfo
+from domain.fleet.remote import NodeCommandFailed, NodePrep, NodeTarget, OsInfo, Prepared
 from domain.ports import CertificateAuthority
-from infra.nodes.commands import OS_COMMAND, facts_command, parse_facts, parse_os, prepare_command
+from infra.nodes.commands import (
+    DRIVER_RELOAD_NEEDED,
+    OS_COMMAND,
+    facts_command,
+    parse_facts,
+    parse_os,
+    prepare_command,
+    shell,
+)
+from infra.nodes.isolation import isolation_failure, isolation_problems, isolation_script
 from infra.nodes.layout import NodeLayout
 from infra.nodes.nvidia_smi import (
     MAX_REPORT,
@@ -104,9 +113,17 @@ class SshNodeSession:
         raise NodeCommandFailed(clip(f"nvidia-smi failed. Query: {why_query}. "
                                      f"XML report: {why_xml}."), _R.NVIDIA_SMI_FAILED)  # fmt: skip
 
-    async def prepare(self, prep: NodePrep) -> None:
+    async def prepare(self, prep: NodePrep) -> Prepared:
         command = prepare_command(prep, self._layout, sudo=self._sudo)
-        await self._checked(command, "preparing the node", _R.PREPARE_FAILED)
+        output = await self._checked(command, "preparing the node", _R.PREPARE_FAILED)
+        return Prepared(driver_reload_needed=DRIVER_RELOAD_NEEDED in output.splitlines())
+
+    async def check_isolation(self, gpu_indices: Sequence[int]) -> None:
+        command = shell(isolation_script(gpu_indices, self._layout), sudo=self._sudo)
+        output = await self._checked(command, "the GPU isolation check", _R.COMMAND_FAILED)
+        problems = isolation_problems(output, gpu_indices, self._layout)
+        if problems:
+            raise isolation_failure(problems)
 
     async def _checked(self, command: str, what: str, code: ReasonCode) -> str:
         output = await self._run(command, what, OUTPUT_LIMIT, code)

@@ -14,6 +14,7 @@ from infra.compute_settings import ComputeSettings
 from infra.crypto.envelope import AesGcmCipher
 from infra.fleet_settings import FleetSettings
 from infra.nodes.connector import SshNodeConnector
+from infra.nodes.decommission import SshNodeDecommissioner
 from infra.nodes.keys import AsyncsshKeyCodec
 from infra.nodes.layout import NodeLayout
 from infra.nodes.operations import SshNodeOperations
@@ -39,6 +40,9 @@ def node_layout(fleet: FleetSettings) -> NodeLayout:
         udev_rules=fleet.udev_rules or None,
         data_dir=fleet.data_dir,
         home_dir=fleet.home_dir,
+        sshd_config=fleet.sshd_config,
+        sshd_reload=fleet.sshd_reload,
+        nvidia_modprobe=fleet.nvidia_modprobe or None,
     )
 
 
@@ -53,9 +57,13 @@ def make_fleet_kit(
         connect_timeout=fleet.ssh_connect_timeout_seconds,
         command_timeout=fleet.ssh_command_timeout_seconds,
     )  # fmt: skip
+    decommissioner = SshNodeDecommissioner(
+        connector.dialer, node_layout(fleet), fleet.ssh_command_timeout_seconds
+    )
     return FleetKit(uow=uow, kms=kms, cipher=cipher, codec=AsyncsshKeyCodec(),
                     connector=connector, policy=health_policy(fleet),
-                    platform_group=fleet.platform_group)  # fmt: skip
+                    platform_group=fleet.platform_group,
+                    decommissioner=decommissioner)  # fmt: skip
 
 
 def allocation_policy(compute: ComputeSettings) -> AllocationPolicy:

@@ -37,8 +37,9 @@ from domain.ports import CertificateAuthority
 
 # Long enough to log in with, short enough to be useless if it leaked; sshd checks it at login.
 CERT_VALIDITY = timedelta(minutes=2)
-STDERR_TAIL = 4096
+STDERR_KEEP = 4096  # bytes of stderr kept: its first and last halves
 _MESSAGE_LIMIT = 300
+_ELLIPSIS = " ... "
 SSH_ERRORS = (asyncssh.DisconnectError, asyncssh.ChannelOpenError, OSError)
 
 
@@ -48,14 +49,15 @@ def openssh_line(key: asyncssh.SSHKey) -> str:
 
 
 def clip(text: str, limit: int = _MESSAGE_LIMIT) -> str:
-    """One line of printable text at most `limit` long: safe in an event or an admin's view."""
+    """One line of printable text at most `limit` long: safe in an event or an admin's view.
+    A long text keeps its head (which command failed, the first complaint) and its tail (how
+    it ended), with an ellipsis in the middle."""
     flat = " ".join(re.sub(r"[^\x20-\x7e]", " ", text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def tail(text: str, limit: int = _MESSAGE_LIMIT) -> str:
-    flat = clip(text, 10 * limit)
-    return flat if len(flat) <= limit else "..." + flat[-(limit - 3) :]
+    if len(flat) <= limit:
+        return flat
+    keep = limit - len(_ELLIPSIS)
+    head = (keep + 1) // 2
+    return flat[:head] + _ELLIPSIS + flat[len(flat) - (keep - head) :]
 
 
 def why(exc: BaseException) -> str:
@@ -191,13 +193,13 @@ def _host_keys(pinned: str | None) -> tuple[object, list[str]]:
 class Output:
     status: int | None  # None: no exit status (killed by a signal)
     stdout: str
-    stderr: str  # the last STDERR_TAIL bytes
+    stderr: str  # the first and last STDERR_KEEP/2 bytes
     overflow: bool  # stdout passed the limit and was cut off
 
     def failure(self) -> str:
         if self.overflow:
             return "printed more than any report would"
-        said = tail(self.stderr.strip() or self.stdout.strip(), 200)
+        said = clip(self.stderr.strip() or self.stdout.strip(), 200)
         status = "killed" if self.status is None else f"exit {self.status}"
         return f"{status}: {said}" if said else status
 
@@ -212,7 +214,7 @@ async def run_command(conn: asyncssh.SSHClientConnection, command: str, *, what:
         async with asyncio.timeout(timeout):
             proc = await conn.create_process(command, stdin=asyncssh.DEVNULL, encoding=None)
             (stdout, overflow), stderr = await asyncio.gather(
-                _read_head(proc, limit), _read_tail(proc.stderr, STDERR_TAIL)
+                _read_head(proc, limit), _read_ends(proc.stderr, STDERR_KEEP)
             )
             await proc.wait_closed()
     except TimeoutError:
@@ -240,8 +242,16 @@ async def _read_head(proc: asyncssh.SSHClientProcess[bytes], limit: int) -> tupl
     return b"".join(chunks), False
 
 
-async def _read_tail(reader: asyncssh.SSHReader[bytes], keep: int) -> bytes:
-    chunks = b""
+async def _read_ends(reader: asyncssh.SSHReader[bytes], keep: int) -> bytes:
+    """The first and last `keep // 2` bytes: the head says which command failed first, the
+    tail how the script ended; what lies between is dropped (" ... " marks the cut)."""
+    half = keep // 2
+    head = tail = b""
+    cut = False
     while chunk := await reader.read(65536):
-        chunks = (chunks + chunk)[-keep:]
-    return chunks
+        room = half - len(head)  # never negative
+        head, chunk = head + chunk[:room], chunk[room:]
+        if chunk:
+            cut = cut or len(tail) + len(chunk) > half
+            tail = (tail + chunk)[-half:]
+    return head + (b" ... " if cut else b"") + tail

@@ -29,6 +29,7 @@ from domain.ports import UnitOfWork
 from infra.crypto.envelope import AesGcmCipher
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.ssh_ca import AsyncsshCaSigner
+from tests.support.accounts import open_node_root
 from tests.support.fleet import META, fake_devices, fleet_settings, group_prefix, kit_for, register
 from tests.support.ssh_node import EIGHT_H200, FIXTURES, SshNode, running_node
 
@@ -58,8 +59,9 @@ def prefix() -> Iterator[str]:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[SshNode]:
-    with running_node(tmp_path / "node", report=EIGHT_H200) as started:
+def node() -> Iterator[SshNode]:
+    # A root others may enter: the isolation check opens the devices as `nobody`.
+    with open_node_root() as root, running_node(root, report=EIGHT_H200) as started:
         fake_devices(started, 8)
         yield started
 
@@ -92,7 +94,7 @@ async def _get(kit: FleetKit, node_id: int) -> Node:
 async def _bootstrapped(kit: FleetKit, node: SshNode) -> Node:
     registered = await register(kit, node)
     ready = await check_node(kit, registered.id)
-    assert ready is not None and ready.state is NodeState.READY, ready
+    assert ready is not None and ready.state is NodeState.READY, ready.reason
     return ready
 
 
@@ -105,7 +107,7 @@ async def test_bootstrap_inventories_pins_prepares_and_readies_the_node(
 
     ready = await check_node(kit, registered.id)
 
-    assert ready is not None and ready.state is NodeState.READY
+    assert ready is not None and ready.state is NodeState.READY, ready.reason
     assert (ready.gpu_model, ready.gpu_count, ready.health) == ("H200", 8, NodeHealth.OK)
     assert ready.host_key == node.host_key_public  # trust on first use, pinned
     assert ready.facts is not None and ready.facts.cpus > 0 and ready.facts.ram_mib > 0
@@ -243,7 +245,7 @@ async def test_a_refused_key_is_unreachable_with_its_reason(kit: FleetKit, node:
 async def test_an_unreachable_node_is_marked_and_probed_with_backoff_not_destroyed(
     kit: FleetKit, tmp_path: Path, prefix: str
 ) -> None:
-    with running_node(tmp_path / "gone", report=EIGHT_H200) as gone:
+    with open_node_root() as root, running_node(root, report=EIGHT_H200) as gone:
         fake_devices(gone, 8)
         gone_kit = kit_for(kit.uow, kit.kms, fleet_settings(gone.root, prefix))
         ready = await _bootstrapped(gone_kit, gone)
@@ -285,7 +287,7 @@ async def test_ca_login_bootstraps_a_node_that_trusts_the_platform_ca(
     uow: Uow, kms: LocalKms, tmp_path: Path, prefix: str
 ) -> None:
     ca_key = await create_ca(uow(), kms, AesGcmCipher(), AsyncsshCaSigner())
-    with running_node(tmp_path / "ca-node", report=EIGHT_H200,
+    with open_node_root() as root, running_node(root, report=EIGHT_H200,
                       trusted_ca_keys=[ca_key.public_key]) as ca_node:  # fmt: skip
         fake_devices(ca_node, 8)
         ca_kit = kit_for(uow, kms, fleet_settings(ca_node.root, prefix))

@@ -34,6 +34,7 @@ from infra.crypto.local_kms import LocalKms
 from infra.nodes.connector import SshNodeConnector
 from infra.nodes.layout import NodeLayout
 from infra.nodes.nvidia_smi import parse_xml
+from infra.nodes.ssh import SshDialer, run_command
 from infra.nodes.ssh_ca import AsyncsshCaSigner, SshCertificateAuthority
 from tests.support.processes import free_port
 from tests.support.ssh_node import EIGHT_H200, ONE_H200, SshNode, running_node
@@ -66,7 +67,8 @@ def _layout(node: SshNode, gpu_group_prefix: str = "gpucloud-gpu") -> NodeLayout
     return NodeLayout(trusted_ca_file=str(node.trusted_ca_file), sshd_dropin=None,
                       device_dir=str(node.root / "dev"), gpu_group_prefix=gpu_group_prefix,
                       udev_rules=str(node.root / "udev" / "70-gpucloud-gpu.rules"),
-                      data_dir=str(node.root))  # fmt: skip
+                      data_dir=str(node.root),
+                      nvidia_modprobe=str(node.root / "gpucloud-nvidia.conf"))  # fmt: skip
 
 
 def _target(node: SshNode, host_key: str | None = None, *,
@@ -309,3 +311,20 @@ async def test_a_ca_certificate_logs_in(
         with pytest.raises(NodeAuthRefused):  # the key login is gone
             async with connector.session(_target(node)):
                 pytest.fail("logged in with a key no longer authorized")
+
+
+async def test_a_failing_commands_report_keeps_its_first_and_last_words(node: SshNode) -> None:
+    noisy = (
+        "echo 'first: useradd: cannot lock /etc/passwd' >&2; "
+        "i=0; while [ $i -lt 2000 ]; do echo 'noise noise noise' >&2; i=$((i + 1)); done; "
+        "echo 'last: gpucloud: failed while ensuring the account' >&2; exit 3"
+    )
+    conn, _ = await SshDialer(None).connect(_target(node, node.host_key_public))
+    async with conn:
+        output = await run_command(
+            conn, noisy, what="noisy", limit=1024, code=ReasonCode.COMMAND_FAILED, timeout=30
+        )
+    assert len(output.stderr) < 5000  # the middle was dropped on the way in
+    said = output.failure()
+    assert said.startswith("exit 3: first: useradd: cannot lock /etc/passwd")
+    assert said.endswith("last: gpucloud: failed while ensuring the account") and " ... " in said

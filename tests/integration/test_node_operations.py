@@ -84,7 +84,8 @@ def env() -> Iterator[Env]:
         fake_devices(node, GPUS)
         layout = NodeLayout(trusted_ca_file=str(node.trusted_ca_file), sshd_dropin=None,
                             device_dir=str(root / "dev"), gpu_group_prefix=f"{groups}g",
-                            udev_rules=None, data_dir=str(root), home_dir=str(root / "home"))  # fmt: skip
+                            udev_rules=None, data_dir=str(root), home_dir=str(root / "home"),
+                            nvidia_modprobe=str(root / "gpucloud-nvidia.conf"))  # fmt: skip
         yield Env(node, layout, f"{groups}p", prefix, ca.private_key)
 
 

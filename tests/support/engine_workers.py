@@ -71,6 +71,7 @@ def worker_env(service_env: dict[str, str], where: EngineNode, lease: float) -> 
         "GPUCLOUD_NODE_TRUSTED_CA_FILE": str(root / "trusted_ca_keys"),
         "GPUCLOUD_NODE_SSHD_DROPIN": "none",
         "GPUCLOUD_NODE_UDEV_RULES": "none",
+        "GPUCLOUD_NODE_NVIDIA_MODPROBE": "none",
         "GPUCLOUD_NODE_DEVICE_DIR": str(root / "dev"),
         "GPUCLOUD_NODE_DATA_DIR": str(root),
         "GPUCLOUD_NODE_HOME_DIR": str(root / "home"),

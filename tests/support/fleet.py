@@ -7,6 +7,7 @@ root changes nothing else on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from domain.audit.records import RequestMeta
+from domain.errors import Conflict
+from domain.fleet.ca_services import create_ca
 from domain.fleet.inventory import GpuInfo
 from domain.fleet.kit import FleetKit
 from domain.fleet.node_services import register_node
@@ -27,6 +30,7 @@ from domain.ports import KeyService, UnitOfWork
 from infra.fleet_settings import FleetSettings
 from infra.nodes.factory import make_fleet_kit
 from infra.nodes.nvidia_smi import parse_query_csv
+from infra.nodes.ssh_ca import AsyncsshCaSigner
 from tests.support.ssh_node import ONE_H200, SshNode
 
 META = RequestMeta(request_id="test")
@@ -38,9 +42,11 @@ def fleet_settings(node_root: Path, prefix: str) -> FleetSettings:
         unreachable_grace_seconds=60, max_gpu_temperature_c=85, min_disk_free_mib=1,
         platform_group=f"{prefix}p", ssh_connect_timeout_seconds=5,
         ssh_command_timeout_seconds=20, trusted_ca_file=str(node_root / "trusted_ca_keys"),
-        sshd_dropin="", device_dir=str(node_root / "dev"), gpu_group_prefix=f"{prefix}g",
+        sshd_dropin=str(node_root / "sshd_config.d" / "60-gpucloud.conf"),
+        device_dir=str(node_root / "dev"), gpu_group_prefix=f"{prefix}g",
         udev_rules=str(node_root / "udev.rules"), data_dir=str(node_root),
-        home_dir=str(node_root / "home"),
+        home_dir=str(node_root / "home"), sshd_config=str(node_root / "sshd_config"),
+        sshd_reload="signal", nvidia_modprobe=str(node_root / "gpucloud-nvidia.conf"),
     )  # fmt: skip
 
 
@@ -70,9 +76,24 @@ def kit_for(uow: Callable[[], UnitOfWork], kms: KeyService, settings: FleetSetti
     return make_fleet_kit(settings, uow, kms)
 
 
+async def ensure_ca(kit: FleetKit) -> None:
+    """The platform CA exists: bootstrap makes a node READY only after a login with one of its
+    certificates."""
+    uow = kit.uow()
+    async with uow:
+        if await uow.ssh_ca.current() is not None:
+            return
+    with contextlib.suppress(Conflict):  # made meanwhile
+        await create_ca(kit.uow(), kit.kms, kit.cipher, AsyncsshCaSigner())
+
+
 async def register(kit: FleetKit, node: SshNode, name: str = "gpu-1", *,
                    host_key: str | None = None, private_key: str | None = None,
-                   use_ca: bool = False, region: str = "eu-west") -> Node:  # fmt: skip
+                   use_ca: bool = False, region: str = "eu-west",
+                   with_ca: bool = True) -> Node:  # fmt: skip
+    """Register the node (with the platform CA made first, unless `with_ca` is False)."""
+    if with_ca:
+        await ensure_ca(kit)
     spec = NodeSpec.create(
         name=name, host=node.host, port=node.port, ssh_user=node.user,
         private_key=None if use_ca else (private_key or node.client_key.read_text()),

@@ -58,6 +58,19 @@ class SshNode:
         return self.root / "bin"
 
     @property
+    def sshd_config(self) -> Path:
+        return self.root / "sshd_config"
+
+    @property
+    def sshd_dropin_dir(self) -> Path:
+        """Included by sshd_config, as sshd_config.d/ is on Debian and Ubuntu."""
+        return self.root / "sshd_config.d"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "sshd.pid"
+
+    @property
     def trusted_ca_file(self) -> Path:
         return self.root / "trusted_ca_keys"
 
@@ -102,9 +115,15 @@ def running_node(
     root: Path, report: dict[str, Path] = ONE_H200, trusted_ca_keys: list[str] | None = None
 ) -> Iterator[SshNode]:
     """Start one node under `root` (a fresh directory), logged into as the current user. With
-    `trusted_ca_keys`, sshd also accepts user certificates signed by those CA public keys."""
+    `trusted_ca_keys`, sshd also accepts user certificates signed by those CA public keys.
+
+    sshd runs as a plain process (no init manages it: reloaded by SIGHUP to its PidFile), and
+    includes `sshd_config.d/*.conf`, where bootstrap's drop-in goes. `sshd` is on the session
+    PATH, so `sshd -T` can check the config as on a real host."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "bin").mkdir(exist_ok=True)
+    (root / "sshd_config.d").mkdir(exist_ok=True)
+    (root / "bin" / "sshd").symlink_to(sshd_binary())
     _keygen(root / "host_ed25519")
     _keygen(root / "client_ed25519")
     shutil.copy(root / "client_ed25519.pub", root / "authorized_keys")
@@ -116,6 +135,7 @@ def running_node(
         trusted_ca = f"TrustedUserCAKeys {root}/trusted_ca_keys\n"
     config = root / "sshd_config"
     config.write_text(f"""\
+Include {root}/sshd_config.d/*.conf
 Port {port}
 ListenAddress 127.0.0.1
 HostKey {root}/host_ed25519

@@ -10,6 +10,7 @@ import pytest
 from domain.fleet.nodes import NodeFacts, ReasonCode
 from domain.fleet.remote import NodeCommandFailed, NodePrep, OsInfo
 from infra.nodes.commands import (
+    DRIVER_RELOAD_NEEDED,
     facts_command,
     parse_facts,
     parse_os,
@@ -18,7 +19,9 @@ from infra.nodes.commands import (
     shell,
     udev_rules,
 )
+from infra.nodes.isolation import isolation_problems, isolation_script
 from infra.nodes.layout import NodeLayout
+from infra.nodes.ssh import Output, clip
 
 UBUNTU = """\
 Linux
@@ -133,10 +136,19 @@ def test_the_prepare_script_ensures_groups_devices_and_ca_trust() -> None:
     assert 'KERNEL=="nvidia1", GROUP="gpucloud-gpu1", MODE="0660"' in udev_rules([1], NodeLayout())
     dropin = ensured["/etc/ssh/sshd_config.d/60-gpucloud.conf"]
     assert "TrustedUserCAKeys /etc/ssh/gpucloud_user_ca.pub\n" in dropin
-    # sshd is reloaded only when the drop-in changed, and the result is checked.
-    assert ('if [ "$changed" = 1 ]; then systemctl reload ssh || systemctl reload sshd; fi'
-            in lines)  # fmt: skip
-    assert any("sshd -T" in line for line in lines)
+    # A changed drop-in leaves a marker that only a reload that worked removes, so a failed
+    # reload is tried again by the next run; the config is checked (sshd -T) before it.
+    marker = "/etc/ssh/sshd_config.d/60-gpucloud.conf.reload-pending"
+    assert f'if [ "$changed" = 1 ]; then : >{marker}; fi' in lines
+    reload = f"if [ -e {marker} ]; then step='reloading sshd'; reload_sshd; rm -f {marker}; fi"
+    assert lines.index(reload) > next(i for i, ln in enumerate(lines) if "sshd -T -f" in ln)
+    # Also due when the drop-in is newer than sshd's pid file: written, but never loaded.
+    newer = next(line for line in lines if " -nt " in line)
+    assert '/etc/ssh/sshd_config.d/60-gpucloud.conf -nt "$pidfile"' in newer
+    assert lines.index(newer) < lines.index(reload)
+    assert ensured["/etc/modprobe.d/gpucloud-nvidia.conf"].endswith(
+        "options nvidia NVreg_ModifyDeviceFiles=0\n"
+    )
 
 
 def _logical_lines(script: str) -> list[str]:
@@ -217,3 +229,77 @@ def test_a_trusted_ca_file_with_spaces_cannot_go_into_sshd_config() -> None:
         prepare_script(PREP, NodeLayout(trusted_ca_file="/etc/ssh/my keys.pub"))
     assert "my keys" in prepare_script(PREP, NodeLayout(trusted_ca_file="/etc/ssh/my keys.pub",
                                                          sshd_dropin=None))  # fmt: skip
+
+
+def test_without_systemd_running_sshd_is_reloaded_by_the_hosts_init_or_its_pid() -> None:
+    script = prepare_script(PREP, NodeLayout())
+    # systemd only when it is PID 1's init: an installed but idle systemctl falls through.
+    assert "if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then" in script
+    assert "rc-service sshd reload" in script and "service ssh reload" in script
+    assert "else sshd_hup; fi" in script
+    # The pid comes from the PidFile sshd -T names, and must be a running sshd.
+    assert 'sshd -T -f /etc/ssh/sshd_config | awk \'$1 == "pidfile"' in script
+    assert 'kill -HUP "$pid"' in script and '"/proc/$pid/comm"' in script
+
+
+def test_an_sshd_no_init_manages_is_only_signalled() -> None:
+    layout = NodeLayout(sshd_config="/srv/node/sshd_config", sshd_reload="signal")
+    script = prepare_script(PREP, layout)
+    assert "reload_sshd() { sshd_hup; }" in script
+    assert "systemctl" not in script and "rc-service" not in script
+    assert "sshd -T -f /srv/node/sshd_config" in script
+    with pytest.raises(ValueError):
+        NodeLayout(sshd_reload="systemd")
+
+
+def test_the_driver_option_is_reported_while_it_is_not_in_effect() -> None:
+    lines = prepare_script(PREP, NodeLayout()).splitlines()
+    report = next(line for line in lines if DRIVER_RELOAD_NEEDED in line)
+    assert report.startswith('if [ "$changed" = 1 ] || grep -qsx ')
+    assert "/proc/driver/nvidia/params" in report
+    without = prepare_script(PREP, NodeLayout(nvidia_modprobe=None))
+    assert "NVreg_ModifyDeviceFiles" not in without and DRIVER_RELOAD_NEEDED not in without
+
+
+def test_a_failing_step_is_named_last_on_stderr() -> None:
+    script = prepare_script(PREP, NodeLayout())
+    assert 'echo "gpucloud: failed while $step (exit $rc)" >&2' in script
+    assert "step='reloading sshd'" in script and "step='writing the sshd drop-in'" in script
+
+
+def test_a_long_error_keeps_its_head_and_its_tail() -> None:
+    said = "systemctl: System has not been booted with systemd as init system " + "x" * 900
+    clipped = clip(said + " failed while reloading sshd")
+    assert len(clipped) == 300
+    assert clipped.startswith("systemctl: System has not been booted with systemd")
+    assert clipped.endswith("failed while reloading sshd") and " ... " in clipped
+    assert clip("short\nand\tflat") == "short and flat"
+    failure = Output(1, "", said + "\ngpucloud: failed while reloading sshd (exit 1)", False)
+    message = failure.failure()
+    assert message.startswith("exit 1: systemctl: System has not been booted")
+    assert message.endswith("gpucloud: failed while reloading sshd (exit 1)")
+
+
+LAYOUT = NodeLayout(device_dir="/srv/dev", gpu_group_prefix="gpu")
+
+
+def test_isolation_holds_when_each_group_opens_only_its_own_gpu() -> None:
+    script = isolation_script([1, 0], LAYOUT)
+    assert 'setpriv --reuid="$uid" --regid="$gid"' in script
+    assert "sh /srv/dev/nvidia0 /srv/dev/nvidia1" in script  # positions follow the index order
+    assert 'printf "none:"; try_as --clear-groups' in script
+    assert isolation_problems("gpu 0: 0\ngpu 1: 1\nnone:\n", [0, 1], LAYOUT) == []
+
+
+def test_isolation_problems_name_the_devices() -> None:
+    problems = isolation_problems("gpu 0: 0 1\ngpu 1:\nnone:\n", [0, 1], LAYOUT)
+    assert problems == [
+        "/srv/dev/nvidia1 opens for the group of GPU 0",
+        "/srv/dev/nvidia1 does not open for its own group",
+    ]
+    anyone = isolation_problems("gpu 0: 0 1\ngpu 1: 1\nnone: 1\n", [0, 1], LAYOUT)
+    assert anyone == ["/srv/dev/nvidia1 opens for any user"]
+    with pytest.raises(NodeCommandFailed):
+        isolation_problems("gpu 0: 0\n", [0, 1], LAYOUT)  # GPU 1 and "none" never reported
+    with pytest.raises(NodeCommandFailed):
+        isolation_problems("gpu 0: 7\ngpu 1: 1\nnone:\n", [0, 1], LAYOUT)

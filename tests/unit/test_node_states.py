@@ -125,3 +125,19 @@ def test_any_trigger_sequence_only_follows_edges(triggers: list[NodeTrigger]) ->
         if moved.state is S.READY:
             assert moved.reason is None
         current = moved
+
+
+def test_a_draining_node_becomes_drained_and_keeps_its_hold() -> None:
+    due = datetime(2026, 11, 27, tzinfo=UTC)
+    draining = transition(replace(node(), drain_deadline=due), T.DRAIN, NOW)
+    assert (draining.state, draining.drain_deadline) == (S.DRAINING, due)
+    drained = transition(draining, T.DRAINED, NOW)
+    assert (drained.state, drained.drain_deadline) == (S.DRAINED, due)
+    for trigger in (T.PROBE_OK, T.PROBE_UNHEALTHY, T.PROBE_UNREACHABLE):
+        assert next_state(drained, trigger) is S.DRAINED  # health never lifts the hold
+    back = transition(drained, T.UNCORDON, NOW)  # the hold ends: so does the drain
+    assert (back.state, back.drain_deadline, back.retire_when_drained) == (S.READY, None, False)
+    assert transition(drained, T.RETIRE, NOW).state is S.RETIRED
+    for state in (S.READY, S.CORDONED, S.DRAINED, S.RETIRED):  # only from DRAINING
+        with pytest.raises(Conflict):
+            next_state(node(state), T.DRAINED)

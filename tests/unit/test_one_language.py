@@ -41,6 +41,12 @@ STORED = {
         "stopReason": None,
     },
     NoticeType.ALLOCATION_LOW_BALANCE: {"allocationId": 8, "stopsAt": "2026-01-02T03:04:05+00:00"},
+    # domain/compute/operator.py and draining.py
+    NoticeType.ALLOCATION_STOPPED_BY_ADMIN: {"allocationId": 8, "reason": "abuse report #12"},
+    NoticeType.ALLOCATION_NODE_DRAINING: {
+        "allocationId": 8,
+        "stopsAt": "2026-01-02T03:04:05+00:00",
+    },
     NoticeType.PAYMENT_SUCCEEDED: {"paymentId": 3, "amount": 2500, "currency": "USD"},
     NoticeType.PAYMENT_FAILED: {"paymentId": 3, "amount": 2500, "currency": "USD"},
     NoticeType.REFUND_SUCCEEDED: {"refundId": 5, "paymentId": 3, "amount": 999, "currency": "JPY"},

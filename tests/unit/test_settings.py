@@ -314,3 +314,15 @@ def test_the_account_prefix_must_make_linux_user_names() -> None:
         load_settings({**BASE, "GPUCLOUD_ALLOCATION_USER_PREFIX": "alloc"}).compute.user_prefix
         == "alloc"
     )
+
+
+def test_how_sshd_is_reloaded_and_the_nvidia_option_are_settings() -> None:
+    fleet = load_settings(BASE).fleet
+    assert (fleet.sshd_config, fleet.sshd_reload) == ("/etc/ssh/sshd_config", "auto")
+    assert fleet.nvidia_modprobe == "/etc/modprobe.d/gpucloud-nvidia.conf"
+    env = {"GPUCLOUD_NODE_SSHD_RELOAD": "signal", "GPUCLOUD_NODE_NVIDIA_MODPROBE": "none"}
+    changed = load_settings({**BASE, **env}).fleet
+    assert changed.sshd_reload == "signal" and changed.nvidia_modprobe == ""
+    with pytest.raises(SettingsError) as bad:
+        load_settings({**BASE, "GPUCLOUD_NODE_SSHD_RELOAD": "systemd"})
+    assert "GPUCLOUD_NODE_SSHD_RELOAD: expected 'auto' or 'signal'" in str(bad.value)
