@@ -25,9 +25,9 @@ from infra.settings import Settings
 from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
 from jobs.compute import MeteringTicker, ReconcileTicker, advance_claimed, claim_allocations
+from jobs.drain import DrainTicker
 from jobs.fleet import check_claimed, claim_nodes
 from jobs.loop import Dispatcher, Listener
-from jobs.drain import DrainTicker
 from jobs.money import MoneyTicker
 from jobs.relay import EventPublisher, OutboxRelay
 
