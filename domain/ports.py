@@ -257,6 +257,10 @@ class LedgerRepository(Protocol):
         amount, so captures are not counted twice)."""
         ...
 
+    async def spent_since_many(self, account_ids: Sequence[int], since: datetime) -> dict[int, int]:
+        """`spent_since` for many accounts in one read; accounts with none are absent."""
+        ...
+
     async def transfer(self, transfer_id: int) -> Transfer | None: ...
 
     async def reversal_of(self, transfer_id: int) -> Transfer | None: ...
@@ -532,7 +536,19 @@ class AllocationRepository(Protocol):
         ...
 
     async def running_ids(self, after_id: int, limit: int) -> list[int]:
-        """Ids of RUNNING allocations above `after_id`, ascending (the metering tick's pages)."""
+        """Ids of RUNNING allocations above `after_id`, ascending."""
+        ...
+
+    async def lock_running(self, after_id: int, limit: int) -> Sequence[Allocation]:
+        """Up to `limit` RUNNING allocations with a hold above `after_id`, ascending, locked
+        until commit; rows another transaction holds are skipped, not waited for (so several
+        metering workers split a tick and none bills a row another is billing)."""
+        ...
+
+    async def save_billing(self, allocations: Sequence[Allocation]) -> None:
+        """Store many allocations' billing fields (billed_until, billable_seconds,
+        low_balance_since), version and updated_at at once, each version-checked like `save`;
+        their state must not have changed."""
         ...
 
     async def claim_due(self, now: datetime, lease_until: datetime,

@@ -1,5 +1,13 @@
 """Billing while running: each metering tick captures the running time since the last one at
-the SKU's price and extends the hold so it again covers a window ahead.
+the allocation's own price (the one its owner accepted) and extends the hold so it again covers
+a window ahead.
+
+A tick goes through the running allocations in chunks, one transaction per chunk: the chunk's
+rows are locked with SKIP LOCKED (several workers split a tick; none bills a row another is
+billing), then their holds and wallets, and the ledger is written set-based
+(domain/ledger/usage.py). Billing is cumulative (the cost of all billed time minus what was
+captured) and `billed_until` only moves forward, so each second is billed once however the
+ticks and workers fall.
 
 When the balance cannot cover the next window, the owner is warned (an event on their
 allocation) and, if it still cannot after the grace period, the allocation is stopped: billed to
@@ -10,29 +18,25 @@ billed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 
-from domain.compute.allocations import (
-    Allocation,
-    AllocationState,
-    AllocationTrigger,
-    StopReason,
-    transition,
-)
+from domain.compute.allocations import Allocation, AllocationTrigger, StopReason, transition
 from domain.compute.changes import ALLOCATIONS_TOPIC, store
 from domain.compute.kit import ComputeKit, usage_cost
 from domain.compute.records import AllocationEventKind
-from domain.compute.settlement import accrue, settle
-from domain.errors import Conflict
+from domain.compute.settlement import accrued, settle
 from domain.events import DomainEvent
-from domain.ledger import book
-from domain.ledger.holds import Hold, HoldStatus
+from domain.fleet.health import billing_paused
+from domain.ledger.usage import UsageTick, tick_holds
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import notify
 from domain.ports import UnitOfWork
+from domain.retry import retrying
 
-BATCH = 200
+CHUNK = 500  # allocations per transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,99 +46,100 @@ class MeterTotals:
     warned: int = 0
     stopped: int = 0
 
+    def __add__(self, other: MeterTotals) -> MeterTotals:
+        return MeterTotals(
+            self.metered + other.metered,
+            self.captured + other.captured,
+            self.warned + other.warned,
+            self.stopped + other.stopped,
+        )
 
-async def meter(kit: ComputeKit) -> MeterTotals:
-    """One tick over every running allocation, one transaction each (a slow or refused one does
-    not hold the others back)."""
+
+async def meter(kit: ComputeKit, chunk: int = CHUNK) -> MeterTotals:
+    """One tick over every running allocation no other worker is billing right now."""
     totals = MeterTotals()
     after = 0
     while True:
-        uow = kit.uow()
-        async with uow:
-            ids = await uow.allocations.running_ids(after, BATCH)
-        if not ids:
+        done, last = await retrying(partial(_meter_chunk, kit, after, chunk))
+        if last is None:
             return totals
-        for allocation_id in ids:
-            totals = await _meter_one(kit, allocation_id, totals)
-        after = ids[-1]
+        totals, after = totals + done, last
 
 
-async def _meter_one(kit: ComputeKit, allocation_id: int, totals: MeterTotals) -> MeterTotals:
-    now = kit.clock()
+async def _meter_chunk(kit: ComputeKit, after: int, chunk: int) -> tuple[MeterTotals, int | None]:
+    """Bill the next chunk above `after` in one transaction; (totals, its last id)."""
     uow = kit.uow()
     async with uow:
-        before = await uow.allocations.get(allocation_id, for_update=True)
-        if before is None or before.state is not AllocationState.RUNNING or before.hold_id is None:
-            return totals
-        accrued = await accrue(uow, kit, before, now)
-        hold = (await uow.ledger.holds([before.hold_id], for_update=True))[before.hold_id]
-        price = await _price(uow, accrued)
-        captured, hold = await _capture_due(uow, hold, price, accrued, now)
-        covered = await _reserve_ahead(uow, kit, hold, price, accrued, now)
-        warned = stopped = 0
-        if covered:
-            after = replace(accrued, low_balance_since=None)
-        elif accrued.low_balance_since is None:
-            after = replace(accrued, low_balance_since=now)
-            stops_at = (now + kit.policy.low_balance_grace).isoformat()
-            uow.record(DomainEvent(topic=ALLOCATIONS_TOPIC, name="allocation.low_balance",
-                                   payload={"allocationId": before.id, "userId": before.user_id,
-                                            "stopsAt": stops_at}))  # fmt: skip
-            await notify(uow, [before.user_id], NoticeType.ALLOCATION_LOW_BALANCE,
-                         {"allocationId": before.id, "stopsAt": stops_at})  # fmt: skip
-            warned = 1
-        elif now - accrued.low_balance_since >= kit.policy.low_balance_grace:
-            await settle(uow, kit, accrued, now)
-            after = replace(
-                transition(accrued, AllocationTrigger.STOP, now), stop_reason=StopReason.BALANCE
-            )
-            stopped = 1
-        else:
-            after = accrued
-        if after.state is before.state:
-            after = replace(after, version=before.version + 1, updated_at=now)
-        note = None
-        if warned:
-            note = (AllocationEventKind.LOW_BALANCE, "the balance cannot reserve the next window; stops after "
-                    f"{kit.policy.low_balance_grace} unless topped up")  # fmt: skip
-        await store(uow, before, after, "allocation.stopped_for_balance", now=now, note=note)
+        batch = await uow.allocations.lock_running(after, chunk)
+        if not batch:
+            return MeterTotals(), None
+        totals = await _bill(uow, kit, batch, kit.clock())
         await uow.commit()
-    return MeterTotals(totals.metered + 1, totals.captured + captured, totals.warned + warned,
-                       totals.stopped + stopped)  # fmt: skip
+    return totals, batch[-1].id
 
 
-async def _capture_due(uow: UnitOfWork, hold: Hold, price: int, allocation: Allocation,
-                       now: datetime) -> tuple[int, Hold]:  # fmt: skip
-    """Capture the cost of the time billed so far not yet captured (at most what is held);
-    returns the amount and the hold after it."""
-    if hold.status is not HoldStatus.OPEN:
-        return 0, hold
-    owed = min(max(usage_cost(price, allocation.billable_seconds) - hold.captured, 0),
-               hold.remaining)  # fmt: skip
-    if not owed:
-        return 0, hold
-    return owed, await book.capture(uow.ledger, hold.id, owed, now)
+async def _bill(
+    uow: UnitOfWork, kit: ComputeKit, batch: Sequence[Allocation], now: datetime
+) -> MeterTotals:
+    nodes = await uow.nodes.get_many(sorted({a.node_id for a in batch if a.node_id is not None}))
+    grace = kit.fleet.policy
 
+    def paused(a: Allocation) -> bool:
+        node = None if a.node_id is None else nodes.get(a.node_id)
+        return node is not None and billing_paused(node.unreachable_since, now, grace)
 
-async def _reserve_ahead(uow: UnitOfWork, kit: ComputeKit, hold: Hold, price: int,
-                         allocation: Allocation, now: datetime) -> bool:  # fmt: skip
-    """Make the hold cover a window past the time billed; False when the balance (or the spend
-    limit) cannot, in which case the hold is still kept alive for what it holds."""
-    if hold.status is not HoldStatus.OPEN:
-        return False
+    billed = [accrued(a, now, paused(a)) for a in batch]
     window = kit.policy.billing_window
-    wanted = usage_cost(price, allocation.billable_seconds + window.total_seconds())
     expires = now + window + kit.policy.hold_slack
-    try:
-        await book.extend(uow.ledger, kit.ledger, hold.id, expires, now,
-                          add_amount=max(wanted - hold.amount, 0))  # fmt: skip
-        return True
-    except Conflict:  # INSUFFICIENT_FUNDS or SPEND_LIMIT_REACHED
-        await book.extend(uow.ledger, kit.ledger, hold.id, expires, now)
-        return False
+    ticks = []
+    for a in billed:
+        assert a.hold_id is not None  # lock_running takes only allocations with a hold
+        price = a.hourly_price.amount_minor
+        due = usage_cost(price, a.billable_seconds)
+        ahead = usage_cost(price, a.billable_seconds + window.total_seconds())
+        ticks.append(UsageTick(a.hold_id, due, ahead, expires))
+    done = await tick_holds(uow.ledger, kit.ledger, ticks, now)
+    kept: list[Allocation] = []
+    warned: list[Allocation] = []
+    stopping: list[tuple[Allocation, Allocation]] = []
+    for before, a in zip(batch, billed, strict=True):
+        assert a.hold_id is not None
+        if done[a.hold_id].covered:
+            kept.append(replace(a, low_balance_since=None))
+        elif a.low_balance_since is None:
+            warned.append(replace(a, low_balance_since=now))
+        elif now - a.low_balance_since >= kit.policy.low_balance_grace:
+            stopping.append((before, a))
+        else:
+            kept.append(a)
+    bumped = [replace(a, version=a.version + 1, updated_at=now) for a in (*kept, *warned)]
+    await uow.allocations.save_billing(bumped)
+    for a in warned:
+        await _warn(uow, kit, a, now)
+    for before, a in stopping:
+        await _stop(uow, kit, before, a, now)
+    captured = sum(t.captured for t in done.values())
+    return MeterTotals(len(batch), captured, len(warned), len(stopping))
 
 
-async def _price(uow: UnitOfWork, allocation: Allocation) -> int:
-    sku = await uow.skus.get(allocation.sku_id)
-    assert sku is not None  # SKUs are retired, never deleted
-    return sku.hourly_price.amount_minor
+async def _warn(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: datetime) -> None:
+    grace = kit.policy.low_balance_grace
+    stops_at = (now + grace).isoformat()
+    payload = {"allocationId": allocation.id, "userId": allocation.user_id, "stopsAt": stops_at}
+    uow.record(DomainEvent(ALLOCATIONS_TOPIC, "allocation.low_balance", payload))
+    notice = {"allocationId": allocation.id, "stopsAt": stops_at}
+    await notify(uow, [allocation.user_id], NoticeType.ALLOCATION_LOW_BALANCE, notice)
+    message = f"the balance cannot reserve the next window; stops after {grace} unless topped up"
+    await uow.allocations.add_event(
+        allocation.id, AllocationEventKind.LOW_BALANCE, allocation.state, message
+    )
+
+
+async def _stop(
+    uow: UnitOfWork, kit: ComputeKit, before: Allocation, allocation: Allocation, now: datetime
+) -> None:
+    """Past the grace: bill to the second, release the rest of the hold, stop it."""
+    await settle(uow, kit, allocation, now)
+    after = transition(allocation, AllocationTrigger.STOP, now)
+    after = replace(after, stop_reason=StopReason.BALANCE)
+    await store(uow, before, after, "allocation.stopped_for_balance", now=now)

@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain.compute.allocations import AllocationState
+from domain.money import Money
 
 
 class AllocationEventKind(StrEnum):
@@ -22,6 +23,7 @@ class AllocationEventKind(StrEnum):
 class NewAllocation:
     user_id: int
     sku_id: int
+    hourly_price: Money  # the SKU's price now: what the user accepts
     ssh_key_ids: Sequence[int]
     public_keys: Sequence[str]  # snapshot of the keys' OpenSSH lines
 

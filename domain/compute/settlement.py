@@ -15,17 +15,27 @@ from domain.ledger.holds import HoldStatus
 from domain.ports import UnitOfWork
 
 
+def accrued(allocation: Allocation, now: datetime, paused: bool) -> Allocation:
+    """The allocation with its running time accounted up to `now`; `paused`: its node has been
+    unreachable past the grace, so that time is free. Never moves `billed_until` back, so a
+    worker with an older clock bills nothing twice."""
+    if allocation.billed_until is None or allocation.node_id is None:
+        return allocation
+    if now <= allocation.billed_until:
+        return allocation
+    elapsed = (now - allocation.billed_until).total_seconds()
+    seconds = allocation.billable_seconds + (0.0 if paused else elapsed)
+    return replace(allocation, billed_until=now, billable_seconds=seconds)
+
+
 async def accrue(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
                  now: datetime) -> Allocation:  # fmt: skip
-    """The allocation with its running time accounted up to `now`: added to what is billable,
-    unless its node has been unreachable past the grace period (then that time is free)."""
+    """`accrued`, reading whether the allocation's node pauses its billing."""
     if allocation.billed_until is None or allocation.node_id is None:
         return allocation
     node = await uow.nodes.get(allocation.node_id)
     paused = node is not None and billing_paused(node.unreachable_since, now, kit.fleet.policy)
-    elapsed = max((now - allocation.billed_until).total_seconds(), 0.0)
-    return replace(allocation, billed_until=now,
-                   billable_seconds=allocation.billable_seconds + (0.0 if paused else elapsed))  # fmt: skip
+    return accrued(allocation, now, paused)
 
 
 async def settle(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: datetime) -> None:
@@ -40,9 +50,7 @@ async def settle(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: 
         await book.void(uow.ledger, hold.id, now)
         return
     billed = await accrue(uow, kit, allocation, now)
-    sku = await uow.skus.get(allocation.sku_id)
-    assert sku is not None  # SKUs are retired, never deleted
-    due = usage_cost(sku.hourly_price.amount_minor, billed.billable_seconds)
+    due = usage_cost(allocation.hourly_price.amount_minor, billed.billable_seconds)
     owed = min(max(due - hold.captured, 0), hold.remaining)
     if owed:
         await book.capture(uow.ledger, hold.id, owed, now, final=True)

@@ -311,6 +311,20 @@ class SqlLedgerRepository:
         )  # fmt: skip
         return int((await self._conn.execute(stmt)).scalar_one())
 
+    async def spent_since_many(self, account_ids: Sequence[int], since: datetime) -> dict[int, int]:
+        t = ledger_transfers.c
+        stmt = (
+            select(t.debit_account_id, func.sum(t.amount))
+            .where(
+                t.debit_account_id.in_(list(account_ids)),
+                t.code == "usage",
+                t.phase.in_(("pending", "posted")),
+                t.created_at >= since,
+            )
+            .group_by(t.debit_account_id)
+        )
+        return {row[0]: int(row[1]) for row in await self._conn.execute(stmt)}
+
     async def wallet_entries(self, transfer_ids: Sequence[int]) -> dict[int, WalletEntry]:
         # One statement for any number of ids: each transfer with the wallet(s) it touches,
         # the credited side first.

@@ -5,19 +5,21 @@ never below zero; time on a node unreachable past the grace is not billed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncssh
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.audit.records import RequestMeta
-from domain.catalog.services import add_sku
-from domain.catalog.sku import SkuSpec
-from domain.compute.allocation_services import create_allocation
+from domain.catalog.services import add_sku, update_sku
+from domain.catalog.sku import SkuChanges, SkuSpec
+from domain.compute.allocation_services import create_allocation, stop_allocation
 from domain.compute.allocations import Allocation, AllocationState, AllocationTrigger, transition
 from domain.compute.kit import AllocationPolicy, ComputeKit, usage_cost
 from domain.compute.metering import meter
@@ -27,6 +29,7 @@ from domain.identity.scopes import Role
 from domain.ledger.accounts import wallet
 from domain.ledger.holds import HoldStatus
 from domain.ledger.policy import LedgerPolicy
+from domain.money import Money
 from domain.ports import UnitOfWork
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.factory import make_compute_kit
@@ -61,8 +64,16 @@ class Running:
     allocation: Allocation
 
 
-async def _running(uow: Uow, settings: Settings, root: Path, funds: int) -> Running:
-    node = await seed_node(uow(), "gpu-m", gpus=8)
+@dataclass(frozen=True)
+class Setup:
+    kit: ComputeKit
+    clock: Clock
+    user: Principal
+    key_id: int
+
+
+async def _setup(uow: Uow, settings: Settings, root: Path, funds: int, gpus: int = 8) -> Setup:
+    await seed_node(uow(), "gpu-m", gpus=gpus)
     clock = Clock()
     fleet_kit = replace(kit_for(uow, LocalKms.create(root / "keys.json"),
                                 fleet_settings(root, "gpctm")), clock=clock)  # fmt: skip
@@ -81,16 +92,28 @@ async def _running(uow: Uow, settings: Settings, root: Path, funds: int) -> Runn
     user = signed_in(made.id)
     public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     key = await add_ssh_key(uow(), AsyncsshKeyCodec(), user, "k", public, META)
-    placed = await create_allocation(kit, user, 1, [key.id], "m", META)
-    assert placed.node_id == node.id
-    async with uow() as u:  # provisioned (the node work is tested in test_allocation_lifecycle)
-        provisioning = transition(placed, AllocationTrigger.PROVISION, clock.now)
-        running = transition(provisioning, AllocationTrigger.PROVISIONED, clock.now)
+    return Setup(kit, clock, user, key.id)
+
+
+async def _create(s: Setup, idempotency_key: str = "m") -> Allocation:
+    return await create_allocation(s.kit, s.user, 1, [s.key_id], idempotency_key, META)
+
+
+async def _provisioned(s: Setup, placed: Allocation) -> Running:
+    """As the engine leaves it once the node work is done (tested in test_allocation_lifecycle)."""
+    async with s.kit.uow() as u:
+        provisioning = transition(placed, AllocationTrigger.PROVISION, s.clock.now)
+        running = transition(provisioning, AllocationTrigger.PROVISIONED, s.clock.now)
         running = await u.allocations.save(replace(
-            running, version=placed.version + 1, running_since=clock.now,
-            billed_until=clock.now))  # fmt: skip
+            running, version=placed.version + 1, running_since=s.clock.now,
+            billed_until=s.clock.now))  # fmt: skip
         await u.commit()
-    return Running(kit, clock, user, running)
+    return Running(s.kit, s.clock, s.user, running)
+
+
+async def _running(uow: Uow, settings: Settings, root: Path, funds: int) -> Running:
+    s = await _setup(uow, settings, root, funds)
+    return await _provisioned(s, await _create(s))
 
 
 async def _hold(r: Running) -> tuple[HoldStatus, int, int]:
@@ -171,3 +194,95 @@ async def test_time_on_a_node_unreachable_past_the_grace_is_not_billed(
     r.clock.tick(60)
     await meter(r.kit)
     assert (await _hold(r))[2] == 60
+
+
+async def _set_price(r: Running, price: int) -> None:
+    await update_sku(r.kit.uow(), 1, SkuChanges.create(hourly_price_minor=price))
+
+
+@pytest.mark.parametrize("new_price", [PRICE * 10, PRICE // 4], ids=["raise", "cut"])
+async def test_a_price_change_while_running_bills_at_the_agreed_price(
+    uow: Uow, settings: Settings, tmp_path: Path, new_price: int
+) -> None:
+    r = await _running(uow, settings, tmp_path, funds=100_000)
+    r.clock.tick(60)
+    await meter(r.kit)
+    await _set_price(r, new_price)
+    for _ in range(3):
+        r.clock.tick(60)
+        await meter(r.kit)
+    # Every second at the price accepted (1 a second), the hold a window ahead at it too.
+    assert await _hold(r) == (HoldStatus.OPEN, 240 + 600, 240)
+    got = await _get(r)
+    assert got.hourly_price == Money(PRICE, "USD") and got.billable_seconds == 240
+    r.clock.tick(30)
+    await stop_allocation(r.kit, r.user, r.allocation.id, META)  # settled at that price too
+    status, _, captured = await _hold(r)
+    assert status is not HoldStatus.OPEN and captured == 270
+    assert await _available(r) == 100_000 - 270
+
+
+async def test_a_price_change_during_provisioning_keeps_the_price_accepted(
+    uow: Uow, settings: Settings, tmp_path: Path
+) -> None:
+    s = await _setup(uow, settings, tmp_path, funds=100_000)
+    placed = await _create(s)  # accepted at PRICE
+    await update_sku(s.kit.uow(), 1, SkuChanges.create(hourly_price_minor=PRICE * 3))
+    later = await _create(s, "n")  # made after the change: the new price
+    assert (placed.hourly_price.amount_minor, later.hourly_price.amount_minor) == (PRICE, PRICE * 3)
+    r = await _provisioned(s, placed)  # reaches RUNNING after the change
+    r.clock.tick(100)
+    await meter(r.kit)
+    assert await _hold(r) == (HoldStatus.OPEN, 100 + 600, 100)
+    async with uow() as u:
+        holds = await u.ledger.holds([later.hold_id or 0])
+    assert holds[later.hold_id or 0].amount == 3 * 600  # its first window at its own price
+
+
+async def test_two_meterers_at_once_bill_each_second_once(
+    uow: Uow, settings: Settings, tmp_path: Path
+) -> None:
+    s = await _setup(uow, settings, tmp_path, funds=1_000_000)
+    made = [await _provisioned(s, await _create(s, f"k{i}")) for i in range(8)]
+    ticks = 0
+    for seconds in (30, 45, 60):
+        s.clock.tick(seconds)
+        ticks += seconds
+        # Two workers over the same rows, in chunks of 2 so they interleave; twice each.
+        both = await asyncio.gather(*(meter(s.kit, chunk=2) for _ in range(4)))
+        assert sum(t.captured for t in both) == 8 * seconds
+        assert sum(t.metered for t in both) >= 8
+        for r in made:
+            assert (await _hold(r))[2] == ticks  # one unit a second, each second once
+    async with uow() as u:
+        check = await u.ledger.verify()
+    assert check.problems == []
+
+
+async def test_a_worker_with_an_older_clock_bills_nothing_twice(
+    uow: Uow, settings: Settings, tmp_path: Path
+) -> None:
+    r = await _running(uow, settings, tmp_path, funds=100_000)
+    r.clock.tick(120)
+    await meter(r.kit)
+    late = replace(r.kit, clock=lambda: START + timedelta(seconds=60))
+    assert (await meter(late)).captured == 0
+    r.clock.tick(30)
+    await meter(r.kit)
+    assert (await _hold(r))[2] == 150 and (await _get(r)).billable_seconds == 150
+
+
+async def test_a_wallet_that_covers_one_extension_of_two_refuses_only_the_other(
+    uow: Uow, settings: Settings, tmp_path: Path
+) -> None:
+    s = await _setup(uow, settings, tmp_path, funds=2 * 600 + 150)
+    first = await _provisioned(s, await _create(s, "a"))
+    second = await _provisioned(s, await _create(s, "b"))
+    s.clock.tick(100)  # each owes 100; each wants 100 more reserved: only 150 is free
+    totals = await meter(s.kit)
+    assert (totals.metered, totals.captured, totals.warned) == (2, 200, 1)
+    assert await _hold(first) == (HoldStatus.OPEN, 700, 100)
+    assert await _hold(second) == (HoldStatus.OPEN, 600, 100)
+    assert (await _get(first)).low_balance_since is None
+    assert (await _get(second)).low_balance_since == s.clock.now
+    assert await _available(first) == 50
