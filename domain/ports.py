@@ -257,8 +257,11 @@ class LedgerRepository(Protocol):
         amount, so captures are not counted twice)."""
         ...
 
-    async def spent_since_many(self, account_ids: Sequence[int], since: datetime) -> dict[int, int]:
-        """`spent_since` for many accounts in one read; accounts with none are absent."""
+    async def spending(
+        self, account_ids: Sequence[int], since: datetime
+    ) -> dict[int, tuple[int | None, int]]:
+        """For many accounts in one read: each one's own hourly spend limit (None: the default
+        applies) and what `spent_since` would answer."""
         ...
 
     async def transfer(self, transfer_id: int) -> Transfer | None: ...
@@ -539,10 +542,13 @@ class AllocationRepository(Protocol):
         """Ids of RUNNING allocations above `after_id`, ascending."""
         ...
 
-    async def lock_running(self, after_id: int, limit: int) -> Sequence[Allocation]:
-        """Up to `limit` RUNNING allocations with a hold above `after_id`, ascending, locked
-        until commit; rows another transaction holds are skipped, not waited for (so several
-        metering workers split a tick and none bills a row another is billing)."""
+    async def lock_unbilled(
+        self, allocation_ids: Sequence[int], billed_before: datetime
+    ) -> Sequence[Allocation]:
+        """Those of the allocations that are RUNNING with a hold and not billed since
+        `billed_before`, ascending, locked until commit; rows another transaction holds are
+        skipped, not waited for (so several metering workers split a tick, and none bills a row
+        another is billing or has just billed)."""
         ...
 
     async def save_billing(self, allocations: Sequence[Allocation]) -> None:

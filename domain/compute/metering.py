@@ -2,9 +2,10 @@
 the allocation's own price (the one its owner accepted) and extends the hold so it again covers
 a window ahead.
 
-A tick goes through the running allocations in chunks, one transaction per chunk: the chunk's
-rows are locked with SKIP LOCKED (several workers split a tick; none bills a row another is
-billing), then their holds and wallets, and the ledger is written set-based
+A tick goes through the running allocations in chunks, one transaction per chunk, two chunks at
+a time: the chunk's rows are locked with SKIP LOCKED, leaving out rows billed since the tick
+started (so several workers split a tick, and none bills a row another is billing or has just
+billed), then their holds and wallets, and the ledger is written set-based
 (domain/ledger/usage.py). Billing is cumulative (the cost of all billed time minus what was
 captured) and `billed_until` only moves forward, so each second is billed once however the
 ticks and workers fall.
@@ -18,8 +19,10 @@ billed.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 
@@ -30,6 +33,7 @@ from domain.compute.records import AllocationEventKind
 from domain.compute.settlement import accrued, settle
 from domain.events import DomainEvent
 from domain.fleet.health import billing_paused
+from domain.fleet.nodes import Node
 from domain.ledger.usage import UsageTick, tick_holds
 from domain.notifications.notices import NoticeType
 from domain.notifications.services import notify
@@ -37,6 +41,8 @@ from domain.ports import UnitOfWork
 from domain.retry import retrying
 
 CHUNK = 500  # allocations per transaction
+LANES = 2  # chunks billed at once: one's statements run while another's arithmetic does
+PAGE = 10_000  # running allocation ids read per query at the start of a tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,33 +61,57 @@ class MeterTotals:
         )
 
 
-async def meter(kit: ComputeKit, chunk: int = CHUNK) -> MeterTotals:
-    """One tick over every running allocation no other worker is billing right now."""
-    totals = MeterTotals()
-    after = 0
+@dataclass
+class _Tick:
+    started: datetime  # rows billed since are another worker's this tick: left alone
+    nodes: dict[int, Node] = field(default_factory=dict)  # read once per tick
+
+
+async def meter(kit: ComputeKit, chunk: int = CHUNK, lanes: int = LANES) -> MeterTotals:
+    """One tick over every running allocation that no worker has billed since it started."""
+    tick = _Tick(kit.clock())
+    ids = await _running_ids(kit)
+    chunks = deque(ids[i : i + chunk] for i in range(0, len(ids), chunk))
+
+    async def lane() -> MeterTotals:
+        totals = MeterTotals()
+        while chunks:
+            totals += await retrying(partial(_meter_chunk, kit, tick, chunks.popleft()))
+        return totals
+
+    return sum(await asyncio.gather(*(lane() for _ in range(lanes))), MeterTotals())
+
+
+async def _running_ids(kit: ComputeKit) -> list[int]:
+    ids: list[int] = []
     while True:
-        done, last = await retrying(partial(_meter_chunk, kit, after, chunk))
-        if last is None:
-            return totals
-        totals, after = totals + done, last
+        uow = kit.uow()
+        async with uow:
+            page = await uow.allocations.running_ids(ids[-1] if ids else 0, PAGE)
+        ids += page
+        if len(page) < PAGE:
+            return ids
 
 
-async def _meter_chunk(kit: ComputeKit, after: int, chunk: int) -> tuple[MeterTotals, int | None]:
-    """Bill the next chunk above `after` in one transaction; (totals, its last id)."""
+async def _meter_chunk(kit: ComputeKit, tick: _Tick, ids: Sequence[int]) -> MeterTotals:
+    """Bill those of `ids` no one else is billing, in one transaction."""
     uow = kit.uow()
     async with uow:
-        batch = await uow.allocations.lock_running(after, chunk)
+        batch = await uow.allocations.lock_unbilled(ids, tick.started)
         if not batch:
-            return MeterTotals(), None
-        totals = await _bill(uow, kit, batch, kit.clock())
+            return MeterTotals()
+        totals = await _bill(uow, kit, tick, batch, kit.clock())
         await uow.commit()
-    return totals, batch[-1].id
+    return totals
 
 
 async def _bill(
-    uow: UnitOfWork, kit: ComputeKit, batch: Sequence[Allocation], now: datetime
+    uow: UnitOfWork, kit: ComputeKit, tick: _Tick, batch: Sequence[Allocation], now: datetime
 ) -> MeterTotals:
-    nodes = await uow.nodes.get_many(sorted({a.node_id for a in batch if a.node_id is not None}))
+    nodes = tick.nodes
+    unread = {a.node_id for a in batch if a.node_id is not None} - nodes.keys()
+    if unread:
+        nodes.update(await uow.nodes.get_many(sorted(unread)))
     grace = kit.fleet.policy
 
     def paused(a: Allocation) -> bool:
@@ -105,21 +135,26 @@ async def _bill(
     for before, a in zip(batch, billed, strict=True):
         assert a.hold_id is not None
         if done[a.hold_id].covered:
-            kept.append(replace(a, low_balance_since=None))
+            kept.append(_saved(a, None, now))
         elif a.low_balance_since is None:
-            warned.append(replace(a, low_balance_since=now))
+            warned.append(_saved(a, now, now))
         elif now - a.low_balance_since >= kit.policy.low_balance_grace:
             stopping.append((before, a))
         else:
-            kept.append(a)
-    bumped = [replace(a, version=a.version + 1, updated_at=now) for a in (*kept, *warned)]
-    await uow.allocations.save_billing(bumped)
+            kept.append(_saved(a, a.low_balance_since, now))
+    await uow.allocations.save_billing([*kept, *warned])
     for a in warned:
         await _warn(uow, kit, a, now)
     for before, a in stopping:
         await _stop(uow, kit, before, a, now)
     captured = sum(t.captured for t in done.values())
     return MeterTotals(len(batch), captured, len(warned), len(stopping))
+
+
+def _saved(allocation: Allocation, low_balance_since: datetime | None, now: datetime) -> Allocation:
+    """As stored after a tick: billed, and one version on (a tick is a change)."""
+    version = allocation.version + 1
+    return replace(allocation, low_balance_since=low_balance_since, version=version, updated_at=now)
 
 
 async def _warn(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: datetime) -> None:

@@ -5,8 +5,8 @@ Still double-entry (the same hold transitions and transfers as one at a time) an
 an overdraft: the holds are locked (ascending ids), then their wallets' guarded balances
 (ascending ids), and each extension is granted only while its wallet's available balance and
 hourly spend limit cover it, in hold id order. An extension that cannot be covered is refused
-for that hold alone: the hold is still kept alive for what it already holds. `book.post` checks
-the sum again and the database's CHECK refuses any overdraft even if this code were wrong.
+for that hold alone: the hold is still kept alive for what it already holds. The database's
+CHECK on the balance refuses any overdraft even if this code were wrong.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.ledger.book import post
+from domain.ledger.accounts import Balance
 from domain.ledger.errors import LedgerErrorCode, invalid, not_found
 from domain.ledger.holds import Capture, Extend, Hold, HoldStatus, transition
 from domain.ledger.policy import LedgerPolicy
@@ -67,7 +67,12 @@ async def tick_holds(
             specs += written
         held[t.hold_id], captured[t.hold_id] = hold, owed
     asks = [(h, max(t.reserve - h.amount, 0)) for t in ticks if _usable(h := held[t.hold_id], now)]
-    grant = await _grantable(ledger, policy, sorted(asks, key=lambda ask: ask[0].id), now)
+    # Lock every wallet written (ascending ids) before deciding, so the write that follows
+    # takes no balance row lock out of order.
+    wallets = {h.wallet_id for h in held.values() if _usable(h, now) or captured[h.id]}
+    balances = await ledger.lock_guarded(sorted(wallets))
+    asks.sort(key=lambda ask: ask[0].id)
+    grant = await _grantable(ledger, policy, balances, asks, now)
     out: dict[int, Ticked] = {}
     for t in ticks:
         hold = held[t.hold_id]
@@ -79,7 +84,9 @@ async def tick_holds(
         hold, written = transition(hold, Extend(max(t.expires_at, hold.expires_at), add), now)
         specs += written
         out[t.hold_id] = Ticked(hold, captured[t.hold_id], add == wanted)
-    await post(ledger, specs)
+    # Every wallet written is locked and its extensions checked: no `book.post` (a second lock
+    # and check); the balance CHECK still stands.
+    await ledger.write(specs)
     changed = [o.hold for o in out.values() if o.hold is not found[o.hold.id]]
     await ledger.save_holds(changed)
     return out
@@ -88,26 +95,25 @@ async def tick_holds(
 async def _grantable(
     ledger: LedgerRepository,
     policy: LedgerPolicy,
+    balances: dict[int, Balance],
     asks: Sequence[tuple[Hold, int]],
     now: datetime,
 ) -> dict[int, int]:
     """How much of each ask (hold, amount to add) can be reserved, in the order given: all of
-    it or nothing. Locks the wallets' guarded balances (ascending ids)."""
-    wallets = sorted({hold.wallet_id for hold, add in asks if add})
-    balances = await ledger.lock_guarded(wallets)
+    it or nothing. `balances`: the wallets' guarded balances, locked."""
     available = {w: b.available for w, b in balances.items()}
     usage = sorted({h.wallet_id for h, add in asks if add and h.code is TransferCode.USAGE})
-    spent = await ledger.spent_since_many(usage, now - policy.spend_window) if usage else {}
-    limits = await ledger.accounts_by_id(usage) if usage else {}
+    spending = await ledger.spending(usage, now - policy.spend_window) if usage else {}
+    spent = {w: used for w, (_, used) in spending.items()}
     granted: dict[int, int] = {}
     for hold, add in asks:
         w = hold.wallet_id
         ok = add == 0 or available.get(w, add) >= add
-        if ok and add and w in limits:
-            limit = limits[w].hourly_spend_limit
+        if ok and add and w in spending:
+            limit = spending[w][0]
             limit = policy.default_hourly_spend_limit if limit is None else limit
-            ok = spent.get(w, 0) + add <= limit
-            spent[w] = spent.get(w, 0) + (add if ok else 0)
+            ok = spent[w] + add <= limit
+            spent[w] += add if ok else 0
         if ok and w in available:
             available[w] -= add
         granted[hold.id] = add if ok else 0

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.compute.allocations import (
@@ -21,6 +21,7 @@ from domain.errors import Conflict, Problem
 from domain.money import Money
 from domain.pagination import Page, PageRequest
 from infra.db.allocation_tables import allocation_events, allocations
+from infra.db.arrays import among
 from infra.db.paging import keyset_page
 
 
@@ -70,6 +71,9 @@ _CLAIM_DUE = text("""
     RETURNING a.*
 """)
 
+
+# An allocation's columns but the public keys (JSON, and not needed to bill it).
+_BILLED = [c for c in allocations.c if c.name != "public_keys"]
 
 # Many allocations' billing in one statement, each only if still at the version it was read at.
 _SAVE_BILLING = text("""
@@ -180,13 +184,19 @@ class SqlAllocationRepository:
         )  # fmt: skip
         return list((await self._conn.execute(stmt)).scalars())
 
-    async def lock_running(self, after_id: int, limit: int) -> Sequence[Allocation]:
+    async def lock_unbilled(
+        self, allocation_ids: Sequence[int], billed_before: datetime
+    ) -> Sequence[Allocation]:
         a = allocations.c
         stmt = (
-            select(allocations)
-            .where(a.state == AllocationState.RUNNING.value, a.id > after_id, a.hold_id.isnot(None))
+            select(*_BILLED)
+            .where(
+                among(a.id, allocation_ids),
+                a.state == AllocationState.RUNNING.value,
+                a.hold_id.isnot(None),
+                or_(a.billed_until.is_(None), a.billed_until < billed_before),
+            )
             .order_by(a.id)
-            .limit(limit)
             .with_for_update(skip_locked=True)
         )
         return [_to_allocation(row) for row in await self._conn.execute(stmt)]

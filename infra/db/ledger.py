@@ -30,6 +30,7 @@ from domain.ledger.transfers import (
 from domain.pagination import Page, PageRequest
 from domain.ports import LedgerCheck, MonthTotal, NewHold
 from infra.db import ledger_verify
+from infra.db.arrays import among
 from infra.db.money_tables import (
     PLATFORM_SHARDS,
     ledger_accounts,
@@ -135,6 +136,17 @@ _LOCK_GUARDED = text("""
        FOR UPDATE
 """)
 
+# Each account's limit and usage reserved or charged since a time, as `spent_since` counts it.
+_SPENDING = text("""
+    SELECT a.id, a.hourly_spend_limit, coalesce(sum(t.amount), 0) AS spent
+      FROM ledger_accounts a
+      LEFT JOIN ledger_transfers t
+        ON t.debit_account_id = a.id AND t.code = 'usage' AND t.phase IN ('pending', 'posted')
+       AND t.created_at >= :since
+     WHERE a.id = ANY(CAST(:ids AS bigint[]))
+     GROUP BY a.id
+""")
+
 _SAVE_HOLDS = text("""
     UPDATE ledger_holds h
        SET amount = d.amount, captured = d.captured, status = d.status,
@@ -196,7 +208,7 @@ class SqlLedgerRepository:
         return (await self._find([key])).get(key)
 
     async def accounts_by_id(self, account_ids: Sequence[int]) -> dict[int, Account]:
-        stmt = select(ledger_accounts).where(ledger_accounts.c.id.in_(list(account_ids)))
+        stmt = select(ledger_accounts).where(among(ledger_accounts.c.id, account_ids))
         return {row.id: _account(row) for row in await self._conn.execute(stmt)}
 
     async def wallets_of(self, user_id: int) -> Sequence[Account]:
@@ -311,19 +323,11 @@ class SqlLedgerRepository:
         )  # fmt: skip
         return int((await self._conn.execute(stmt)).scalar_one())
 
-    async def spent_since_many(self, account_ids: Sequence[int], since: datetime) -> dict[int, int]:
-        t = ledger_transfers.c
-        stmt = (
-            select(t.debit_account_id, func.sum(t.amount))
-            .where(
-                t.debit_account_id.in_(list(account_ids)),
-                t.code == "usage",
-                t.phase.in_(("pending", "posted")),
-                t.created_at >= since,
-            )
-            .group_by(t.debit_account_id)
-        )
-        return {row[0]: int(row[1]) for row in await self._conn.execute(stmt)}
+    async def spending(
+        self, account_ids: Sequence[int], since: datetime
+    ) -> dict[int, tuple[int | None, int]]:
+        rows = await self._conn.execute(_SPENDING, {"ids": list(account_ids), "since": since})
+        return {row.id: (row.hourly_spend_limit, int(row.spent)) for row in rows}
 
     async def wallet_entries(self, transfer_ids: Sequence[int]) -> dict[int, WalletEntry]:
         # One statement for any number of ids: each transfer with the wallet(s) it touches,
@@ -377,7 +381,7 @@ class SqlLedgerRepository:
         return _hold((await self._conn.execute(stmt)).one())
 
     async def holds(self, hold_ids: Sequence[int], *, for_update: bool = False) -> dict[int, Hold]:
-        stmt = select(ledger_holds).where(ledger_holds.c.id.in_(list(hold_ids)))
+        stmt = select(ledger_holds).where(among(ledger_holds.c.id, hold_ids))
         if for_update:
             stmt = stmt.order_by(ledger_holds.c.id).with_for_update()
         return {row.id: _hold(row) for row in await self._conn.execute(stmt)}

@@ -286,3 +286,20 @@ async def test_a_wallet_that_covers_one_extension_of_two_refuses_only_the_other(
     assert (await _get(first)).low_balance_since is None
     assert (await _get(second)).low_balance_since == s.clock.now
     assert await _available(first) == 50
+
+
+async def test_an_extension_past_the_hourly_spend_limit_is_refused_and_warned(
+    uow: Uow, settings: Settings, tmp_path: Path
+) -> None:
+    r = await _running(uow, settings, tmp_path, funds=100_000)
+    async with uow() as u:  # the first window (600) and 50 more per hour
+        found = await u.ledger.accounts([wallet(r.user.user_id or 0, "USD")])
+        await u.ledger.set_spend_limit(found[wallet(r.user.user_id or 0, "USD")].id, 650)
+        await u.commit()
+    r.clock.tick(40)
+    assert (await meter(r.kit)).warned == 0  # 40 more reserved: 640 this hour
+    r.clock.tick(40)
+    totals = await meter(r.kit)  # 40 more would make 680
+    assert (totals.captured, totals.warned) == (40, 1)
+    assert await _hold(r) == (HoldStatus.OPEN, 640, 80)
+    assert (await _get(r)).low_balance_since == r.clock.now
