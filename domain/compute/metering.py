@@ -1,6 +1,7 @@
 """Billing while running: each metering tick captures the running time since the last one at
-the allocation's own price (the one its owner accepted) and extends the hold so it again covers
-a window ahead.
+the allocation's own price (the one its owner accepted) and keeps the hold covering a window
+ahead: one that covers less is topped up to the window and a step more (`reserve_step`), so
+most ticks only capture.
 
 A tick goes through the running allocations in chunks, one transaction per chunk, two chunks at
 a time: the chunk's rows are locked with SKIP LOCKED, leaving out rows billed since the tick
@@ -119,15 +120,17 @@ async def _bill(
         return node is not None and billing_paused(node.unreachable_since, now, grace)
 
     billed = [accrued(a, now, paused(a)) for a in batch]
-    window = kit.policy.billing_window
-    expires = now + window + kit.policy.hold_slack
+    policy = kit.policy
+    window, step = policy.billing_window.total_seconds(), policy.reserve_step.total_seconds()
+    keep_until = now + policy.billing_window
+    expires = keep_until + policy.hold_slack
     ticks = []
     for a in billed:
-        assert a.hold_id is not None  # lock_running takes only allocations with a hold
-        price = a.hourly_price.amount_minor
-        due = usage_cost(price, a.billable_seconds)
-        ahead = usage_cost(price, a.billable_seconds + window.total_seconds())
-        ticks.append(UsageTick(a.hold_id, due, ahead, expires))
+        assert a.hold_id is not None  # lock_unbilled takes only allocations with a hold
+        price, seconds = a.hourly_price.amount_minor, a.billable_seconds
+        due, ahead = usage_cost(price, seconds), usage_cost(price, seconds + window)
+        top_up = usage_cost(price, seconds + window + step)
+        ticks.append(UsageTick(a.hold_id, due, ahead, top_up, keep_until, expires))
     done = await tick_holds(uow.ledger, kit.ledger, ticks, now)
     kept: list[Allocation] = []
     warned: list[Allocation] = []
@@ -138,7 +141,7 @@ async def _bill(
             kept.append(_saved(a, None, now))
         elif a.low_balance_since is None:
             warned.append(_saved(a, now, now))
-        elif now - a.low_balance_since >= kit.policy.low_balance_grace:
+        elif now - a.low_balance_since >= policy.low_balance_grace:
             stopping.append((before, a))
         else:
             kept.append(_saved(a, a.low_balance_since, now))

@@ -7,7 +7,6 @@ thousands of holds costs a handful of round trips.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -252,12 +251,19 @@ class SqlLedgerRepository:
         if not specs:
             return []
         await self._learn_guarded({a for s in specs for a in (s.debit, s.credit)})
-        effects: dict[tuple[int, int], Balance] = defaultdict(Balance)
+        # Each balance row's four sums' changes, as plain ints (a tick writes thousands).
+        effects: dict[tuple[int, int], list[int]] = {}
+        guarded = self._guarded
         for spec in specs:
             shard = _shard(spec)
             for account_id, change in spec.effects():
-                at = (account_id, 0 if account_id in self._guarded else shard)
-                effects[at] = effects[at] + change
+                at = (account_id, 0 if account_id in guarded else shard)
+                sums = effects.get(at)
+                if sums is None:
+                    effects[at] = [getattr(change, s) for s in _SUMS]
+                else:
+                    for i, s in enumerate(_SUMS):
+                        sums[i] += getattr(change, s)
         columns = {
             "debit": [s.debit for s in specs], "credit": [s.credit for s in specs],
             "amount": [s.amount for s in specs], "currency": [s.currency for s in specs],
@@ -269,8 +275,8 @@ class SqlLedgerRepository:
         try:
             rows = (await self._conn.execute(_WRITE, {
                 **columns, "account": [k[0] for k in keys], "shard": [k[1] for k in keys],
-                **{name: [getattr(effects[k], s) for k in keys]
-                   for name, s in zip(("dp", "cp", "dpe", "cpe"), _SUMS, strict=True)},
+                **{name: [effects[k][i] for k in keys]
+                   for i, name in enumerate(("dp", "cp", "dpe", "cpe"))},
             })).all()  # fmt: skip
         except IntegrityError as exc:
             if _is_overdraft(exc):

@@ -41,6 +41,7 @@ from tests.support.fleet import fleet_settings, kit_for, seed_node
 META = RequestMeta(request_id="test")
 PRICE = 3600  # per hour: one minor unit per second
 WINDOW = timedelta(minutes=10)  # the hold covers 600 units ahead
+STEP = timedelta(minutes=1)  # topped up 60 units beyond when it covers less
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 Uow = Callable[[], UnitOfWork]
 
@@ -80,7 +81,7 @@ async def _setup(uow: Uow, settings: Settings, root: Path, funds: int, gpus: int
     kit = make_compute_kit(fleet_settings(root, "gpctm"), settings.compute, fleet_kit,
                            LedgerPolicy(default_hourly_spend_limit=10**9))  # fmt: skip
     kit = replace(kit, clock=clock, policy=AllocationPolicy(
-        billing_window=WINDOW, hold_slack=timedelta(minutes=5),
+        billing_window=WINDOW, hold_slack=timedelta(minutes=5), reserve_step=STEP,
         low_balance_grace=timedelta(minutes=3)))  # fmt: skip
     await add_sku(uow(), SkuSpec.create(
         name="h200x1", gpu_model="H200", gpu_count=1, vcpus=8, ram_gib=64, disk_gib=100,
@@ -145,11 +146,14 @@ async def test_each_tick_bills_the_time_and_keeps_a_window_reserved(
     r.clock.tick(90)
     totals = await meter(r.kit)
     assert (totals.metered, totals.captured) == (1, 90)
-    assert await _hold(r) == (HoldStatus.OPEN, 90 + 600, 90)  # a full window ahead again
+    # 510 ahead is less than the window: topped up to the window and a step beyond.
+    assert await _hold(r) == (HoldStatus.OPEN, 90 + 600 + 60, 90)
     r.clock.tick(30.5)
     await meter(r.kit)
-    assert (await _hold(r))[2] == usage_cost(PRICE, 120.5) == 121  # to the second, rounded once
-    assert await _available(r) == 100_000 - 121 - 600
+    # To the second, rounded once; 629 ahead is a window: no top-up.
+    assert usage_cost(PRICE, 120.5) == 121
+    assert await _hold(r) == (HoldStatus.OPEN, 750, 121)
+    assert await _available(r) == 100_000 - 750
 
 
 async def test_an_exhausted_balance_is_warned_then_stopped_and_never_below_zero(
@@ -211,8 +215,9 @@ async def test_a_price_change_while_running_bills_at_the_agreed_price(
     for _ in range(3):
         r.clock.tick(60)
         await meter(r.kit)
-    # Every second at the price accepted (1 a second), the hold a window ahead at it too.
-    assert await _hold(r) == (HoldStatus.OPEN, 240 + 600, 240)
+    # Every second at the price accepted (1 a second); the hold, topped up at 60 and 180 s to a
+    # window and a step ahead at that price too, covers a window.
+    assert await _hold(r) == (HoldStatus.OPEN, 180 + 600 + 60, 240)
     got = await _get(r)
     assert got.hourly_price == Money(PRICE, "USD") and got.billable_seconds == 240
     r.clock.tick(30)
@@ -233,7 +238,7 @@ async def test_a_price_change_during_provisioning_keeps_the_price_accepted(
     r = await _provisioned(s, placed)  # reaches RUNNING after the change
     r.clock.tick(100)
     await meter(r.kit)
-    assert await _hold(r) == (HoldStatus.OPEN, 100 + 600, 100)
+    assert await _hold(r) == (HoldStatus.OPEN, 100 + 600 + 60, 100)
     async with uow() as u:
         holds = await u.ledger.holds([later.hold_id or 0])
     assert holds[later.hold_id or 0].amount == 3 * 600  # its first window at its own price
@@ -303,3 +308,19 @@ async def test_an_extension_past_the_hourly_spend_limit_is_refused_and_warned(
     assert (totals.captured, totals.warned) == (40, 1)
     assert await _hold(r) == (HoldStatus.OPEN, 640, 80)
     assert (await _get(r)).low_balance_since == r.clock.now
+
+
+async def test_a_hold_is_kept_alive_while_its_node_is_unreachable_and_nothing_is_billed(
+    uow: Uow, settings: Settings, tmp_path: Path, engine: AsyncEngine
+) -> None:
+    r = await _running(uow, settings, tmp_path, funds=100_000)
+    async with engine.begin() as conn:
+        since = {"since": r.clock.now - timedelta(hours=1)}
+        await conn.execute(text("UPDATE nodes SET unreachable_since = :since"), since)
+    for _ in range(6):  # 30 minutes, twice the hold's first life (window and slack)
+        r.clock.tick(300)
+        await meter(r.kit)
+        async with uow() as u:
+            hold = (await u.ledger.holds([r.allocation.hold_id or 0]))[r.allocation.hold_id or 0]
+        assert hold.status is HoldStatus.OPEN and hold.expires_at >= r.clock.now + WINDOW
+    assert (hold.amount, hold.captured) == (600, 0)
