@@ -31,7 +31,7 @@ from domain.compute.allocations import Allocation, AllocationTrigger, StopReason
 from domain.compute.changes import ALLOCATIONS_TOPIC, store
 from domain.compute.kit import ComputeKit, usage_cost
 from domain.compute.records import AllocationEventKind
-from domain.compute.settlement import accrued, settle
+from domain.compute.settlement import accrual, settle
 from domain.events import DomainEvent
 from domain.fleet.health import billing_paused
 from domain.fleet.nodes import Node
@@ -119,33 +119,37 @@ async def _bill(
         node = None if a.node_id is None else nodes.get(a.node_id)
         return node is not None and billing_paused(node.unreachable_since, now, grace)
 
-    billed = [accrued(a, now, paused(a)) for a in batch]
+    billed = [accrual(a, now, paused(a)) for a in batch]
     policy = kit.policy
     window, step = policy.billing_window.total_seconds(), policy.reserve_step.total_seconds()
     keep_until = now + policy.billing_window
     expires = keep_until + policy.hold_slack
     ticks = []
-    for a in billed:
+    for a, (_, seconds) in zip(batch, billed, strict=True):
         assert a.hold_id is not None  # lock_unbilled takes only allocations with a hold
-        price, seconds = a.hourly_price.amount_minor, a.billable_seconds
+        price = a.hourly_price.amount_minor
         due, ahead = usage_cost(price, seconds), usage_cost(price, seconds + window)
         top_up = usage_cost(price, seconds + window + step)
         ticks.append(UsageTick(a.hold_id, due, ahead, top_up, keep_until, expires))
     done = await tick_holds(uow.ledger, kit.ledger, ticks, now)
-    kept: list[Allocation] = []
+    saved: list[Allocation] = []
     warned: list[Allocation] = []
     stopping: list[tuple[Allocation, Allocation]] = []
-    for before, a in zip(batch, billed, strict=True):
+    for a, (until, seconds) in zip(batch, billed, strict=True):
         assert a.hold_id is not None
-        if done[a.hold_id].covered:
-            kept.append(_saved(a, None, now))
-        elif a.low_balance_since is None:
-            warned.append(_saved(a, now, now))
-        elif now - a.low_balance_since >= policy.low_balance_grace:
-            stopping.append((before, a))
+        low = a.low_balance_since
+        if not done[a.hold_id].covered:
+            if low is not None and now - low >= policy.low_balance_grace:
+                after = replace(a, billed_until=until, billable_seconds=seconds)
+                stopping.append((a, after))
+                continue
+            if low is None:
+                low = now
+                warned.append(a)
         else:
-            kept.append(_saved(a, a.low_balance_since, now))
-    await uow.allocations.save_billing([*kept, *warned])
+            low = None
+        saved.append(_billed(a, until, seconds, low, now))
+    await uow.allocations.save_billing(saved)
     for a in warned:
         await _warn(uow, kit, a, now)
     for before, a in stopping:
@@ -154,10 +158,18 @@ async def _bill(
     return MeterTotals(len(batch), captured, len(warned), len(stopping))
 
 
-def _saved(allocation: Allocation, low_balance_since: datetime | None, now: datetime) -> Allocation:
+def _billed(
+    a: Allocation, until: datetime | None, seconds: float, low: datetime | None, now: datetime
+) -> Allocation:
     """As stored after a tick: billed, and one version on (a tick is a change)."""
-    version = allocation.version + 1
-    return replace(allocation, low_balance_since=low_balance_since, version=version, updated_at=now)
+    return replace(
+        a,
+        billed_until=until,
+        billable_seconds=seconds,
+        low_balance_since=low,
+        version=a.version + 1,
+        updated_at=now,
+    )
 
 
 async def _warn(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: datetime) -> None:

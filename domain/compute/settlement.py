@@ -15,17 +15,20 @@ from domain.ledger.holds import HoldStatus
 from domain.ports import UnitOfWork
 
 
+def accrual(allocation: Allocation, now: datetime, paused: bool) -> tuple[datetime | None, float]:
+    """(billed_until, billable_seconds) with its running time accounted up to `now`; `paused`:
+    its node has been unreachable past the grace, so that time is free. Never moves
+    `billed_until` back, so a worker with an older clock bills nothing twice."""
+    until, seconds = allocation.billed_until, allocation.billable_seconds
+    if until is None or allocation.node_id is None or now <= until:
+        return until, seconds
+    return now, seconds + (0.0 if paused else (now - until).total_seconds())
+
+
 def accrued(allocation: Allocation, now: datetime, paused: bool) -> Allocation:
-    """The allocation with its running time accounted up to `now`; `paused`: its node has been
-    unreachable past the grace, so that time is free. Never moves `billed_until` back, so a
-    worker with an older clock bills nothing twice."""
-    if allocation.billed_until is None or allocation.node_id is None:
-        return allocation
-    if now <= allocation.billed_until:
-        return allocation
-    elapsed = (now - allocation.billed_until).total_seconds()
-    seconds = allocation.billable_seconds + (0.0 if paused else elapsed)
-    return replace(allocation, billed_until=now, billable_seconds=seconds)
+    """The allocation with its running time accounted up to `now` (see `accrual`)."""
+    until, seconds = accrual(allocation, now, paused)
+    return replace(allocation, billed_until=until, billable_seconds=seconds)
 
 
 async def accrue(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
