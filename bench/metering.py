@@ -45,7 +45,7 @@ from bench.metering_legacy import meter_each
 from domain.catalog.services import add_sku
 from domain.catalog.sku import SkuSpec
 from domain.compute.kit import AllocationPolicy, ComputeKit, usage_cost
-from domain.compute.metering import LANES, meter
+from domain.compute.metering import CHUNK, LANES, meter
 from domain.ledger import book
 from domain.ledger.policy import LedgerPolicy
 from domain.ledger.transfers import Phase, TransferCode, TransferSpec
@@ -259,7 +259,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--allocations", type=int, default=10_000)
     parser.add_argument("--wallets", type=int, default=1000)
-    parser.add_argument("--chunk", type=int, default=500, help="allocations per transaction")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="allocations per transaction")
     parser.add_argument("--lanes", type=int, default=LANES, help="chunks billed at once")
     parser.add_argument("--repeats", type=int, default=3, help="batched ticks timed")
     parser.add_argument(
