@@ -49,7 +49,9 @@ async def settle(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: 
     hold = (await uow.ledger.holds([allocation.hold_id], for_update=True))[allocation.hold_id]
     if hold.status is not HoldStatus.OPEN:
         return
-    if allocation.running_since is None:
+    if allocation.running_since is None or now >= hold.expires_at:
+        # Never ran; or the hold outlived its expiry unbilled (no tick for a window and its
+        # slack): past it a hold can only be released, the time since the last capture is free.
         await book.void(uow.ledger, hold.id, now)
         return
     billed = await accrue(uow, kit, allocation, now)

@@ -324,3 +324,24 @@ async def test_a_hold_is_kept_alive_while_its_node_is_unreachable_and_nothing_is
             hold = (await u.ledger.holds([r.allocation.hold_id or 0]))[r.allocation.hold_id or 0]
         assert hold.status is HoldStatus.OPEN and hold.expires_at >= r.clock.now + WINDOW
     assert (hold.amount, hold.captured) == (600, 0)
+
+
+async def test_a_hold_past_its_expiry_stops_its_allocation_and_holds_back_no_other(
+    uow: Uow, settings: Settings, tmp_path: Path, engine: AsyncEngine
+) -> None:
+    s = await _setup(uow, settings, tmp_path, funds=100_000)
+    lapsed = await _provisioned(s, await _create(s, "a"))
+    other = await _provisioned(s, await _create(s, "b"))
+    async with engine.begin() as conn:  # no tick ran for longer than its window and slack
+        past = {"id": lapsed.allocation.hold_id, "at": s.clock.now - timedelta(seconds=1)}
+        await conn.execute(text("UPDATE ledger_holds SET expires_at = :at WHERE id = :id"), past)
+    s.clock.tick(60)
+    assert (await meter(s.kit)).warned == 1  # it cannot be captured or extended any more
+    s.clock.tick(200)  # past the 3-minute grace
+    totals = await meter(s.kit)
+    assert (totals.metered, totals.stopped) == (2, 1)
+    assert (await _get(lapsed)).state is AllocationState.STOPPING
+    assert (await _hold(lapsed))[0] is HoldStatus.VOIDED  # released, the unbilled time free
+    assert await _hold(other) == (HoldStatus.OPEN, 260 + 600 + 60, 260)  # billed all along
+    async with uow() as u:
+        assert (await u.ledger.verify()).problems == []
