@@ -6,12 +6,14 @@ run, on the same rows.
 A scratch database of its own (DATABASE_URL's server, else an embedded PostgreSQL; migrated;
 dropped at the end). Seeded set-based, not timed: `--wallets` funded users, 100 ready nodes,
 one SKU, and `--allocations` RUNNING allocations spread over the wallets, each with an open
-usage hold that reserves exactly one billing window, as `createAllocation` leaves it. So every
-tick captures the seconds since the last one and extends every hold (two transfers per
-allocation, funds and spend limit checked per wallet).
+usage hold that reserves exactly one billing window, as `createAllocation` leaves it. So the
+first tick captures the seconds since and tops up every hold (two transfers per allocation,
+funds and spend limit checked per wallet); the ticks after it, within the top-up step, capture
+only, as most ticks do in production.
 
-1. Batched: `--repeats` ticks over all allocations with `--chunk` per transaction (the median
-   is the headline, target under 1 s), then other chunk sizes, then two meterers at once.
+1. Batched: the first tick, then `--repeats` ticks over all allocations with `--chunk` per
+   transaction (their median is the headline, target under 1 s), then other chunk sizes, then
+   two meterers at once.
 2. Old: the per-allocation tick over the first `--legacy-sample` allocations (1,000 by
    default; it takes minutes over all 10,000), scaled linearly to all of them: it is one
    transaction per allocation, so its time grows with the count.
@@ -221,10 +223,13 @@ async def run(url: str, server: str, args: argparse.Namespace) -> int:
                 f"\n1. batched tick: {args.chunk} allocations per transaction, "
                 f"{args.lanes} at a time"
             )
+            work = meter(kit, args.chunk, args.lanes)
+            _, totals = await timed("first tick (tops up every hold)", work, args.database)
+            assert totals.metered == len(ids), totals
             headline: list[float] = []
             for n in range(args.repeats):
                 seconds, totals = await timed(
-                    f"tick {n + 1}", meter(kit, args.chunk, args.lanes), args.database
+                    f"tick {n + 2}", meter(kit, args.chunk, args.lanes), args.database
                 )
                 assert totals.metered == len(ids), totals
                 headline.append(seconds)
@@ -261,7 +266,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wallets", type=int, default=1000)
     parser.add_argument("--chunk", type=int, default=CHUNK, help="allocations per transaction")
     parser.add_argument("--lanes", type=int, default=LANES, help="chunks billed at once")
-    parser.add_argument("--repeats", type=int, default=3, help="batched ticks timed")
+    parser.add_argument("--repeats", type=int, default=5, help="ticks after the first timed")
     parser.add_argument(
         "--legacy-sample",
         type=int,

@@ -13,7 +13,7 @@ from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.catalog.sku import Sku, SkuChanges, SkuFilter, SkuSpec, SkuStatus
 from domain.compute.accounts import AccountSpec, AccountState
 from domain.compute.allocations import Allocation, AllocationState
-from domain.compute.records import AllocationEvent, AllocationFilter, NewAllocation
+from domain.compute.records import AllocationEvent, AllocationFilter, Metered, NewAllocation
 from domain.compute.ssh_keys import NewSshKey, ParsedPublicKey, SshKey
 from domain.events import DomainEvent
 from domain.fleet.ca import CaKeyStatus, CertificateRequest, GeneratedCaKey, SshCaKey
@@ -544,17 +544,17 @@ class AllocationRepository(Protocol):
 
     async def lock_unbilled(
         self, allocation_ids: Sequence[int], billed_before: datetime
-    ) -> Sequence[Allocation]:
-        """Those of the allocations that are RUNNING with a hold and not billed since
-        `billed_before`, ascending, locked until commit; rows another transaction holds are
-        skipped, not waited for (so several metering workers split a tick, and none bills a row
-        another is billing or has just billed)."""
+    ) -> Sequence[Metered]:
+        """The billing of those of the allocations that are RUNNING with a hold and not billed
+        since `billed_before`, ascending, locked until commit; rows another transaction holds
+        are skipped, not waited for (so several metering workers split a tick, and none bills a
+        row another is billing or has just billed)."""
         ...
 
-    async def save_billing(self, allocations: Sequence[Allocation]) -> None:
-        """Store many allocations' billing fields (billed_until, billable_seconds,
-        low_balance_since), version and updated_at at once, each version-checked like `save`;
-        their state must not have changed."""
+    async def save_billing(self, billed: Sequence[Metered], now: datetime) -> None:
+        """Store many allocations' billing (billed_until, billable_seconds, low_balance_since)
+        with their new version, and `updated_at = now`, at once; each version-checked like
+        `save` (the version stored must be one less)."""
         ...
 
     async def claim_due(self, now: datetime, lease_until: datetime,

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 
-from domain.compute.allocations import Allocation, AllocationTrigger, StopReason, transition
+from domain.compute.allocations import AllocationState, AllocationTrigger, StopReason, transition
 from domain.compute.changes import ALLOCATIONS_TOPIC, store
 from domain.compute.kit import ComputeKit, usage_cost
-from domain.compute.records import AllocationEventKind
-from domain.compute.settlement import accrual, settle
+from domain.compute.records import AllocationEventKind, Metered
+from domain.compute.settlement import accrual, accrue, settle
 from domain.events import DomainEvent
 from domain.fleet.health import billing_paused
 from domain.fleet.nodes import Node
@@ -107,89 +107,82 @@ async def _meter_chunk(kit: ComputeKit, tick: _Tick, ids: Sequence[int]) -> Mete
 
 
 async def _bill(
-    uow: UnitOfWork, kit: ComputeKit, tick: _Tick, batch: Sequence[Allocation], now: datetime
+    uow: UnitOfWork, kit: ComputeKit, tick: _Tick, batch: Sequence[Metered], now: datetime
 ) -> MeterTotals:
     nodes = tick.nodes
-    unread = {a.node_id for a in batch if a.node_id is not None} - nodes.keys()
+    unread = {m.node_id for m in batch if m.node_id is not None} - nodes.keys()
     if unread:
         nodes.update(await uow.nodes.get_many(sorted(unread)))
     grace = kit.fleet.policy
 
-    def paused(a: Allocation) -> bool:
-        node = None if a.node_id is None else nodes.get(a.node_id)
-        return node is not None and billing_paused(node.unreachable_since, now, grace)
+    def billed(m: Metered) -> tuple[datetime | None, float]:
+        if m.node_id is None:
+            return m.billed_until, m.billable_seconds
+        node = nodes.get(m.node_id)
+        paused = node is not None and billing_paused(node.unreachable_since, now, grace)
+        return accrual(m.billed_until, m.billable_seconds, now, paused)
 
-    billed = [accrual(a, now, paused(a)) for a in batch]
+    times = [billed(m) for m in batch]
     policy = kit.policy
     window, step = policy.billing_window.total_seconds(), policy.reserve_step.total_seconds()
     keep_until = now + policy.billing_window
     expires = keep_until + policy.hold_slack
     ticks = []
-    for a, (_, seconds) in zip(batch, billed, strict=True):
-        assert a.hold_id is not None  # lock_unbilled takes only allocations with a hold
-        price = a.hourly_price.amount_minor
+    for m, (_, seconds) in zip(batch, times, strict=True):
+        price = m.hourly_price_minor
         due, ahead = usage_cost(price, seconds), usage_cost(price, seconds + window)
         top_up = usage_cost(price, seconds + window + step)
-        ticks.append(UsageTick(a.hold_id, due, ahead, top_up, keep_until, expires))
+        ticks.append(UsageTick(m.hold_id, due, ahead, top_up, keep_until, expires))
     done = await tick_holds(uow.ledger, kit.ledger, ticks, now)
-    saved: list[Allocation] = []
-    warned: list[Allocation] = []
-    stopping: list[tuple[Allocation, Allocation]] = []
-    for a, (until, seconds) in zip(batch, billed, strict=True):
-        assert a.hold_id is not None
-        low = a.low_balance_since
-        if not done[a.hold_id].covered:
+    saved: list[Metered] = []
+    warned: list[Metered] = []
+    stopping: list[int] = []
+    for m, (until, seconds) in zip(batch, times, strict=True):
+        low = m.low_balance_since
+        if not done[m.hold_id].covered:
             if low is not None and now - low >= policy.low_balance_grace:
-                after = replace(a, billed_until=until, billable_seconds=seconds)
-                stopping.append((a, after))
+                stopping.append(m.id)
                 continue
             if low is None:
                 low = now
-                warned.append(a)
+                warned.append(m)
         else:
             low = None
-        saved.append(_billed(a, until, seconds, low, now))
-    await uow.allocations.save_billing(saved)
-    for a in warned:
-        await _warn(uow, kit, a, now)
-    for before, a in stopping:
-        await _stop(uow, kit, before, a, now)
+        saved.append(_next(m, until, seconds, low))
+    await uow.allocations.save_billing(saved, now)
+    for m in warned:
+        await _warn(uow, kit, m, now)
+    for allocation_id in stopping:
+        await _stop(uow, kit, allocation_id, now)
     captured = sum(t.captured for t in done.values())
     return MeterTotals(len(batch), captured, len(warned), len(stopping))
 
 
-def _billed(
-    a: Allocation, until: datetime | None, seconds: float, low: datetime | None, now: datetime
-) -> Allocation:
-    """As stored after a tick: billed, and one version on (a tick is a change)."""
-    return replace(
-        a,
-        billed_until=until,
-        billable_seconds=seconds,
-        low_balance_since=low,
-        version=a.version + 1,
-        updated_at=now,
-    )
+def _next(m: Metered, until: datetime | None, seconds: float, low: datetime | None) -> Metered:
+    """As stored after the tick: billed, and one version on (a tick is a change)."""
+    price = m.hourly_price_minor
+    return Metered(m.id, m.user_id, m.version + 1, m.node_id, m.hold_id, price, until, seconds, low)
 
 
-async def _warn(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: datetime) -> None:
+async def _warn(uow: UnitOfWork, kit: ComputeKit, billed: Metered, now: datetime) -> None:
     grace = kit.policy.low_balance_grace
     stops_at = (now + grace).isoformat()
-    payload = {"allocationId": allocation.id, "userId": allocation.user_id, "stopsAt": stops_at}
+    payload = {"allocationId": billed.id, "userId": billed.user_id, "stopsAt": stops_at}
     uow.record(DomainEvent(ALLOCATIONS_TOPIC, "allocation.low_balance", payload))
-    notice = {"allocationId": allocation.id, "stopsAt": stops_at}
-    await notify(uow, [allocation.user_id], NoticeType.ALLOCATION_LOW_BALANCE, notice)
+    notice = {"allocationId": billed.id, "stopsAt": stops_at}
+    await notify(uow, [billed.user_id], NoticeType.ALLOCATION_LOW_BALANCE, notice)
     message = f"the balance cannot reserve the next window; stops after {grace} unless topped up"
     await uow.allocations.add_event(
-        allocation.id, AllocationEventKind.LOW_BALANCE, allocation.state, message
+        billed.id, AllocationEventKind.LOW_BALANCE, AllocationState.RUNNING, message
     )
 
 
-async def _stop(
-    uow: UnitOfWork, kit: ComputeKit, before: Allocation, allocation: Allocation, now: datetime
-) -> None:
+async def _stop(uow: UnitOfWork, kit: ComputeKit, allocation_id: int, now: datetime) -> None:
     """Past the grace: bill to the second, release the rest of the hold, stop it."""
-    await settle(uow, kit, allocation, now)
-    after = transition(allocation, AllocationTrigger.STOP, now)
+    before = await uow.allocations.get(allocation_id, for_update=True)  # locked already
+    assert before is not None
+    billed = await accrue(uow, kit, before, now)
+    await settle(uow, kit, billed, now)
+    after = transition(billed, AllocationTrigger.STOP, now)
     after = replace(after, stop_reason=StopReason.BALANCE)
     await store(uow, before, after, "allocation.stopped_for_balance", now=now)

@@ -43,3 +43,19 @@ class AllocationEvent:
     state: AllocationState  # the state after the event
     message: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """What a metering tick reads and writes of a running allocation: its billing, not the
+    whole allocation (a tick handles thousands)."""
+
+    id: int
+    user_id: int
+    version: int
+    node_id: int | None
+    hold_id: int
+    hourly_price_minor: int  # the price its owner accepted
+    billed_until: datetime | None  # running time is accounted up to here
+    billable_seconds: float
+    low_balance_since: datetime | None

@@ -15,30 +15,27 @@ from domain.ledger.holds import HoldStatus
 from domain.ports import UnitOfWork
 
 
-def accrual(allocation: Allocation, now: datetime, paused: bool) -> tuple[datetime | None, float]:
-    """(billed_until, billable_seconds) with its running time accounted up to `now`; `paused`:
-    its node has been unreachable past the grace, so that time is free. Never moves
+def accrual(
+    billed_until: datetime | None, billable_seconds: float, now: datetime, paused: bool
+) -> tuple[datetime | None, float]:
+    """(billed_until, billable_seconds) with the running time accounted up to `now`; `paused`:
+    the node has been unreachable past the grace, so that time is free. Never moves
     `billed_until` back, so a worker with an older clock bills nothing twice."""
-    until, seconds = allocation.billed_until, allocation.billable_seconds
-    if until is None or allocation.node_id is None or now <= until:
-        return until, seconds
-    return now, seconds + (0.0 if paused else (now - until).total_seconds())
-
-
-def accrued(allocation: Allocation, now: datetime, paused: bool) -> Allocation:
-    """The allocation with its running time accounted up to `now` (see `accrual`)."""
-    until, seconds = accrual(allocation, now, paused)
-    return replace(allocation, billed_until=until, billable_seconds=seconds)
+    if billed_until is None or now <= billed_until:
+        return billed_until, billable_seconds
+    return now, billable_seconds + (0.0 if paused else (now - billed_until).total_seconds())
 
 
 async def accrue(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
                  now: datetime) -> Allocation:  # fmt: skip
-    """`accrued`, reading whether the allocation's node pauses its billing."""
+    """The allocation with its running time accounted up to `now` (see `accrual`), reading
+    whether its node pauses its billing."""
     if allocation.billed_until is None or allocation.node_id is None:
         return allocation
     node = await uow.nodes.get(allocation.node_id)
     paused = node is not None and billing_paused(node.unreachable_since, now, kit.fleet.policy)
-    return accrued(allocation, now, paused)
+    until, seconds = accrual(allocation.billed_until, allocation.billable_seconds, now, paused)
+    return replace(allocation, billed_until=until, billable_seconds=seconds)
 
 
 async def settle(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: datetime) -> None:

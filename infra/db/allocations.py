@@ -16,7 +16,7 @@ from domain.compute.allocations import (
     Failure,
     FailureCode,
 )
-from domain.compute.records import AllocationEvent, AllocationFilter, NewAllocation
+from domain.compute.records import AllocationEvent, AllocationFilter, Metered, NewAllocation
 from domain.errors import Conflict, Problem
 from domain.money import Money
 from domain.pagination import Page, PageRequest
@@ -71,16 +71,16 @@ _CLAIM_DUE = text("""
 """)
 
 
-# The metering tick's rows: every column but the public keys (JSON, not needed to bill), as
-# asyncpg decodes them (no per-value result processing: a tick reads thousands).
-_LOCK_UNBILLED = text(f"""
-    SELECT {", ".join(c.name for c in allocations.c if c.name != "public_keys")}
+# A metering tick's rows: the billing columns only, locked.
+_LOCK_UNBILLED = text("""
+    SELECT id, user_id, version, node_id, hold_id, hourly_price_minor, billed_until,
+           billable_seconds, low_balance_since
       FROM allocations
      WHERE id = ANY(CAST(:ids AS bigint[])) AND state = 'running' AND hold_id IS NOT NULL
        AND (billed_until IS NULL OR billed_until < :before)
      ORDER BY id
        FOR UPDATE SKIP LOCKED
-""")  # noqa: S608  (column names from the table, no input)
+""")
 
 # Many allocations' billing in one statement, each only if still at the version it was read at.
 _SAVE_BILLING = text("""
@@ -193,23 +193,23 @@ class SqlAllocationRepository:
 
     async def lock_unbilled(
         self, allocation_ids: Sequence[int], billed_before: datetime
-    ) -> Sequence[Allocation]:
+    ) -> Sequence[Metered]:
         params = {"ids": list(allocation_ids), "before": billed_before}
-        return [_to_allocation(row) for row in await self._conn.execute(_LOCK_UNBILLED, params)]
+        return [Metered(*row) for row in await self._conn.execute(_LOCK_UNBILLED, params)]
 
-    async def save_billing(self, batch: Sequence[Allocation]) -> None:
-        if not batch:
+    async def save_billing(self, billed: Sequence[Metered], now: datetime) -> None:
+        if not billed:
             return
         columns = {
-            "id": [x.id for x in batch],
-            "version": [x.version for x in batch],
-            "updated_at": [x.updated_at for x in batch],
-            "billed_until": [x.billed_until for x in batch],
-            "billable_seconds": [x.billable_seconds for x in batch],
-            "low_balance_since": [x.low_balance_since for x in batch],
+            "id": [x.id for x in billed],
+            "version": [x.version for x in billed],
+            "updated_at": [now] * len(billed),
+            "billed_until": [x.billed_until for x in billed],
+            "billable_seconds": [x.billable_seconds for x in billed],
+            "low_balance_since": [x.low_balance_since for x in billed],
         }
         saved = (await self._conn.execute(_SAVE_BILLING, columns)).rowcount
-        if saved != len(batch):
+        if saved != len(billed):
             problem = Problem(
                 AllocationErrorCode.TRANSITION_NOT_ALLOWED,
                 "An allocation changed meanwhile; reload it.",
