@@ -80,7 +80,9 @@ async def meter(kit: ComputeKit, chunk: int = CHUNK, lanes: int = LANES) -> Mete
             totals += await retrying(partial(_meter_chunk, kit, tick, chunks.popleft()))
         return totals
 
-    return sum(await asyncio.gather(*(lane() for _ in range(lanes))), MeterTotals())
+    async with asyncio.TaskGroup() as group:  # one lane's failure cancels the others
+        running = [group.create_task(lane()) for _ in range(lanes)]
+    return sum((done.result() for done in running), MeterTotals())
 
 
 async def _running_ids(kit: ComputeKit) -> list[int]:
