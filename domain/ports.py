@@ -13,7 +13,7 @@ from domain.audit.records import AuditEvent, AuditFilter, AuditRecord
 from domain.catalog.sku import Sku, SkuChanges, SkuFilter, SkuSpec, SkuStatus
 from domain.compute.accounts import AccountSpec, AccountState
 from domain.compute.allocations import Allocation, AllocationState
-from domain.compute.records import AllocationEvent, AllocationFilter, NewAllocation
+from domain.compute.records import AllocationEvent, AllocationFilter, Metered, NewAllocation
 from domain.compute.ssh_keys import NewSshKey, ParsedPublicKey, SshKey
 from domain.events import DomainEvent
 from domain.fleet.ca import CaKeyStatus, CertificateRequest, GeneratedCaKey, SshCaKey
@@ -256,6 +256,13 @@ class LedgerRepository(Protocol):
     async def spent_since(self, account_id: int, since: datetime) -> int:
         """Usage reserved or charged from the account since `since` (holds at their full
         amount, so captures are not counted twice)."""
+        ...
+
+    async def spending(
+        self, account_ids: Sequence[int], since: datetime
+    ) -> dict[int, tuple[int | None, int]]:
+        """For many accounts in one read: each one's own hourly spend limit (None: the default
+        applies) and what `spent_since` would answer."""
         ...
 
     async def transfer(self, transfer_id: int) -> Transfer | None: ...
@@ -531,7 +538,22 @@ class AllocationRepository(Leases, Protocol):
         ...
 
     async def running_ids(self, after_id: int, limit: int) -> list[int]:
-        """Ids of RUNNING allocations above `after_id`, ascending (the metering tick's pages)."""
+        """Ids of RUNNING allocations above `after_id`, ascending."""
+        ...
+
+    async def lock_unbilled(
+        self, allocation_ids: Sequence[int], billed_before: datetime
+    ) -> Sequence[Metered]:
+        """The billing of those of the allocations that are RUNNING with a hold and not billed
+        since `billed_before`, ascending, locked until commit; rows another transaction holds
+        are skipped, not waited for (so several metering workers split a tick, and none bills a
+        row another is billing or has just billed)."""
+        ...
+
+    async def save_billing(self, billed: Sequence[Metered], now: datetime) -> None:
+        """Store many allocations' billing (billed_until, billable_seconds, low_balance_since)
+        with their new version, and `updated_at = now`, at once; each version-checked like
+        `save` (the version stored must be one less)."""
         ...
 
     # Operator control (issue 16, item 6).

@@ -51,8 +51,8 @@ def advance_claimed(kit: ComputeKit) -> Callable[[int, int], Awaitable[None]]:
 
 class MeteringTicker:
     """Every tick, bill running allocations' time and keep their holds a window ahead
-    (domain/compute/metering.py). Each allocation is its own transaction, locked, so several
-    workers may run this at once without billing anything twice."""
+    (domain/compute/metering.py), in chunks of locked rows (SKIP LOCKED), so several workers
+    may run this at once, splitting the work, without billing anything twice."""
 
     def __init__(self, kit: ComputeKit, tick_seconds: float) -> None:
         self._kit = kit

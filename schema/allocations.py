@@ -21,6 +21,7 @@ from domain.compute.allocations import StopReason as DomainStopReason
 from domain.compute.records import AllocationEventKind as DomainAllocationEventKind
 from schema.catalog import Sku
 from schema.errors import Error
+from schema.money import Money
 from schema.relay import Connection, Node, to_global_id
 from schema.ssh_keys import SshKey
 
@@ -113,6 +114,10 @@ class Allocation(Node):
     owner_id: strawberry.ID = strawberry.field(description="The User who owns it.")
     version: int = strawberry.field(description="Goes up on every change of the allocation.")
     sku: Sku = strawberry.field(resolver=_sku, description="What was ordered, as it is now.")
+    hourly_price: Money = strawberry.field(
+        description="The price per hour you accepted when creating it, which it is billed at "
+        "for its whole life: a later change of the SKU's price applies to new allocations only."
+    )
     gpu_count: int
     gpu_indices: list[int] = strawberry.field(
         description="The node's GPUs that are yours (CUDA_VISIBLE_DEVICES lists them)."
@@ -148,6 +153,7 @@ class Allocation(Node):
             state=allocation.state,
             owner_id=to_global_id("User", allocation.user_id),
             version=allocation.version,
+            hourly_price=Money.from_domain(allocation.hourly_price),
             gpu_count=len(allocation.gpu_indices),
             gpu_indices=list(allocation.gpu_indices),
             failure=None if failure is None

@@ -102,8 +102,9 @@ async def _place(kit: ComputeKit, uow: UnitOfWork, user: Principal, sku_id: int,
         raise NotFound(_problem(AllocationErrorCode.SSH_KEY_NOT_FOUND,
                                 "One or more of those SSH keys are not yours or do not exist.",
                                 "sshKeyIds"))  # fmt: skip
-    requested = await uow.allocations.add(NewAllocation(
-        user.user_id, sku.id, key_ids, [k.public_key for k in mine]))  # fmt: skip
+    requested = await uow.allocations.add(
+        NewAllocation(user.user_id, sku.id, sku.hourly_price, key_ids, [k.public_key for k in mine])
+    )
     placed = await reserve_gpus(uow, GpuRequest(sku.gpu_model, sku.gpu_count, sku.region),
                                 holder(requested.id))  # fmt: skip
     if isinstance(placed, NoCapacity):
@@ -115,8 +116,8 @@ async def _place(kit: ComputeKit, uow: UnitOfWork, user: Principal, sku_id: int,
     try:
         hold = await book.open_hold(
             uow.ledger, kit.ledger, user.user_id, AccountKind.COMPUTE_REVENUE,
-            usage_cost(sku.hourly_price.amount_minor, window.total_seconds()),
-            sku.hourly_price.currency, code=TransferCode.USAGE,
+            usage_cost(requested.hourly_price.amount_minor, window.total_seconds()),
+            requested.hourly_price.currency, code=TransferCode.USAGE,
             reference=holder(requested.id), ttl=window + kit.policy.hold_slack, now=now,
         )  # fmt: skip
     except InsufficientFunds as exc:

@@ -18,6 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain.errors import Conflict, NotFound, Problem
+from domain.money import Money
 
 
 class AllocationState(StrEnum):
@@ -87,6 +88,9 @@ class Allocation:
     id: int
     user_id: int
     sku_id: int
+    # The price the user accepted when creating it: billing and holds use this, never the
+    # SKU's current price (a SKU price change applies to new allocations only).
+    hourly_price: Money
     state: AllocationState
     version: int
     node_id: int | None

@@ -23,6 +23,9 @@ class AllocationPolicy:
     # The hold reserves this much running time ahead; metering captures and extends it.
     billing_window: timedelta = timedelta(hours=1)
     hold_slack: timedelta = timedelta(minutes=15)  # the hold outlives its window by this much
+    # A hold that covers less than the window ahead is topped up to the window and this much
+    # more, so most ticks only capture (a top-up is a transfer and a spend-limit read).
+    reserve_step: timedelta = timedelta(minutes=5)
     provision_deadline: timedelta = timedelta(minutes=10)  # then provisioning is given up
     retry_base: timedelta = timedelta(seconds=1)
     retry_max: timedelta = timedelta(minutes=2)

@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain.compute.allocations import AllocationState
+from domain.money import Money
 
 
 class AllocationEventKind(StrEnum):
@@ -23,6 +24,7 @@ class AllocationEventKind(StrEnum):
 class NewAllocation:
     user_id: int
     sku_id: int
+    hourly_price: Money  # the SKU's price now: what the user accepts
     ssh_key_ids: Sequence[int]
     public_keys: Sequence[str]  # snapshot of the keys' OpenSSH lines
 
@@ -44,3 +46,19 @@ class AllocationEvent:
     state: AllocationState  # the state after the event
     message: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """What a metering tick reads and writes of a running allocation: its billing, not the
+    whole allocation (a tick handles thousands)."""
+
+    id: int
+    user_id: int
+    version: int
+    node_id: int | None
+    hold_id: int
+    hourly_price_minor: int  # the price its owner accepted
+    billed_until: datetime | None  # running time is accounted up to here
+    billable_seconds: float
+    low_balance_since: datetime | None

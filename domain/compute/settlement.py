@@ -15,17 +15,27 @@ from domain.ledger.holds import HoldStatus
 from domain.ports import UnitOfWork
 
 
+def accrual(
+    billed_until: datetime | None, billable_seconds: float, now: datetime, paused: bool
+) -> tuple[datetime | None, float]:
+    """(billed_until, billable_seconds) with the running time accounted up to `now`; `paused`:
+    the node has been unreachable past the grace, so that time is free. Never moves
+    `billed_until` back, so a worker with an older clock bills nothing twice."""
+    if billed_until is None or now <= billed_until:
+        return billed_until, billable_seconds
+    return now, billable_seconds + (0.0 if paused else (now - billed_until).total_seconds())
+
+
 async def accrue(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation,
                  now: datetime) -> Allocation:  # fmt: skip
-    """The allocation with its running time accounted up to `now`: added to what is billable,
-    unless its node has been unreachable past the grace period (then that time is free)."""
+    """The allocation with its running time accounted up to `now` (see `accrual`), reading
+    whether its node pauses its billing."""
     if allocation.billed_until is None or allocation.node_id is None:
         return allocation
     node = await uow.nodes.get(allocation.node_id)
     paused = node is not None and billing_paused(node.unreachable_since, now, kit.fleet.policy)
-    elapsed = max((now - allocation.billed_until).total_seconds(), 0.0)
-    return replace(allocation, billed_until=now,
-                   billable_seconds=allocation.billable_seconds + (0.0 if paused else elapsed))  # fmt: skip
+    until, seconds = accrual(allocation.billed_until, allocation.billable_seconds, now, paused)
+    return replace(allocation, billed_until=until, billable_seconds=seconds)
 
 
 async def settle(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: datetime) -> None:
@@ -36,13 +46,13 @@ async def settle(uow: UnitOfWork, kit: ComputeKit, allocation: Allocation, now: 
     hold = (await uow.ledger.holds([allocation.hold_id], for_update=True))[allocation.hold_id]
     if hold.status is not HoldStatus.OPEN:
         return
-    if allocation.running_since is None:
+    if allocation.running_since is None or now >= hold.expires_at:
+        # Never ran; or the hold outlived its expiry unbilled (no tick for a window and its
+        # slack): past it a hold can only be released, the time since the last capture is free.
         await book.void(uow.ledger, hold.id, now)
         return
     billed = await accrue(uow, kit, allocation, now)
-    sku = await uow.skus.get(allocation.sku_id)
-    assert sku is not None  # SKUs are retired, never deleted
-    due = usage_cost(sku.hourly_price.amount_minor, billed.billable_seconds)
+    due = usage_cost(allocation.hourly_price.amount_minor, billed.billable_seconds)
     owed = min(max(due - hold.captured, 0), hold.remaining)
     if owed:
         await book.capture(uow.ledger, hold.id, owed, now, final=True)

@@ -35,6 +35,10 @@ allocations = Table(
     Column("id", BigInteger, Identity(always=True), primary_key=True),
     Column("user_id", BigInteger, ForeignKey(users.c.id), nullable=False),
     Column("sku_id", BigInteger, ForeignKey(skus.c.id), nullable=False),
+    # The SKU's price when the allocation was made, the one the user accepted: what it is
+    # billed at for its whole life, whatever the SKU's price becomes.
+    Column("hourly_price_minor", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
     Column("state", Text, nullable=False),
     Column("version", Integer, nullable=False, server_default="1"),
     Column("node_id", BigInteger, ForeignKey(nodes.c.id), nullable=True),
@@ -69,6 +73,7 @@ allocations = Table(
     ),
     CheckConstraint("state <> 'failed' OR failure_code IS NOT NULL", name="failed_has_reason"),
     CheckConstraint("version >= 1 AND attempts >= 0", name="counts_valid"),
+    CheckConstraint("hourly_price_minor > 0", name="price_positive"),
     UniqueConstraint("username", name="uq_allocations_username"),
 )
 Index("ix_allocations_user_id_id", allocations.c.user_id, allocations.c.id.desc())

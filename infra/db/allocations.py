@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.compute.allocations import (
@@ -16,9 +16,10 @@ from domain.compute.allocations import (
     Failure,
     FailureCode,
 )
-from domain.compute.records import AllocationEvent, AllocationFilter, NewAllocation
+from domain.compute.records import AllocationEvent, AllocationFilter, Metered, NewAllocation
 from domain.errors import Conflict, Problem
 from domain.leases import Claimed
+from domain.money import Money
 from domain.pagination import Page, PageRequest
 from infra.db.allocation_tables import allocation_events, allocations
 from infra.db.leases import LeasedRows
@@ -36,7 +37,8 @@ def _to_allocation(row: Any) -> Allocation:
     failure = (None if row.failure_code is None
                else Failure(FailureCode(row.failure_code), row.failure_message))  # fmt: skip
     return Allocation(
-        id=row.id, user_id=row.user_id, sku_id=row.sku_id, state=AllocationState(row.state),
+        id=row.id, user_id=row.user_id, sku_id=row.sku_id,
+        hourly_price=Money(row.hourly_price_minor, row.currency), state=AllocationState(row.state),
         version=row.version, node_id=row.node_id, gpu_indices=tuple(row.gpu_indices),
         username=row.username, hold_id=row.hold_id, ssh_key_ids=tuple(row.ssh_key_ids),
         failure=failure, stop_reason=row.stop_reason, attempts=row.attempts,
@@ -62,6 +64,30 @@ def _mutable(a: Allocation) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# A metering tick's rows: the billing columns only, locked.
+_LOCK_UNBILLED = text("""
+    SELECT id, user_id, version, node_id, hold_id, hourly_price_minor, billed_until,
+           billable_seconds, low_balance_since
+      FROM allocations
+     WHERE id = ANY(CAST(:ids AS bigint[])) AND state = 'running' AND hold_id IS NOT NULL
+       AND (billed_until IS NULL OR billed_until < :before)
+     ORDER BY id
+       FOR UPDATE SKIP LOCKED
+""")
+
+# Many allocations' billing in one statement, each only if still at the version it was read at.
+_SAVE_BILLING = text("""
+    UPDATE allocations a
+       SET version = d.version, updated_at = d.updated_at, billed_until = d.billed_until,
+           billable_seconds = d.billable_seconds, low_balance_since = d.low_balance_since
+      FROM unnest(CAST(:id AS bigint[]), CAST(:version AS int[]),
+                  CAST(:updated_at AS timestamptz[]), CAST(:billed_until AS timestamptz[]),
+                  CAST(:billable_seconds AS float8[]), CAST(:low_balance_since AS timestamptz[]))
+           AS d(id, version, updated_at, billed_until, billable_seconds, low_balance_since)
+     WHERE a.id = d.id AND a.version = d.version - 1
+""")
+
+
 class SqlAllocationRepository(LeasedRows):
     _leased = allocations
     _due_column = "next_attempt_at"
@@ -72,6 +98,7 @@ class SqlAllocationRepository(LeasedRows):
     async def add(self, new: NewAllocation) -> Allocation:
         stmt = insert(allocations).values(
             user_id=new.user_id, sku_id=new.sku_id, state=AllocationState.REQUESTED.value,
+            hourly_price_minor=new.hourly_price.amount_minor, currency=new.hourly_price.currency,
             ssh_key_ids=list(new.ssh_key_ids), public_keys=list(new.public_keys),
         ).returning(allocations)  # fmt: skip
         return _to_allocation((await self._conn.execute(stmt)).one())
@@ -159,6 +186,32 @@ class SqlAllocationRepository(LeasedRows):
             .limit(limit)
         )  # fmt: skip
         return list((await self._conn.execute(stmt)).scalars())
+
+    async def lock_unbilled(
+        self, allocation_ids: Sequence[int], billed_before: datetime
+    ) -> Sequence[Metered]:
+        params = {"ids": list(allocation_ids), "before": billed_before}
+        return [Metered(*row) for row in await self._conn.execute(_LOCK_UNBILLED, params)]
+
+    async def save_billing(self, billed: Sequence[Metered], now: datetime) -> None:
+        if not billed:
+            return
+        columns = {
+            "id": [x.id for x in billed],
+            "version": [x.version for x in billed],
+            "updated_at": [now] * len(billed),
+            "billed_until": [x.billed_until for x in billed],
+            "billable_seconds": [x.billable_seconds for x in billed],
+            "low_balance_since": [x.low_balance_since for x in billed],
+        }
+        saved = (await self._conn.execute(_SAVE_BILLING, columns)).rowcount
+        if saved != len(billed):
+            problem = Problem(
+                AllocationErrorCode.TRANSITION_NOT_ALLOWED,
+                "An allocation changed meanwhile; reload it.",
+                "id",
+            )
+            raise Conflict(problem)
 
     async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> Sequence[Claimed]:
         rows = await self._claim_rows(now, lease, limit)

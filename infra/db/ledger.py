@@ -7,7 +7,6 @@ thousands of holds costs a handful of round trips.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -30,6 +29,7 @@ from domain.ledger.transfers import (
 from domain.pagination import Page, PageRequest
 from domain.ports import LedgerCheck, MonthTotal, NewHold
 from infra.db import ledger_verify
+from infra.db.arrays import among
 from infra.db.money_tables import (
     PLATFORM_SHARDS,
     ledger_accounts,
@@ -135,6 +135,17 @@ _LOCK_GUARDED = text("""
        FOR UPDATE
 """)
 
+# Each account's limit and usage reserved or charged since a time, as `spent_since` counts it.
+_SPENDING = text("""
+    SELECT a.id, a.hourly_spend_limit, coalesce(sum(t.amount), 0) AS spent
+      FROM ledger_accounts a
+      LEFT JOIN ledger_transfers t
+        ON t.debit_account_id = a.id AND t.code = 'usage' AND t.phase IN ('pending', 'posted')
+       AND t.created_at >= :since
+     WHERE a.id = ANY(CAST(:ids AS bigint[]))
+     GROUP BY a.id
+""")
+
 _SAVE_HOLDS = text("""
     UPDATE ledger_holds h
        SET amount = d.amount, captured = d.captured, status = d.status,
@@ -196,7 +207,7 @@ class SqlLedgerRepository:
         return (await self._find([key])).get(key)
 
     async def accounts_by_id(self, account_ids: Sequence[int]) -> dict[int, Account]:
-        stmt = select(ledger_accounts).where(ledger_accounts.c.id.in_(list(account_ids)))
+        stmt = select(ledger_accounts).where(among(ledger_accounts.c.id, account_ids))
         return {row.id: _account(row) for row in await self._conn.execute(stmt)}
 
     async def wallets_of(self, user_id: int) -> Sequence[Account]:
@@ -240,12 +251,19 @@ class SqlLedgerRepository:
         if not specs:
             return []
         await self._learn_guarded({a for s in specs for a in (s.debit, s.credit)})
-        effects: dict[tuple[int, int], Balance] = defaultdict(Balance)
+        # Each balance row's four sums' changes, as plain ints (a tick writes thousands).
+        effects: dict[tuple[int, int], list[int]] = {}
+        guarded = self._guarded
         for spec in specs:
             shard = _shard(spec)
             for account_id, change in spec.effects():
-                at = (account_id, 0 if account_id in self._guarded else shard)
-                effects[at] = effects[at] + change
+                at = (account_id, 0 if account_id in guarded else shard)
+                sums = effects.get(at)
+                if sums is None:
+                    effects[at] = [getattr(change, s) for s in _SUMS]
+                else:
+                    for i, s in enumerate(_SUMS):
+                        sums[i] += getattr(change, s)
         columns = {
             "debit": [s.debit for s in specs], "credit": [s.credit for s in specs],
             "amount": [s.amount for s in specs], "currency": [s.currency for s in specs],
@@ -257,8 +275,8 @@ class SqlLedgerRepository:
         try:
             rows = (await self._conn.execute(_WRITE, {
                 **columns, "account": [k[0] for k in keys], "shard": [k[1] for k in keys],
-                **{name: [getattr(effects[k], s) for k in keys]
-                   for name, s in zip(("dp", "cp", "dpe", "cpe"), _SUMS, strict=True)},
+                **{name: [effects[k][i] for k in keys]
+                   for i, name in enumerate(("dp", "cp", "dpe", "cpe"))},
             })).all()  # fmt: skip
         except IntegrityError as exc:
             if _is_overdraft(exc):
@@ -310,6 +328,12 @@ class SqlLedgerRepository:
             t.phase.in_(("pending", "posted")), t.created_at >= since,
         )  # fmt: skip
         return int((await self._conn.execute(stmt)).scalar_one())
+
+    async def spending(
+        self, account_ids: Sequence[int], since: datetime
+    ) -> dict[int, tuple[int | None, int]]:
+        rows = await self._conn.execute(_SPENDING, {"ids": list(account_ids), "since": since})
+        return {row.id: (row.hourly_spend_limit, int(row.spent)) for row in rows}
 
     async def wallet_entries(self, transfer_ids: Sequence[int]) -> dict[int, WalletEntry]:
         # One statement for any number of ids: each transfer with the wallet(s) it touches,
@@ -363,7 +387,7 @@ class SqlLedgerRepository:
         return _hold((await self._conn.execute(stmt)).one())
 
     async def holds(self, hold_ids: Sequence[int], *, for_update: bool = False) -> dict[int, Hold]:
-        stmt = select(ledger_holds).where(ledger_holds.c.id.in_(list(hold_ids)))
+        stmt = select(ledger_holds).where(among(ledger_holds.c.id, hold_ids))
         if for_update:
             stmt = stmt.order_by(ledger_holds.c.id).with_for_update()
         return {row.id: _hold(row) for row in await self._conn.execute(stmt)}

@@ -34,6 +34,7 @@ from domain.fleet.records import (
 from domain.fleet.registration import address_taken, name_taken
 from domain.leases import Claimed
 from domain.pagination import Page, PageRequest
+from infra.db.arrays import among
 from infra.db.fleet_tables import node_events, node_gpus, nodes
 from infra.db.leases import LeasedRows
 from infra.db.paging import keyset_page
@@ -189,7 +190,7 @@ class SqlNodeRepository(LeasedRows):
     async def get_many(self, node_ids: Sequence[int]) -> dict[int, Node]:
         if not node_ids:
             return {}
-        rows = await self._conn.execute(select(nodes).where(nodes.c.id.in_(list(node_ids))))
+        rows = await self._conn.execute(select(nodes).where(among(nodes.c.id, node_ids)))
         return {row.id: _to_node(row) for row in rows}
 
     async def list(self, node_filter: NodeFilter, page: PageRequest) -> Page[Node]:

@@ -453,3 +453,29 @@ async def test_writes_without_a_compute_kit_are_unavailable_and_reads_work(
         listed = await user.gql(LIST, {})
         assert listed["data"]["allocations"] == {"edges": [], "pageInfo": {
             "hasNextPage": False, "endCursor": None}}  # fmt: skip
+
+
+PRICES = """query One($id: ID!) { allocation(id: $id) {
+  hourlyPrice { amountMinor currency amount } sku { hourlyPrice { amountMinor } } } }"""
+UPDATE_SKU = """mutation($id: ID!, $input: UpdateSkuInput!) { updateSku(id: $id, input: $input) {
+  __typename } }"""
+
+
+async def test_each_allocation_shows_the_price_accepted_and_a_sku_change_applies_to_new_ones(
+    accounts: Accounts, uow: Any, settings: Settings
+) -> None:
+    shop = await open_shop(accounts, uow)
+    before = (await shop.create("before"))["allocation"]
+    raised = {"id": shop.sku, "input": {"hourlyPriceMinor": PRICE * 4}}
+    changed = await shop.admin.gql(UPDATE_SKU, raised)
+    assert changed["data"]["updateSku"]["__typename"] == "SkuPayload", changed
+    after = (await shop.create("after"))["allocation"]
+    old = (await shop.user.gql(PRICES, {"id": before["id"]}))["data"]["allocation"]
+    new = (await shop.user.gql(PRICES, {"id": after["id"]}))["data"]["allocation"]
+    assert old["hourlyPrice"] == {"amountMinor": PRICE, "currency": "USD", "amount": "2.50"}
+    assert new["hourlyPrice"]["amountMinor"] == PRICE * 4
+    assert old["sku"]["hourlyPrice"]["amountMinor"] == PRICE * 4  # the SKU as it is now
+    # Each first window held at its own price.
+    assert (await wallet(shop.user))["held"] == window_cost(settings) + window_cost(
+        settings, PRICE * 4
+    )

@@ -66,3 +66,42 @@ def test_upgrade_downgrade_upgrade_on_empty_database(servers: ServerUrls) -> Non
         assert {"skus", "outbox"} <= _tables(url)
     finally:
         drop_database(servers.admin_database_url, name)
+
+
+OLD_ALLOCATIONS = """
+    INSERT INTO users (email) VALUES ('old@example.com');
+    INSERT INTO skus (name, gpu_model, gpu_count, vcpus, ram_gib, disk_gib, region,
+                      hourly_price_minor, currency)
+         VALUES ('a', 'H200', 1, 8, 64, 100, 'eu-west', 399, 'USD'),
+                ('b', 'H100', 1, 8, 64, 100, 'us-east', 249, 'EUR');
+    INSERT INTO allocations (user_id, sku_id, state) VALUES (1, 1, 'requested'), (1, 2, 'requested');
+"""
+
+
+def test_allocations_made_before_agreed_prices_take_their_skus_price(servers: ServerUrls) -> None:
+    name, url = create_database(servers.admin_database_url, prefix="gpucloud_migr")
+    try:
+        migrate.upgrade(url, "0009")
+        asyncio.run(_execute(url, OLD_ALLOCATIONS))
+        migrate.upgrade(url)
+        query = "SELECT sku_id, hourly_price_minor, currency FROM allocations ORDER BY id"
+        rows = asyncio.run(_fetch(url, query))
+        assert rows == [(1, 399, "USD"), (2, 249, "EUR")]
+    finally:
+        drop_database(servers.admin_database_url, name)
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _fetch(url: str, sql: str) -> list[tuple[object, ...]]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [tuple(row) for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()

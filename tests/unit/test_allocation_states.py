@@ -22,6 +22,7 @@ from domain.compute.allocations import (
 )
 from domain.compute.kit import AllocationPolicy, usage_cost
 from domain.errors import Conflict
+from domain.money import Money
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 S, T = AllocationState, AllocationTrigger
@@ -29,7 +30,7 @@ S, T = AllocationState, AllocationTrigger
 
 def allocation(state: AllocationState = S.REQUESTED, failure: Failure | None = None) -> Allocation:
     return Allocation(
-        id=7, user_id=1, sku_id=1, state=state, version=1, node_id=None, gpu_indices=(),
+        id=7, user_id=1, sku_id=1, hourly_price=Money(3600, "USD"), state=state, version=1, node_id=None, gpu_indices=(),
         username=None, hold_id=None, ssh_key_ids=(1,), failure=failure, stop_reason=None,
         attempts=2, next_attempt_at=None, deadline=None, created_at=NOW, updated_at=NOW,
     )  # fmt: skip
