@@ -131,8 +131,11 @@ async def latency(kit: ComputeKit, layout: NodeLayout, user: Principal, sku_id: 
             done = await conn.run(command)
             direct_s.append(time.perf_counter() - started)
             assert done.exit_status == 0, done.stderr
-            await conn.run(remove_account_command(name, 1, prefix=prefix, keep_home=False,
-                                                  layout=layout, sudo=False))  # fmt: skip
+            await conn.run(
+                remove_account_command(
+                    name, 1, prefix=prefix, keep_home=False, layout=layout, sudo=False
+                )
+            )
     return platform_s, direct_s
 
 

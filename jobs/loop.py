@@ -65,10 +65,19 @@ class Dispatcher:
     that makes a row due wakes it at once, and so does a step ending (room again); the tick is
     only the safety net (a lapsed lease, a lost notification, a retry whose time came)."""
 
-    def __init__(self, uow: Callable[[], UnitOfWork], claim: Claim,
-                 work: Callable[[int, int], Awaitable[object]], lease: timedelta,
-                 tick_seconds: float, what: str, listen: Listen | None = None, *,
-                 limit: int = 4, grace_seconds: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        claim: Claim,
+        work: Callable[[int, int], Awaitable[object]],
+        lease: timedelta,
+        tick_seconds: float,
+        what: str,
+        listen: Listen | None = None,
+        *,
+        limit: int = 4,
+        grace_seconds: float = 5.0,
+    ) -> None:
         self._uow = uow
         self._claim = claim
         self._work = work
