@@ -32,6 +32,7 @@ from domain.compute.reconcile import reconcile_node
 from domain.compute.ssh_key_services import add_ssh_key
 from domain.fleet.checks import check_node
 from domain.fleet.nodes import NodeState
+from domain.fleet.remote import NodeTarget
 from domain.fleet.targets import node_target
 from domain.identity.principal import Principal
 from domain.identity.scopes import Role
@@ -279,3 +280,40 @@ async def test_the_reconciler_leaves_the_engines_work_alone(world: World) -> Non
     await world.kit.ops.ensure_account(target, AccountSpec(placed.username, [], (0,)), 0)
     repairs = await reconcile_node(world.kit, world.node_id)
     assert repairs.orphans_removed == [] and _exists(placed.username)  # mid-provisioning
+
+
+class _StopFirst:
+    """The node operations, but the first restore finds the allocation stopped and torn down
+    meanwhile (the reconciler read RUNNING just before the user's stop)."""
+
+    def __init__(self, world: World, allocation_id: int) -> None:
+        self._world, self._id, self._ops = world, allocation_id, world.kit.ops
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ops, name)
+
+    async def ensure_account(self, target: NodeTarget, account: AccountSpec, fence: int) -> None:
+        await stop_allocation(self._world.kit, self._world.user, self._id, META)
+        stopped = await advance(self._world.kit, self._id)
+        assert stopped is not None and stopped.state is AllocationState.STOPPED
+        await self._ops.ensure_account(target, account, fence)
+
+
+async def test_a_restore_racing_a_stop_cannot_bring_the_account_back(world: World) -> None:
+    running = await advance(world.kit, (await _create(world, "race")).id)
+    assert running is not None and running.username is not None
+    gpu_group = f"{grp.getgrgid(os.stat(world.node.root / 'dev' / 'nvidia0').st_gid).gr_name}"
+    subprocess.run(
+        ["gpasswd", "-d", running.username, gpu_group], check=True, capture_output=True
+    )  # drift: the reconciler restores it
+    kit = replace(world.kit, ops=_StopFirst(world, running.id))
+
+    repairs = await reconcile_node(kit, world.node_id)
+
+    # The node refused the restore (the teardown's fence is newer, its tombstone is there):
+    # no account, and the allocation stays STOPPED rather than being failed for it.
+    assert repairs.accounts_restored == [] and repairs.allocations_failed == []
+    assert not _exists(running.username)
+    async with world.kit.uow() as u:
+        final = await u.allocations.get(running.id)
+    assert final is not None and final.state is AllocationState.STOPPED
