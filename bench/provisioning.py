@@ -260,10 +260,13 @@ async def main(args: argparse.Namespace) -> int:
                 (root / "dev" / f"nvidia{index}").touch(mode=0o666)
             # Probes once an hour: a probe would find the 8 GPUs nvidia-smi reports, not the
             # 20 recorded below, and take the node out of placement mid-run.
-            fleet = replace(fleet_settings(root, groups), min_disk_free_mib=1,
-                            probe_interval_seconds=3600,
-                            trusted_ca_file=str(root / "trusted_ca_keys"),
-                            sshd_dropin="")  # fmt: skip
+            fleet = replace(
+                fleet_settings(root, groups),
+                min_disk_free_mib=1,
+                probe_interval_seconds=3600,
+                trusted_ca_file=str(root / "trusted_ca_keys"),
+                sshd_dropin="",
+            )
             fleet_kit = kit_for(uow, kms, fleet)
             settings = load_settings({"GPUCLOUD_ALLOCATION_USER_PREFIX": prefix}, needs=())
             kit = make_compute_kit(fleet, settings.compute, fleet_kit,

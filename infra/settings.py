@@ -49,6 +49,7 @@ class Settings:
     outbox_poll_seconds: float
     result_cache_seconds: float
     worker_threads: int
+    worker_poll_ms: int  # an idle Dramatiq consumer asks Redis again after at most this
     public_url: str
     allowed_origins: tuple[str, ...]
     cookie_secure: bool
@@ -424,6 +425,9 @@ def load_settings(
             "GPUCLOUD_RESULT_CACHE_SECONDS", 5.0, _non_negative_float, what="a number of seconds"
         ),
         worker_threads=r.get("GPUCLOUD_WORKER_THREADS", 4, _int_between(1, 64), what="an integer"),
+        worker_poll_ms=r.get(
+            "GPUCLOUD_WORKER_POLL_MS", 50, _int_between(10, 10_000), what="milliseconds"
+        ),
         public_url="",
         allowed_origins=r.get("GPUCLOUD_ALLOWED_ORIGINS", (), _origins, what="origins"),
         cookie_secure=r.get("GPUCLOUD_COOKIE_SECURE", True, _bool, what="a boolean"),

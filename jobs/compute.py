@@ -1,17 +1,16 @@
 """The worker's allocation loops: the engine's (allocations whose next step is due are claimed
-with a lease by jobs/loop.py's Dispatcher and advanced in the worker under that lease, so a
-worker killed mid-step only delays it: every step is an "ensure"), metering and the node
-reconciler."""
+with a lease by jobs/loop.py's Dispatcher and advanced by the `advance_allocation` actor under
+that lease, so a worker killed mid-step only delays it: every step is an "ensure"), metering
+and the node reconciler."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import structlog
 
-from domain.compute.engine import advance
 from domain.compute.kit import ComputeKit
 from domain.compute.metering import meter
 from domain.compute.reconcile import reconcile_node
@@ -29,24 +28,8 @@ CLAIM_BATCH = 100
 async def claim_allocations(
     uow: UnitOfWork, now: datetime, lease: timedelta, limit: int
 ) -> Sequence[Claimed]:
-    """Allocations whose next step is due, for `advance_claimed`."""
+    """Allocations whose next step is due, for the `advance_allocation` actor."""
     return await uow.allocations.claim_due(now, lease, min(limit, CLAIM_BATCH))
-
-
-def advance_claimed(kit: ComputeKit) -> Callable[[int, int], Awaitable[None]]:
-    """The engine's work for the Dispatcher: one step of a claimed allocation, under its lease."""
-
-    async def work(allocation_id: int, token: int) -> None:
-        allocation = await advance(kit, allocation_id, token)
-        if allocation is not None:
-            log.info(
-                "engine.advanced",
-                allocation_id=allocation_id,
-                state=str(allocation.state),
-                version=allocation.version,
-            )
-
-    return work
 
 
 class MeteringTicker:

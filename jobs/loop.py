@@ -53,42 +53,40 @@ async def every(stop: asyncio.Event, seconds: float, step: Callable[[], Awaitabl
 
 
 class Dispatcher:
-    """Claim the rows whose work is due and work on each under its lease, here, at most
-    `limit` at once. `claim` locks them SKIP LOCKED and leases them (their generation goes up)
-    in its own committed transaction, and claims no more than there is room for, so two
-    workers never take one row and no claimed row waits in a queue while its lease runs;
-    `work(id, generation)` renews the lease while it runs and fences its outcome with the
-    generation (domain/leases.py). A worker that dies mid-work only delays the row by the
-    rest of the lease.
+    """Claim the rows whose work is due and send each, with its lease generation, to the
+    Dramatiq actor that works on it (jobs/actors.py). `claim` locks them SKIP LOCKED and leases
+    them (their generation goes up) in its own committed transaction, at most `batch` a claim,
+    so two workers never take one row; the actor renews the lease while it works and fences
+    its outcome with the generation (domain/leases.py), so a message that waited past its
+    lease, or was delivered twice, changes nothing. A worker that dies mid-work only delays
+    the row by the rest of the lease.
 
     Wake, then poll: with `listen` (infra/db/listen.py on the work channel), a committed change
-    that makes a row due wakes it at once, and so does a step ending (room again); the tick is
-    only the safety net (a lapsed lease, a lost notification, a retry whose time came)."""
+    that makes a row due (a new allocation, a stop, a lease released with work left) wakes it
+    at once; a full batch claims again at once; the tick is only the safety net (a lapsed
+    lease, a lost notification, a retry whose time came)."""
 
     def __init__(
         self,
         uow: Callable[[], UnitOfWork],
         claim: Claim,
-        work: Callable[[int, int], Awaitable[object]],
+        send: Callable[[int, int], object],
         lease: timedelta,
         tick_seconds: float,
         what: str,
         listen: Listen | None = None,
         *,
-        limit: int = 4,
-        grace_seconds: float = 5.0,
+        batch: int = 100,
     ) -> None:
         self._uow = uow
         self._claim = claim
-        self._work = work
+        self._send = send
         self._lease = lease
         self._tick = tick_seconds
         self._what = what
         self._listen = listen
-        self._limit = limit
-        self._grace = grace_seconds
+        self._batch = batch
         self._wake = asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         listener: Listener | None = None
@@ -97,12 +95,12 @@ class Dispatcher:
                 listener = await self._listening(listener)
                 self._wake.clear()  # a wake-up from here on means another tick
                 try:
-                    await self.tick()
+                    if await self.tick() == self._batch:
+                        continue  # more may be due: claim again now
                 except Exception:
                     log.exception("loop.step_failed", loop=self._what)
                 await wait_any(stop, self._wake, self._tick)
         finally:
-            await self._drain()
             await _close(listener)
 
     async def _listening(self, listener: Listener | None) -> Listener | None:
@@ -117,42 +115,17 @@ class Dispatcher:
             return None
 
     async def tick(self) -> int:
-        """Claim what is due, as much as there is room for, and start working on it."""
-        room = self._limit - len(self._running)
-        if room <= 0:
-            return 0  # a step ending wakes the loop
+        """Claim what is due (a batch at most) and send each to its actor."""
         now = datetime.now(UTC)
         uow = self._uow()
         async with uow:
-            due = await self._claim(uow, now, self._lease, room)
+            due = await self._claim(uow, now, self._lease, self._batch)
             await uow.commit()
         for claimed in due:
-            task = asyncio.create_task(self._one(claimed))
-            self._running.add(task)
-            task.add_done_callback(self._ended)
+            self._send(claimed.id, claimed.token)
         if due:
             log.info("loop.dispatched", loop=self._what, ids=[c.id for c in due])
         return len(due)
-
-    async def _one(self, claimed: Claimed) -> None:
-        try:
-            await self._work(claimed.id, claimed.token)
-        except Exception:  # the lease lapses and the row comes due again
-            log.exception("loop.work_failed", loop=self._what, id=claimed.id)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._wake.set()  # room again: claim what is due now
-
-    async def _drain(self) -> None:
-        """On stop: let running steps finish for a while, then cancel them (their leases are
-        released on the way out; a step cut short is an "ensure", done again later)."""
-        if not self._running:
-            return
-        _, pending = await asyncio.wait(self._running, timeout=self._grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def wait_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:

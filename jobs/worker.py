@@ -1,6 +1,6 @@
-"""The worker process: the engine's and the fleet's Dispatchers (claimed steps worked under
-their leases), the outbox relay, metering and the reconciler on the main event loop; Dramatiq
-actors in threads."""
+"""The worker process: the engine's and the fleet's Dispatchers (they claim due steps with a
+lease and send them to the actors), the outbox relay, metering and the reconciler on the main
+event loop; Dramatiq actors, which work each claimed step under its lease, in threads."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from infra.stripe.factory import make_gateway
 from jobs.actors import ActorDeps, register_actors
-from jobs.compute import MeteringTicker, ReconcileTicker, advance_claimed, claim_allocations
+from jobs.compute import MeteringTicker, ReconcileTicker, claim_allocations
 from jobs.drain import DrainTicker
-from jobs.fleet import check_claimed, claim_nodes
+from jobs.fleet import claim_nodes
 from jobs.loop import Dispatcher, Listener
 from jobs.money import MoneyTicker
 from jobs.relay import EventPublisher, OutboxRelay
@@ -54,18 +54,19 @@ def run_worker(settings: Settings) -> int:
     compute = (None if fleet is None else
                lambda kit: make_compute_kit(settings.fleet, settings.compute, kit,
                                             ledger_policy(settings.payments)))  # fmt: skip
-    # Registered so messages an older worker enqueued are still worked (under a lease of their
-    # own); this worker's Dispatchers run what they claim in-process instead (jobs/loop.py).
-    register_actors(broker, ActorDeps(fleet_factory=fleet, compute_factory=compute))
-    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads)
+    actors = register_actors(broker, ActorDeps(fleet_factory=fleet, compute_factory=compute))
+    # An idle consumer asks Redis again after at most `worker_poll_ms` (Dramatiq's default is a
+    # second): a step the Dispatcher was woken for then starts within that.
+    worker = dramatiq.Worker(
+        broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_poll_ms
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        # The relay, the tickers, and the claimed steps with their lease heartbeats.
-        engine = make_engine(settings.database_url, pool_size=4 + 3 * settings.worker_threads)
+        engine = make_engine(settings.database_url, pool_size=4)
         events = aioredis.Redis.from_url(settings.redis_url)
         publisher = EventPublisher(events, settings.redis_namespace)
         relay = OutboxRelay(engine, settings.database_url, publisher.publish,
@@ -87,31 +88,26 @@ def run_worker(settings: Settings) -> int:
             billing = make_compute_kit(
                 settings.fleet, settings.compute, fleet_kit, ledger_policy(settings.payments)
             )
-            # Claimed work runs here, on this loop, as many steps at once as the worker has
-            # threads; the actors stay registered for messages an older worker enqueued.
-            limit = settings.worker_threads
             loops.append(
                 Dispatcher(
                     uow,
                     claim_nodes,
-                    check_claimed(fleet_kit),
+                    actors.check_node.send,
                     health_policy(settings.fleet).lease,
                     settings.fleet.tick_seconds,
                     "fleet",
                     listen,
-                    limit=limit,
                 ).run(stop)
             )
             loops.append(
                 Dispatcher(
                     uow,
                     claim_allocations,
-                    advance_claimed(billing),
+                    actors.advance_allocation.send,
                     allocation_policy(settings.compute).lease,
                     settings.compute.engine_tick_seconds,
                     "engine",
                     listen,
-                    limit=limit,
                 ).run(stop)
             )
             loops.append(MeteringTicker(billing, settings.compute.metering_tick_seconds).run(stop))

@@ -53,9 +53,17 @@ async def store(
     elif note is not None:
         await uow.allocations.add_event(saved.id, note[0], saved.state, note[1])
     if changed:
-        await uow.audit.append(audit(actor, meta, action, ("allocation", saved.id),
-                                     before=None if before is None else view(before),
-                                     after={**view(saved), **(detail or {})}, now=now))  # fmt: skip
+        await uow.audit.append(
+            audit(
+                actor,
+                meta,
+                action,
+                ("allocation", saved.id),
+                before=None if before is None else view(before),
+                after={**view(saved), **(detail or {})},
+                now=now,
+            )
+        )
         await notify(uow, [saved.user_id], NoticeType.ALLOCATION_STATE_CHANGED, {
             "allocationId": saved.id, "state": str(saved.state), "version": saved.version,
             "previous": None if before is None else str(before.state),

@@ -84,8 +84,11 @@ async def _step(kit: ComputeKit, allocation_id: int, lease: int) -> Allocation |
         node = await uow.nodes.get(current.node_id)
         assert node is not None  # nodes are retired, never deleted
         # Only provisioning (and a rekey) writes the keys; a teardown needs none.
-        keys = ((await uow.allocations.public_keys([allocation_id]))[allocation_id]
-                if rekeying or current.state in (_S.PLACED, _S.PROVISIONING) else [])  # fmt: skip
+        keys = (
+            (await uow.allocations.public_keys([allocation_id]))[allocation_id]
+            if rekeying or current.state in (_S.PLACED, _S.PROVISIONING)
+            else []
+        )
         # Nothing talks to a node whose host key changed: it may not be ours any more.
         target = (None if node.state is NodeState.QUARANTINED
                   else await node_target(kit.fleet, uow, node, f"provision:allocation-{current.id}"))  # fmt: skip

@@ -87,8 +87,16 @@ async def remove_ssh_key(uow: UnitOfWork, principal: Principal, key_id: int,
         if removed is None:  # removed by a concurrent request since we read it
             raise NotFound(Problem(SshKeyErrorCode.NOT_FOUND, "No such SSH key.", "id"))
         changed = await take_off_allocations(uow, removed, now)
-        await uow.audit.append(audit(principal, meta, "ssh_key.removed", ("ssh_key", key_id),
-                                     before=removed.audit_view(),
-                                     after={"allocationsUpdated": changed}, now=now))  # fmt: skip
+        await uow.audit.append(
+            audit(
+                principal,
+                meta,
+                "ssh_key.removed",
+                ("ssh_key", key_id),
+                before=removed.audit_view(),
+                after={"allocationsUpdated": changed},
+                now=now,
+            )
+        )
         await uow.commit()
         return removed

@@ -60,10 +60,16 @@ def make_fleet_kit(
     decommissioner = SshNodeDecommissioner(
         connector.dialer, node_layout(fleet), fleet.ssh_command_timeout_seconds
     )
-    return FleetKit(uow=uow, kms=kms, cipher=cipher, codec=AsyncsshKeyCodec(),
-                    connector=connector, policy=health_policy(fleet),
-                    platform_group=fleet.platform_group,
-                    decommissioner=decommissioner)  # fmt: skip
+    return FleetKit(
+        uow=uow,
+        kms=kms,
+        cipher=cipher,
+        codec=AsyncsshKeyCodec(),
+        connector=connector,
+        policy=health_policy(fleet),
+        platform_group=fleet.platform_group,
+        decommissioner=decommissioner,
+    )
 
 
 def allocation_policy(compute: ComputeSettings) -> AllocationPolicy:

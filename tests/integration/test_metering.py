@@ -105,9 +105,14 @@ async def _provisioned(s: Setup, placed: Allocation) -> Running:
     async with s.kit.uow() as u:
         provisioning = transition(placed, AllocationTrigger.PROVISION, s.clock.now)
         running = transition(provisioning, AllocationTrigger.PROVISIONED, s.clock.now)
-        running = await u.allocations.save(replace(
-            running, version=placed.version + 1, running_since=s.clock.now,
-            billed_until=s.clock.now))  # fmt: skip
+        running = await u.allocations.save(
+            replace(
+                running,
+                version=placed.version + 1,
+                running_since=s.clock.now,
+                billed_until=s.clock.now,
+            )
+        )
         await u.commit()
     return Running(s.kit, s.clock, s.user, running)
 

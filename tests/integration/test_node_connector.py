@@ -64,11 +64,15 @@ def groups() -> Iterator[list[str]]:
 def _layout(node: SshNode, gpu_group_prefix: str = "gpucloud-gpu") -> NodeLayout:
     (node.root / "dev").mkdir(exist_ok=True)
     (node.root / "udev").mkdir(exist_ok=True)
-    return NodeLayout(trusted_ca_file=str(node.trusted_ca_file), sshd_dropin=None,
-                      device_dir=str(node.root / "dev"), gpu_group_prefix=gpu_group_prefix,
-                      udev_rules=str(node.root / "udev" / "70-gpucloud-gpu.rules"),
-                      data_dir=str(node.root),
-                      nvidia_modprobe=str(node.root / "gpucloud-nvidia.conf"))  # fmt: skip
+    return NodeLayout(
+        trusted_ca_file=str(node.trusted_ca_file),
+        sshd_dropin=None,
+        device_dir=str(node.root / "dev"),
+        gpu_group_prefix=gpu_group_prefix,
+        udev_rules=str(node.root / "udev" / "70-gpucloud-gpu.rules"),
+        data_dir=str(node.root),
+        nvidia_modprobe=str(node.root / "gpucloud-nvidia.conf"),
+    )
 
 
 def _target(node: SshNode, host_key: str | None = None, *,

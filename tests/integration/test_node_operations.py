@@ -82,10 +82,16 @@ def env() -> Iterator[Env]:
           running_node(root, trusted_ca_keys=[ca.public_key]) as node):  # fmt: skip
         serve_user_keys(node)
         fake_devices(node, GPUS)
-        layout = NodeLayout(trusted_ca_file=str(node.trusted_ca_file), sshd_dropin=None,
-                            device_dir=str(root / "dev"), gpu_group_prefix=f"{groups}g",
-                            udev_rules=None, data_dir=str(root), home_dir=str(root / "home"),
-                            nvidia_modprobe=str(root / "gpucloud-nvidia.conf"))  # fmt: skip
+        layout = NodeLayout(
+            trusted_ca_file=str(node.trusted_ca_file),
+            sshd_dropin=None,
+            device_dir=str(root / "dev"),
+            gpu_group_prefix=f"{groups}g",
+            udev_rules=None,
+            data_dir=str(root),
+            home_dir=str(root / "home"),
+            nvidia_modprobe=str(root / "gpucloud-nvidia.conf"),
+        )
         yield Env(node, layout, f"{groups}p", prefix, ca.private_key)
 
 

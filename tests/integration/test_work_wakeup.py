@@ -31,7 +31,7 @@ class _Sent:
         self.ticks = 0
         self.changed = asyncio.Event()
 
-    async def work(self, row_id: int, token: int) -> None:
+    def send(self, row_id: int, token: int) -> None:
         self.items.append((row_id, token))
         self.changed.set()
 
@@ -55,7 +55,7 @@ async def _dispatching(uow: Uow, database_url: str, sent: _Sent) -> AsyncIterato
     def listen(wake: asyncio.Event) -> asyncio.Future[Listener]:
         return asyncio.ensure_future(open_listener(database_url, WORK_CHANNEL, wake))
 
-    dispatcher = Dispatcher(uow, sent.claim, sent.work, timedelta(minutes=1), HOUR, "fleet", listen)
+    dispatcher = Dispatcher(uow, sent.claim, sent.send, timedelta(minutes=1), HOUR, "fleet", listen)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     try:
@@ -126,32 +126,22 @@ async def test_a_released_or_revoked_lease_on_a_due_row_wakes_the_dispatcher(
         assert sent.items[1] == (node.id, 4)
 
 
-async def test_a_dispatcher_claims_only_what_it_has_room_for_and_claims_again_when_a_step_ends(
-    uow: Uow, database_url: str
-) -> None:
+async def test_a_full_batch_is_followed_by_another_claim_at_once(uow: Uow) -> None:
+    now = datetime.now(UTC)
     async with uow() as tx:
-        first = await tx.nodes.add(_node("a", "10.0.0.4", datetime.now(UTC) - timedelta(minutes=1)))
-        second = await tx.nodes.add(_node("b", "10.0.0.5", datetime.now(UTC)))
+        nodes = [await tx.nodes.add(_node(f"n{i}", f"10.0.1.{i}", now)) for i in range(3)]
         await tx.commit()
-    sent, go_on = _Sent(), asyncio.Event()
-
-    async def work(row_id: int, token: int) -> None:
-        await sent.work(row_id, token)
-        await go_on.wait()
-
-    dispatcher = Dispatcher(uow, sent.claim, work, timedelta(minutes=1), HOUR, "fleet", limit=1)
+    sent = _Sent()
+    # No listener and an hour's tick: only "the batch was full, more may be due" claims again.
+    dispatcher = Dispatcher(
+        uow, sent.claim, sent.send, timedelta(minutes=1), HOUR, "fleet", batch=2
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     try:
-        await sent.until(lambda: bool(sent.items))
-        async with uow() as tx:  # the other one is still due and unclaimed: no room for it
-            assert await tx.nodes.take_lease(second.id, 60) is not None
-            await tx.nodes.revoke_lease(second.id)
-            await tx.commit()
-        assert sent.items == [(first.id, 1)]
-        go_on.set()  # the step ends: room again, and the loop claims at once, not in an hour
-        await sent.until(lambda: len(sent.items) == 2)
-        assert sent.items[1] == (second.id, 3)
+        await sent.until(lambda: len(sent.items) == 3)
+        assert sorted(row_id for row_id, _ in sent.items) == [n.id for n in nodes]
+        assert sent.ticks == 2  # a full batch of two, then the last one
     finally:
         stop.set()
         await task

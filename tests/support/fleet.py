@@ -87,10 +87,17 @@ async def ensure_ca(kit: FleetKit) -> None:
         await create_ca(kit.uow(), kit.kms, kit.cipher, AsyncsshCaSigner())
 
 
-async def register(kit: FleetKit, node: SshNode, name: str = "gpu-1", *,
-                   host_key: str | None = None, private_key: str | None = None,
-                   use_ca: bool = False, region: str = "eu-west",
-                   with_ca: bool = True) -> Node:  # fmt: skip
+async def register(
+    kit: FleetKit,
+    node: SshNode,
+    name: str = "gpu-1",
+    *,
+    host_key: str | None = None,
+    private_key: str | None = None,
+    use_ca: bool = False,
+    region: str = "eu-west",
+    with_ca: bool = True,
+) -> Node:
     """Register the node (with the platform CA made first, unless `with_ca` is False)."""
     if with_ca:
         await ensure_ca(kit)

@@ -40,6 +40,7 @@ def test_defaults() -> None:
         outbox_poll_seconds=1.0,
         result_cache_seconds=5.0,
         worker_threads=4,
+        worker_poll_ms=50,
         public_url="http://127.0.0.1:8000",
         allowed_origins=(),
         cookie_secure=True,
