@@ -93,9 +93,9 @@ async def _check(kit: FleetKit, node_id: int, lease: int) -> Node | None:
         target = await node_target(kit, uow, node, f"fleet:node-{node.id}")
         known = (await uow.nodes.gpus([node_id])).get(node_id, [])
     if node.state is NodeState.BOOTSTRAPPING or not node.bootstrapped:
-        outcome = await _bootstrap(kit, node, target)
+        outcome = await _bootstrap(kit, node, target, lease)
     else:
-        outcome = await _probe(kit, node, target, known)
+        outcome = await _probe(kit, node, target, known, lease)
     return await _settle(kit, node_id, outcome, lease)
 
 
@@ -151,7 +151,7 @@ def _check_inventory(gpus: list[GpuInfo]) -> list[GpuInfo]:
     return gpus
 
 
-async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget) -> Outcome:
+async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget, lease: int) -> Outcome:
     # One exit stack: the session, once connected, is closed however the steps end.
     async with AsyncExitStack() as open_session:
         try:
@@ -171,7 +171,7 @@ async def _bootstrap(kit: FleetKit, node: Node, target: NodeTarget) -> Outcome:
                                 lambda: session.facts(os),
                                 lambda f: f"{f.cpus} CPUs, {f.ram_mib} MiB RAM, "
                                 f"{f.disk_free_mib}/{f.disk_total_mib} MiB disk free")  # fmt: skip
-            prep = await _prep(kit, gpus)
+            prep = await _prep(kit, node.id, gpus, lease)
             await _prepare(kit, node, session, prep)
             await _step(
                 kit,
@@ -243,15 +243,25 @@ async def _trusted(kit: FleetKit) -> tuple[str, ...]:
         return tuple(k.public_key for k in await uow.ssh_ca.trusted())
 
 
-async def _prep(kit: FleetKit, gpus: Sequence[GpuInfo | NodeGpu]) -> NodePrep:
-    return NodePrep(kit.platform_group, [g.index for g in gpus], list(await _trusted(kit)))
+async def _prep(
+    kit: FleetKit, node_id: int, gpus: Sequence[GpuInfo | NodeGpu], lease: int
+) -> NodePrep:
+    """What preparing makes true, fenced with the check's lease generation: the node refuses
+    it once a newer check has been there."""
+    return NodePrep(
+        kit.platform_group,
+        [g.index for g in gpus],
+        list(await _trusted(kit)),
+        fence=lease,
+        node_id=node_id,
+    )
 
 
 async def _probe(kit: FleetKit, node: Node, target: NodeTarget,
-                 recorded: Sequence[NodeGpu]) -> Outcome:  # fmt: skip
+                 recorded: Sequence[NodeGpu], lease: int) -> Outcome:  # fmt: skip
     """Read the node's health; and when the CA keys it trusts are not the platform's (after a
     rotation), prepare it again so it does, which is what lets the old key be retired."""
-    prep = await _prep(kit, [g for g in recorded if g.present])
+    prep = await _prep(kit, node.id, [g for g in recorded if g.present], lease)
     refresh = set(prep.ca_public_keys) != set(node.ca_keys)
     try:
         async with kit.connector.session(target) as session:

@@ -54,6 +54,11 @@ class NodePrep:
     platform_group: str  # the group every allocation user joins
     gpu_indices: Sequence[int]  # /dev/nvidiaN owned by group <gpu_group_prefix>N, mode 0660
     ca_public_keys: Sequence[str]  # written to the node's TrustedUserCAKeys file
+    # The node's lease generation (domain/leases.py): the node refuses a prepare older than
+    # the newest it has seen for this node id (FenceRefused), so a superseded check cannot
+    # undo a newer one. 0 and 0: a prepare outside the platform's checks (tools, benchmarks).
+    fence: int = 0
+    node_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,6 @@ class NodeCommandFailed(NodeFailure):
 
 
 class FenceRefused(NodeCommandFailed):
-    """The node refused an account command from a superseded worker: it has seen a newer
-    fencing token for the account, or the account was torn down. Not a node fault: nothing
+    """The node refused a command from a superseded worker: it has seen a newer fencing token
+    for the account (or, for a prepare, for the node), or the account was torn down. Not a node fault: nothing
     was changed, and the sender's outcome is void."""

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from domain.compute.accounts import AccountSpec, AccountState, account_name, is_account_name
 from domain.fleet.nodes import ReasonCode
 from domain.fleet.remote import NodeCommandFailed
-from infra.nodes.commands import q, shell
+from infra.nodes.commands import FENCE_EXIT, FENCE_LOCK_WAIT_SECONDS, q, shell
 from infra.nodes.layout import GROUP_NAME, NodeLayout
 
 # Marks the lines we own in the user's shell start-up files, so a repeat replaces them.
@@ -40,9 +40,6 @@ _KEY = re.compile(r"((?:ssh|ecdsa|sk)-[A-Za-z0-9@._-]{1,60}) ([A-Za-z0-9+/]{16,1
                   r"(?: [^\r\n\0]*)?")  # fmt: skip
 _SEPARATOR = "--groups--"
 _KILL_TRIES = 100  # with 0.1s pauses: ten seconds for the user's processes to be gone
-# The exit status of a command refused by its fence (sysexits' EX_TEMPFAIL: nothing was done).
-FENCE_EXIT = 75
-_LOCK_WAIT_SECONDS = 90  # within the command's own timeout (120 s by default)
 
 
 def _refused(message: str) -> NodeCommandFailed:
@@ -134,7 +131,7 @@ def _fenced(user: str, fence: int, layout: NodeLayout, *, teardown: bool) -> lis
         f"refuse() {refuse}",
         'mkdir -p "$d" && chmod 0700 "$d"',
         'exec 9>>"$d/$u.lock"',
-        f"flock -w {_LOCK_WAIT_SECONDS} 9 || "
+        f"flock -w {FENCE_LOCK_WAIT_SECONDS} 9 || "
         '{ echo "$u: another operation on the account holds its lock" >&2; exit 1; }',
         'seen=$(cat "$d/$u.fence" 2>/dev/null || echo 0)',
         '[ "$fence" -ge "$seen" ] || refuse "fencing token $fence is older than $seen: '

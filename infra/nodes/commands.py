@@ -108,6 +108,35 @@ NVIDIA_OPTION = "options nvidia NVreg_ModifyDeviceFiles=0"
 _NVIDIA_PARAMS = "/proc/driver/nvidia/params"
 
 
+# The exit status of a script refused by its fence (sysexits' EX_TEMPFAIL: nothing was done).
+FENCE_EXIT = 75
+FENCE_LOCK_WAIT_SECONDS = 90  # within a command's own timeout (120 s by default)
+
+
+def node_fence_steps(fence: int, node_id: int, layout: NodeLayout) -> list[str]:
+    """The opening of a script that changes the node as a whole (prepare): the lock of the
+    platform's node `node_id` taken for the script's life, its fence checked and raised to
+    `fence` (the node's lease generation). A superseded check's prepare (with the CA keys of
+    before a rotation, say) exits FENCE_EXIT having changed nothing. Files are named by node
+    id: a machine registered again starts a fresh fence with its new id."""
+    for value in (fence, node_id):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _failed(f"{value!r} is not a fencing token", ReasonCode.PREPARE_FAILED)
+    return [
+        f"fence={fence}",
+        f"d={q(layout.account_state_dir)}",
+        f"n=node-{node_id}",
+        'mkdir -p "$d" && chmod 0700 "$d"',
+        'exec 8>>"$d/$n.lock"',
+        f"flock -w {FENCE_LOCK_WAIT_SECONDS} 8 || "
+        '{ echo "another prepare of this node holds its lock" >&2; exit 1; }',
+        'seen=$(cat "$d/$n.fence" 2>/dev/null || echo 0)',
+        '[ "$fence" -ge "$seen" ] || { echo "fencing token $fence is older than $seen: '
+        f'a newer check owns the node" >&2; exit {FENCE_EXIT}; }}',
+        'printf \'%s\\n\' "$fence" >"$d/$n.fence.new" && mv -f "$d/$n.fence.new" "$d/$n.fence"',
+    ]
+
+
 def _group(name: str) -> str:
     if not GROUP_NAME.fullmatch(name):
         raise _failed(f"{name[:40]!r} is not a Linux group name", ReasonCode.PREPARE_FAILED)
@@ -139,7 +168,13 @@ def prepare_script(prep: NodePrep, layout: NodeLayout) -> str:
     except ValueError as exc:
         raise _failed(str(exc), ReasonCode.PREPARE_FAILED) from None
     keys = _single_lines(prep.ca_public_keys)
-    steps = [_STEP_TRAP, _ENSURE_FILE, "step='making the platform and GPU groups'"]
+    steps = [
+        _STEP_TRAP,
+        _ENSURE_FILE,
+        "step='taking the node lock'",
+        *node_fence_steps(prep.fence, prep.node_id, layout),
+        "step='making the platform and GPU groups'",
+    ]
     for group in (_group(prep.platform_group), *gpu_groups):
         # -f: a group made meanwhile (a concurrent run) is success, not an error.
         steps.append(f"getent group {q(group)} >/dev/null || groupadd -f -r {q(group)}")

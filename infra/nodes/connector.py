@@ -21,10 +21,18 @@ import asyncssh
 
 from domain.fleet.inventory import GpuInfo, InventoryError
 from domain.fleet.nodes import NodeFacts, ReasonCode
-from domain.fleet.remote import NodeCommandFailed, NodePrep, NodeTarget, OsInfo, Prepared
+from domain.fleet.remote import (
+    FenceRefused,
+    NodeCommandFailed,
+    NodePrep,
+    NodeTarget,
+    OsInfo,
+    Prepared,
+)
 from domain.ports import CertificateAuthority
 from infra.nodes.commands import (
     DRIVER_RELOAD_NEEDED,
+    FENCE_EXIT,
     OS_COMMAND,
     facts_command,
     parse_facts,
@@ -115,8 +123,14 @@ class SshNodeSession:
 
     async def prepare(self, prep: NodePrep) -> Prepared:
         command = prepare_command(prep, self._layout, sudo=self._sudo)
-        output = await self._checked(command, "preparing the node", _R.PREPARE_FAILED)
-        return Prepared(driver_reload_needed=DRIVER_RELOAD_NEEDED in output.splitlines())
+        output = await self._run(command, "preparing the node", OUTPUT_LIMIT, _R.PREPARE_FAILED)
+        if output.status == FENCE_EXIT and not output.overflow:
+            raise FenceRefused(clip(f"preparing the node refused ({output.failure()})"))
+        if output.status != 0 or output.overflow:
+            raise NodeCommandFailed(
+                clip(f"preparing the node failed ({output.failure()})"), _R.PREPARE_FAILED
+            )
+        return Prepared(driver_reload_needed=DRIVER_RELOAD_NEEDED in output.stdout.splitlines())
 
     async def check_isolation(self, gpu_indices: Sequence[int]) -> None:
         command = shell(isolation_script(gpu_indices, self._layout), sudo=self._sudo)

@@ -22,13 +22,13 @@ from domain.compute.accounts import AccountSpec, AccountState
 from domain.fleet.nodes import ReasonCode
 from domain.fleet.remote import FenceRefused, NodeCommandFailed, NodeTarget
 from infra.nodes.account_commands import (
-    FENCE_EXIT,
     accounts_command,
     check_prefix,
     ensure_account_command,
     parse_accounts,
     remove_account_command,
 )
+from infra.nodes.commands import FENCE_EXIT
 from infra.nodes.layout import GROUP_NAME, NodeLayout
 from infra.nodes.ssh import SSH_ERRORS, Output, SshDialer, clip, lost, run_command
 

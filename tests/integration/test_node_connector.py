@@ -20,6 +20,7 @@ from domain.fleet.ca_services import create_ca
 from domain.fleet.nodes import ReasonCode
 from domain.fleet.remote import (
     CaLogin,
+    FenceRefused,
     HostKeyMismatch,
     KeyLogin,
     NodeAuthRefused,
@@ -261,6 +262,26 @@ async def test_prepare_names_a_missing_gpu_device(node: SshNode, groups: list[st
             await session.prepare(NodePrep(platform, [0, 1], []))
     assert failed.value.code is ReasonCode.PREPARE_FAILED
     assert f"GPU device {node.root}/dev/nvidia1 is missing" in str(failed.value)
+
+
+async def test_a_prepare_older_than_the_node_has_seen_is_refused_and_changes_nothing(
+    node: SshNode, groups: list[str]
+) -> None:
+    # A superseded check (its lease revoked or lapsed) comes late with the CA keys of before a
+    # rotation: the node has seen a newer generation and refuses it, keeping the newer trust.
+    platform, prefix = groups
+    _fake_devices(node, 1)
+    layout = _layout(node, gpu_group_prefix=prefix)
+    newer, older = [_other_key()], [_other_key()]
+    async with SshNodeConnector(None, layout).session(_target(node)) as session:
+        await session.prepare(NodePrep(platform, [0], newer, fence=7, node_id=3))
+        with pytest.raises(FenceRefused) as refused:
+            await session.prepare(NodePrep(platform, [0], older, fence=6, node_id=3))
+        await session.prepare(
+            NodePrep(platform, [0], newer, fence=7, node_id=3)
+        )  # its own again: fine
+    assert "fencing token 6 is older than 7" in str(refused.value)
+    assert node.trusted_ca_file.read_text() == f"{newer[0]}\n"
 
 
 Uow = Callable[[], UnitOfWork]

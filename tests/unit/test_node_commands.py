@@ -303,3 +303,13 @@ def test_isolation_problems_name_the_devices() -> None:
         isolation_problems("gpu 0: 0\n", [0, 1], LAYOUT)  # GPU 1 and "none" never reported
     with pytest.raises(NodeCommandFailed):
         isolation_problems("gpu 0: 7\ngpu 1: 1\nnone:\n", [0, 1], LAYOUT)
+
+
+def test_prepare_takes_the_node_lock_and_checks_its_fence_before_anything_else() -> None:
+    script = prepare_script(NodePrep("gpucloud", [0], [KEY], fence=12, node_id=5), NodeLayout())
+    lock = script.index("flock -w 90 8")
+    assert "fence=12" in script
+    assert lock < script.index("exit 75") < script.index("groupadd")
+    assert "n=node-5" in script and 'exec 8>>"$d/$n.lock"' in script
+    with pytest.raises(NodeCommandFailed):
+        prepare_script(NodePrep("gpucloud", [0], [KEY], fence=-1), NodeLayout())
