@@ -212,8 +212,9 @@ async def throughput(kit: ComputeKit, user: Principal, sku_id: int, key_id: int,
             proc.stop()
 
 
-def _worker_env(url: str, key_file: Path, root: Path, groups: str, prefix: str,
-                threads: int) -> dict[str, str]:  # fmt: skip
+def _worker_env(
+    url: str, key_file: Path, root: Path, groups: str, prefix: str, threads: int, poll_ms: int
+) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")},
         "DATABASE_URL": url, "REDIS_URL": os.environ.get("REDIS_URL",
@@ -228,6 +229,7 @@ def _worker_env(url: str, key_file: Path, root: Path, groups: str, prefix: str,
         "GPUCLOUD_NODE_GPU_GROUP_PREFIX": f"{groups}g",
         "GPUCLOUD_NODE_PLATFORM_GROUP": f"{groups}p", "GPUCLOUD_ALLOCATION_USER_PREFIX": prefix,
         "GPUCLOUD_ENGINE_TICK_SECONDS": "0.05", "GPUCLOUD_WORKER_THREADS": str(threads),
+        "GPUCLOUD_WORKER_POLL_MS": str(poll_ms),
         "GPUCLOUD_PROBE_INTERVAL_SECONDS": "3600", "GPUCLOUD_MIN_DISK_FREE_MIB": "1",
         # Every "node" here is this one machine, so each would see the others' accounts as
         # orphans: the reconciler stays out of this run (its tests use one node).
@@ -286,7 +288,7 @@ async def main(args: argparse.Namespace) -> int:
                   f"p99 {percentile(direct_s, 0.99) * 1000:.0f} ms")  # fmt: skip
             print(f"platform overhead at p50: {(p50 - d50) * 1000:.0f} ms (target < 100 ms)")
             await kit.ops.aclose()  # type: ignore[attr-defined]
-            env = _worker_env(url, key_file, root, groups, prefix, threads=4)
+            env = _worker_env(url, key_file, root, groups, prefix, threads=4, poll_ms=args.poll_ms)
             worker_s = await worker_latency(kit, user, sku_id, key_id, args.allocations, env, state)
             w50 = statistics.median(worker_s)
             print(
@@ -321,6 +323,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--burst", type=int, default=200)
     p.add_argument("--nodes", type=int, default=10)
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument(
+        "--poll-ms",
+        type=int,
+        default=50,
+        help="GPUCLOUD_WORKER_POLL_MS: how often an idle actor consumer asks Redis",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.allocations, args.burst, args.nodes, args.workers = 5, 20, 2, 2
