@@ -22,14 +22,12 @@ from jobs.loop import every
 
 log = structlog.get_logger(__name__)
 
-CLAIM_BATCH = 100
-
 
 async def claim_allocations(
     uow: UnitOfWork, now: datetime, lease: timedelta, limit: int
 ) -> Sequence[Claimed]:
     """Allocations whose next step is due, for the `advance_allocation` actor."""
-    return await uow.allocations.claim_due(now, lease, min(limit, CLAIM_BATCH))
+    return await uow.allocations.claim_due(now, lease, limit)
 
 
 class MeteringTicker:

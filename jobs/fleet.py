@@ -10,10 +10,8 @@ from datetime import datetime, timedelta
 from domain.leases import Claimed
 from domain.ports import UnitOfWork
 
-CLAIM_BATCH = 100
-
 
 async def claim_nodes(
     uow: UnitOfWork, now: datetime, lease: timedelta, limit: int
 ) -> Sequence[Claimed]:
-    return await uow.nodes.claim_due(now, lease, min(limit, CLAIM_BATCH))
+    return await uow.nodes.claim_due(now, lease, limit)

@@ -17,6 +17,7 @@ the node may hold a user with GPU access, so it is retried (capped backoff) unti
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -102,35 +103,46 @@ async def _step(kit: ComputeKit, allocation_id: int, lease: int) -> Allocation |
     if current.state is _S.PROVISIONING:
         assert current.username is not None
         account = AccountSpec(current.username, keys, current.gpu_indices)
-        try:
-            await kit.ops.ensure_account(_reachable(target), account, fence=lease)
-        except FenceRefused as exc:
-            _superseded(current, exc)
-            return None
-        except NodeFailure as exc:
-            return await _failed_attempt(kit, current, exc)
-        return await _move(kit, current, _T.PROVISIONED)
+        return await _on_node(
+            kit,
+            current,
+            lambda: kit.ops.ensure_account(_reachable(target), account, fence=lease),
+            lambda seen: _move(kit, seen, _T.PROVISIONED),
+        )
     assert current.username is not None
+    user = current.username
+    return await _on_node(
+        kit,
+        current,
+        lambda: kit.ops.remove_account(
+            _reachable(target), user, fence=lease, keep_home=kit.policy.keep_home
+        ),
+        lambda seen: _move(kit, seen, _T.TORN_DOWN),
+    )
+
+
+async def _on_node(
+    kit: ComputeKit,
+    seen: Allocation,
+    command: Callable[[], Awaitable[None]],
+    then: Callable[[Allocation], Awaitable[Allocation | None]],
+) -> Allocation | None:
+    """Run the step's node command, then `then(seen)` to store its outcome. A failure is a failed
+    attempt (retried with backoff); a fence refusal means the node has seen a newer generation:
+    whoever holds it now carries the step on, so nothing is stored (and nothing was done)."""
     try:
-        await kit.ops.remove_account(_reachable(target), current.username, fence=lease,
-                                     keep_home=kit.policy.keep_home)  # fmt: skip
+        await command()
     except FenceRefused as exc:
-        _superseded(current, exc)
+        log.info(
+            "allocation %s: node refused generation %s (%s); outcome discarded",
+            seen.id,
+            seen.lease_token,
+            exc,
+        )
         return None
     except NodeFailure as exc:
-        return await _failed_attempt(kit, current, exc)
-    return await _move(kit, current, _T.TORN_DOWN)
-
-
-def _superseded(seen: Allocation, exc: FenceRefused) -> None:
-    """The node has seen a newer generation: whoever holds it now carries the step on. Not a
-    failed attempt (nothing was done, and the node is fine)."""
-    log.info(
-        "allocation %s: node refused generation %s (%s); outcome discarded",
-        seen.id,
-        seen.lease_token,
-        exc,
-    )
+        return await _failed_attempt(kit, seen, exc)
+    return await then(seen)
 
 
 # --- Operator control (issue 16, item 6): a RUNNING allocation whose keys changed ----------
@@ -149,15 +161,17 @@ async def rekey(
     change meanwhile bumps the version and the row comes due again); a failure is retried with
     backoff, as any step. Returns the allocation as stored."""
     assert seen.username is not None
-    try:
-        await kit.ops.ensure_account(
-            _reachable(target), AccountSpec(seen.username, keys, seen.gpu_indices), fence=lease
-        )
-    except FenceRefused as exc:  # stopped meanwhile: the teardown owns the account
-        _superseded(seen, exc)
-        return None
-    except NodeFailure as exc:
-        return await _failed_attempt(kit, seen, exc)
+    account = AccountSpec(seen.username, keys, seen.gpu_indices)
+    # A fence refusal: stopped meanwhile, the teardown owns the account.
+    return await _on_node(
+        kit,
+        seen,
+        lambda: kit.ops.ensure_account(_reachable(target), account, fence=lease),
+        lambda row: _rekeyed(kit, row, len(keys)),
+    )
+
+
+async def _rekeyed(kit: ComputeKit, seen: Allocation, keys: int) -> Allocation | None:
     now = kit.clock()
     uow = kit.uow()
     async with uow:
@@ -167,7 +181,7 @@ async def rekey(
         after = replace(
             before, version=before.version + 1, updated_at=now, attempts=0, next_attempt_at=None
         )
-        note = (AllocationEventKind.KEYS_CHANGED, f"the node has its {len(keys)} key(s) now")
+        note = (AllocationEventKind.KEYS_CHANGED, f"the node has its {keys} key(s) now")
         saved = await store(uow, before, after, "allocation.rekeyed", now=now, note=note)
         await uow.commit()
         return saved

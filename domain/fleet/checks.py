@@ -257,8 +257,9 @@ async def _prep(
     )
 
 
-async def _probe(kit: FleetKit, node: Node, target: NodeTarget,
-                 recorded: Sequence[NodeGpu], lease: int) -> Outcome:  # fmt: skip
+async def _probe(
+    kit: FleetKit, node: Node, target: NodeTarget, recorded: Sequence[NodeGpu], lease: int
+) -> Outcome:
     """Read the node's health; and when the CA keys it trusts are not the platform's (after a
     rotation), prepare it again so it does, which is what lets the old key be retired."""
     prep = await _prep(kit, node.id, [g for g in recorded if g.present], lease)
