@@ -36,10 +36,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -379,10 +380,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def in_scratch_database(
+    prefix: str,
+    args: argparse.Namespace,
+    run: Callable[[str, str, argparse.Namespace], Coroutine[Any, Any, int]],
+) -> int:
+    """`run(url, server, args)` on a migrated scratch database (its name in `args.database`),
+    dropped at the end whatever happens."""
     with database_server() as (admin_url, server):
-        name, url = create_database(admin_url, prefix="gpucloud_bench_ledger")
+        name, url = create_database(admin_url, prefix=prefix)
         args.database = name
         try:
             migrate.upgrade(url)
@@ -390,6 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             drop_database(admin_url, name)
             print(f"\ndropped {name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return in_scratch_database("gpucloud_bench_ledger", parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,7 @@ from typing import Any, cast
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.common import run_main
-from bench.ledger import REVENUE, client_cpu, database_server, seed, server_cpu
+from bench.ledger import REVENUE, client_cpu, in_scratch_database, seed, server_cpu
 from bench.metering_legacy import meter_each
 from domain.catalog.services import add_sku
 from domain.catalog.sku import SkuSpec
@@ -52,12 +51,10 @@ from domain.ledger import book
 from domain.ledger.policy import LedgerPolicy
 from domain.ledger.transfers import Phase, TransferCode, TransferSpec
 from domain.ports import NodeOperations
-from infra import migrate
 from infra.crypto.local_kms import LocalKms
 from infra.db.engine import make_engine
 from infra.db.uow import SqlUnitOfWork
 from tests.support.fleet import fleet_settings, kit_for, seed_node
-from tests.support.servers import create_database, drop_database
 
 PRICE = 3600  # minor units per hour: one a second
 NODES = 100
@@ -280,16 +277,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    with database_server() as (admin_url, server):
-        name, url = create_database(admin_url, prefix="gpucloud_bench_metering")
-        args.database = name
-        try:
-            migrate.upgrade(url)
-            return run_main(run(url, server, args))
-        finally:
-            drop_database(admin_url, name)
-            print(f"\ndropped {name}")
+    return in_scratch_database("gpucloud_bench_metering", parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from domain.ports import UnitOfWork
 from infra.settings import Settings
 from schema.relay import from_global_id, to_global_id
+from tests.support.fleet import node_env
 from tests.support.identity import PASSWORD, SIGN_UP, body, unique_email
 from tests.support.processes import Process, free_port, wait_ready
 from tests.support.ssh_node import SshNode
@@ -51,23 +52,12 @@ class Served:
 def _serve_env(
     service_env: dict[str, str], node: SshNode, groups: str, prefix: str, port: int
 ) -> dict[str, str]:
-    root = node.root
     return {
         **service_env,
         "GPUCLOUD_PORT": str(port),
         "GPUCLOUD_ALLOWED_ORIGINS": APP,
         "GPUCLOUD_SHUTDOWN_GRACE_SECONDS": GRACE,
-        "GPUCLOUD_NODE_TRUSTED_CA_FILE": str(root / "trusted_ca_keys"),
-        "GPUCLOUD_NODE_SSHD_DROPIN": "none",
-        "GPUCLOUD_NODE_UDEV_RULES": "none",
-        "GPUCLOUD_NODE_NVIDIA_MODPROBE": "none",
-        "GPUCLOUD_NODE_DEVICE_DIR": str(root / "dev"),
-        "GPUCLOUD_NODE_DATA_DIR": str(root),
-        "GPUCLOUD_NODE_HOME_DIR": str(root / "home"),
-        "GPUCLOUD_NODE_GPU_GROUP_PREFIX": f"{groups}g",
-        "GPUCLOUD_NODE_PLATFORM_GROUP": f"{groups}p",
-        "GPUCLOUD_ALLOCATION_USER_PREFIX": prefix,
-        "GPUCLOUD_MIN_DISK_FREE_MIB": "1",
+        **node_env(node.root, groups, prefix),
     }
 
 

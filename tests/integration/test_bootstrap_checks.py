@@ -22,9 +22,15 @@ from domain.pagination import PageRequest
 from domain.ports import UnitOfWork
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.commands import reload_pending_marker
-from tests.support.accounts import open_node_root
-from tests.support.fleet import META, fake_devices, fleet_settings, group_prefix, kit_for, register
-from tests.support.ssh_node import EIGHT_H200, SshNode, running_node
+from tests.support.fleet import (
+    META,
+    eight_gpu_node,
+    fleet_settings,
+    group_prefix,
+    kit_for,
+    register,
+)
+from tests.support.ssh_node import SshNode
 
 Uow = Callable[[], UnitOfWork]
 
@@ -37,9 +43,7 @@ def prefix() -> Iterator[str]:
 
 @pytest.fixture
 def node() -> Iterator[SshNode]:
-    # A root others may enter: the isolation check opens the devices as `nobody`.
-    with open_node_root() as root, running_node(root, report=EIGHT_H200) as started:
-        fake_devices(started, 8)
+    with eight_gpu_node() as started:
         yield started
 
 

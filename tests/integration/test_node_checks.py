@@ -30,7 +30,15 @@ from infra.crypto.envelope import AesGcmCipher
 from infra.crypto.local_kms import LocalKms
 from infra.nodes.ssh_ca import AsyncsshCaSigner
 from tests.support.accounts import open_node_root
-from tests.support.fleet import META, fake_devices, fleet_settings, group_prefix, kit_for, register
+from tests.support.fleet import (
+    META,
+    eight_gpu_node,
+    fake_devices,
+    fleet_settings,
+    group_prefix,
+    kit_for,
+    register,
+)
 from tests.support.ssh_node import EIGHT_H200, FIXTURES, SshNode, running_node
 
 Uow = Callable[[], UnitOfWork]
@@ -60,9 +68,7 @@ def prefix() -> Iterator[str]:
 
 @pytest.fixture
 def node() -> Iterator[SshNode]:
-    # A root others may enter: the isolation check opens the devices as `nobody`.
-    with open_node_root() as root, running_node(root, report=EIGHT_H200) as started:
-        fake_devices(started, 8)
+    with eight_gpu_node() as started:
         yield started
 
 
@@ -245,8 +251,7 @@ async def test_a_refused_key_is_unreachable_with_its_reason(kit: FleetKit, node:
 async def test_an_unreachable_node_is_marked_and_probed_with_backoff_not_destroyed(
     kit: FleetKit, tmp_path: Path, prefix: str
 ) -> None:
-    with open_node_root() as root, running_node(root, report=EIGHT_H200) as gone:
-        fake_devices(gone, 8)
+    with eight_gpu_node() as gone:
         gone_kit = kit_for(kit.uow, kit.kms, fleet_settings(gone.root, prefix))
         ready = await _bootstrapped(gone_kit, gone)
     # sshd is stopped now: nothing listens on the port.

@@ -34,7 +34,14 @@ from infra.payment_settings import ledger_policy
 from infra.settings import Settings
 from tests.support.accounts import open_node_root, serve_user_keys, user_prefix
 from tests.support.compute import credit, signed_in
-from tests.support.fleet import fake_devices, fleet_settings, group_prefix, kit_for, register
+from tests.support.fleet import (
+    fake_devices,
+    fleet_settings,
+    group_prefix,
+    kit_for,
+    node_env,
+    register,
+)
 from tests.support.ssh_node import EIGHT_H200, SshNode, running_node
 
 META = RequestMeta(request_id="test")
@@ -63,24 +70,13 @@ def engine_node() -> Iterator[EngineNode]:
 
 
 def worker_env(service_env: dict[str, str], where: EngineNode, lease: float) -> dict[str, str]:
-    root = where.node.root
     return {
         **service_env,
         # A namespace of its own: no other test's worker takes these jobs, nor this one theirs.
         "GPUCLOUD_REDIS_NAMESPACE": f"{service_env['GPUCLOUD_REDIS_NAMESPACE']}-{secrets.token_hex(3)}",
-        "GPUCLOUD_NODE_TRUSTED_CA_FILE": str(root / "trusted_ca_keys"),
-        "GPUCLOUD_NODE_SSHD_DROPIN": "none",
-        "GPUCLOUD_NODE_UDEV_RULES": "none",
-        "GPUCLOUD_NODE_NVIDIA_MODPROBE": "none",
-        "GPUCLOUD_NODE_DEVICE_DIR": str(root / "dev"),
-        "GPUCLOUD_NODE_DATA_DIR": str(root),
-        "GPUCLOUD_NODE_HOME_DIR": str(root / "home"),
-        "GPUCLOUD_NODE_GPU_GROUP_PREFIX": f"{where.groups}g",
-        "GPUCLOUD_NODE_PLATFORM_GROUP": f"{where.groups}p",
-        "GPUCLOUD_ALLOCATION_USER_PREFIX": where.prefix,
+        **node_env(where.node.root, where.groups, where.prefix),
         "GPUCLOUD_ENGINE_TICK_SECONDS": "0.1",
         "GPUCLOUD_ENGINE_LEASE_SECONDS": str(lease),
-        "GPUCLOUD_MIN_DISK_FREE_MIB": "1",
     }
 
 

@@ -31,7 +31,8 @@ from infra.fleet_settings import FleetSettings
 from infra.nodes.factory import make_fleet_kit
 from infra.nodes.nvidia_smi import parse_query_csv
 from infra.nodes.ssh_ca import AsyncsshCaSigner
-from tests.support.ssh_node import ONE_H200, SshNode
+from tests.support.accounts import open_node_root
+from tests.support.ssh_node import EIGHT_H200, ONE_H200, SshNode, running_node
 
 META = RequestMeta(request_id="test")
 
@@ -142,3 +143,31 @@ async def seed_node(uow: UnitOfWork, name: str, *, gpus: int = 8, region: str = 
             node = await uow.nodes.save(node)
         await uow.commit()
         return node
+
+
+def node_env(root: Path, groups: str, prefix: str) -> dict[str, str]:
+    """The settings a `gpucloud` process needs for a loopback node rooted at `root` (files,
+    devices and homes under it; no sshd drop-in, udev rule or NVIDIA option written), with
+    the GPU and platform groups made from `groups` and allocation users named `prefix<id>`."""
+    return {
+        "GPUCLOUD_NODE_TRUSTED_CA_FILE": str(root / "trusted_ca_keys"),
+        "GPUCLOUD_NODE_SSHD_DROPIN": "none",
+        "GPUCLOUD_NODE_UDEV_RULES": "none",
+        "GPUCLOUD_NODE_NVIDIA_MODPROBE": "none",
+        "GPUCLOUD_NODE_DEVICE_DIR": str(root / "dev"),
+        "GPUCLOUD_NODE_DATA_DIR": str(root),
+        "GPUCLOUD_NODE_HOME_DIR": str(root / "home"),
+        "GPUCLOUD_NODE_GPU_GROUP_PREFIX": f"{groups}g",
+        "GPUCLOUD_NODE_PLATFORM_GROUP": f"{groups}p",
+        "GPUCLOUD_ALLOCATION_USER_PREFIX": prefix,
+        "GPUCLOUD_MIN_DISK_FREE_MIB": "1",
+    }
+
+
+@contextmanager
+def eight_gpu_node() -> Iterator[SshNode]:
+    """A loopback node reporting 8 H200s, with their stand-in devices, under a root others may
+    enter: the isolation check opens the devices as `nobody`."""
+    with open_node_root() as root, running_node(root, report=EIGHT_H200) as started:
+        fake_devices(started, 8)
+        yield started
